@@ -1,0 +1,45 @@
+# vidsearch: two commands matter, `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of torch; override on a machine with a GPU, e.g. TORCH_SPEC=torch==2.13.0 from the CUDA index.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= demo
+PORT ?= 8000
+
+.PHONY: install test test-fast demo bench bench-quick browser clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test,bench]"
+	touch $(STAMP)
+
+# Debian's chromium for the browser test; never a downloaded browser build.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium'"; fi; }
+
+test: install browser
+	$(PY) -m pytest -q -ra
+
+test-fast: install
+	$(PY) -m pytest -q -ra -m "not slow"
+
+demo: install
+	$(VENV)/bin/vidsearch demo --dir $(DEMO_DIR) --port $(PORT)
+
+bench: install
+	$(PY) -m benchmarks.run --out BENCHMARKS.md
+
+bench-quick: install
+	$(PY) -m benchmarks.run --quick --out bench-out/BENCHMARKS-quick.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info
