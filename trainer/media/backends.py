@@ -1,0 +1,230 @@
+"""In-process probing and decoding with decord (default) and PyAV (fallback); run inside worker processes."""
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+
+from .types import VIDEO_EXTENSIONS, DecodedVideo, MediaError, SamplingConfig, VideoInfo
+
+# Frames fetched per decord get_batch call: bounds decord's scratch memory on long videos.
+_BATCH = 32
+
+
+def check_file(path: str) -> None:
+    """Raise MediaError for problems visible without opening the file (missing, empty, wrong extension)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MediaError(path, "file not found") from None
+    except OSError as e:
+        raise MediaError(path, f"cannot stat file ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError(path, "not a regular file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in VIDEO_EXTENSIONS:
+        raise MediaError(path, f"unsupported extension {ext or '(none)'!r}; supported: {', '.join(VIDEO_EXTENSIONS)}")
+    if st.st_size == 0:
+        raise MediaError(path, "empty file")
+
+
+class NearestSampler:
+    """Streams frame times and picks, for each target time k / fps, the frame whose start is nearest.
+
+    One rule for both backends: ties go to the earlier frame and a frame picked for several targets
+    (target fps above the source rate) is kept once, so output times strictly increase.
+    """
+
+    def __init__(self, fps: float):
+        self.fps = fps
+        self.k = 0  # next target index
+        self.prev = None  # (index, time, item) of the previous frame
+        self.last_picked = -1
+
+    def push(self, index: int, t: float, item=None) -> list[tuple[int, float, object]]:
+        """Feed frame `index` starting at `t`; returns the frames picked so far, as (index, time, item)."""
+        picked = []
+        while self.k / self.fps <= t:
+            target = self.k / self.fps
+            if self.prev is not None and target - self.prev[1] <= t - target:
+                self._pick(self.prev, picked)
+            else:
+                self._pick((index, t, item), picked)
+            self.k += 1
+        self.prev = (index, t, item)
+        return picked
+
+    def finish(self, end: float) -> list[tuple[int, float, object]]:
+        """Targets between the last frame's start and `end` (the video's end) all pick the last frame."""
+        picked = []
+        if self.prev is not None and self.k / self.fps < end:
+            self._pick(self.prev, picked)
+        return picked
+
+    def _pick(self, frame, picked):
+        if frame[0] != self.last_picked:
+            picked.append(frame)
+            self.last_picked = frame[0]
+
+
+def _stream_header(path: str):
+    """Codec name, width, height of the first video stream, read by PyAV from the container headers."""
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise MediaError(path, "no video stream")
+            ctx = container.streams.video[0].codec_context
+            codec = getattr(ctx.codec, "canonical_name", None) or ctx.codec.name
+            return codec, ctx.width, ctx.height
+    except MediaError:
+        raise
+    except Exception as e:  # PyAV raises many FFmpeg error types; all mean "not a readable container"
+        raise MediaError(path, f"not a readable video file ({_describe(e)})") from None
+
+
+def _describe(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _decord_reader(path: str, width: int = -1, height: int = -1, threads: int = 0):
+    import decord
+
+    return decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
+
+
+def _decord_times(reader) -> tuple[np.ndarray, float]:
+    """Frame start times relative to the first frame, and the video's duration, from decord's index."""
+    ts = reader.get_frame_timestamp(np.arange(len(reader))).astype(np.float64)  # (N, 2) start, end
+    first = ts[0, 0]
+    return np.round(ts[:, 0] - first, 6), round(float(ts[-1, 1] - first), 6)
+
+
+def _probe_decord(path: str, codec: str, width: int, height: int) -> VideoInfo:
+    reader = _decord_reader(path, threads=1)
+    if len(reader) == 0:
+        raise MediaError(path, "no frames")
+    _, duration = _decord_times(reader)
+    return VideoInfo(path, duration, round(float(reader.get_avg_fps()), 6), width, height, len(reader), codec, "decord")
+
+
+def _probe_pyav(path: str, codec: str, width: int, height: int) -> VideoInfo:
+    """Count frames and measure the duration by demuxing packets (no decoding)."""
+    import av
+
+    starts, last_end = [], None
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        for packet in container.demux(stream):
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is None or packet.size == 0:
+                continue
+            starts.append(ts * tb)
+            end = (ts + (packet.duration or 0)) * tb
+            last_end = end if last_end is None else max(last_end, end)
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+    if not starts:
+        raise MediaError(path, "no video frames")
+    first = min(starts)
+    duration = max(last_end, max(starts) + (1 / rate if rate else 0)) - first
+    fps = rate or len(starts) / duration
+    return VideoInfo(path, round(duration, 6), round(fps, 6), width, height, len(starts), codec, "pyav")
+
+
+def probe_file(path: str, backend: str = "auto") -> VideoInfo:
+    """Read a video's metadata; `backend` is "auto" (decord, else PyAV), "decord" or "pyav"."""
+    path = os.fspath(path)
+    check_file(path)
+    codec, width, height = _stream_header(path)
+    if backend in ("auto", "decord"):
+        try:
+            return _probe_decord(path, codec, width, height)
+        except Exception as e:
+            if backend == "decord":
+                raise MediaError(path, f"decord cannot open the file ({_describe(e)})") from None
+    try:
+        return _probe_pyav(path, codec, width, height)
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(path, f"cannot read video packets ({_describe(e)})") from None
+
+
+def _decode_decord(path: str, codec: str, width: int, height: int, sampling: SamplingConfig, threads: int):
+    out_w, out_h = sampling.frame_size(width, height)
+    reader = _decord_reader(path, out_w, out_h, threads)
+    if len(reader) == 0:
+        raise MediaError(path, "no frames")
+    starts, duration = _decord_times(reader)
+    sampler = NearestSampler(sampling.fps)
+    picked = [p for i, t in enumerate(starts) for p in sampler.push(i, t)] + sampler.finish(duration)
+    indices = [p[0] for p in picked]
+    frames = np.empty((len(indices), out_h, out_w, 3), np.uint8)
+    for lo in range(0, len(indices), _BATCH):
+        # get_batch seeks to the nearest keyframe and decodes forward, once per batch.
+        frames[lo:lo + _BATCH] = reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
+    info = VideoInfo(path, duration, round(float(reader.get_avg_fps()), 6), width, height, len(reader), codec, "decord")
+    return DecodedVideo(info, starts[indices], frames)
+
+
+def _frame_seconds(frame, tb: float, prev: float | None, step: float) -> float:
+    if frame.pts is not None:
+        return frame.pts * tb
+    return 0.0 if prev is None else prev + step  # no timestamp: assume the nominal frame rate
+
+
+def _decode_pyav(path: str, codec: str, width: int, height: int, sampling: SamplingConfig, threads: int):
+    """Decode every frame in order (inter-coded video needs it) and convert only the sampled ones."""
+    import av
+
+    out_w, out_h = sampling.frame_size(width, height)
+    sampler = NearestSampler(sampling.fps)
+    picked, count, first, t, last_dur = [], 0, None, None, 0.0
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        tb, rate = float(stream.time_base), float(stream.average_rate or stream.guessed_rate or 0)
+        step = 1 / rate if rate else 1 / 25
+        for frame in container.decode(stream):
+            raw = _frame_seconds(frame, tb, None if t is None else t + first, step)
+            first = raw if first is None else first
+            t = round(raw - first, 6)
+            last_dur = (frame.duration or 0) * tb or step
+            picked += _to_rgb(sampler.push(count, t, frame), out_w, out_h)
+            count += 1
+    if count == 0:
+        raise MediaError(path, "no video frames could be decoded")
+    duration = round(t + last_dur, 6)
+    picked += _to_rgb(sampler.finish(duration), out_w, out_h)
+    info = VideoInfo(path, duration, round(rate or count / duration, 6), width, height, count, codec, "pyav")
+    times = np.array([p[0] for p in picked], np.float64)
+    return DecodedVideo(info, times, np.stack([p[1] for p in picked]))
+
+
+def _to_rgb(picked, width: int, height: int) -> list[tuple[float, np.ndarray]]:
+    return [(t, frame.to_ndarray(width=width, height=height, format="rgb24")) for _, t, frame in picked]
+
+
+def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
+                threads: int = 0) -> DecodedVideo:
+    """Sample frames at `sampling.fps`, resized at decode time; decord first, PyAV when decord fails."""
+    path = os.fspath(path)
+    check_file(path)
+    codec, width, height = _stream_header(path)
+    if backend in ("auto", "decord"):
+        try:
+            return _decode_decord(path, codec, width, height, sampling, threads)
+        except Exception as e:
+            if backend == "decord":
+                raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
+    try:
+        return _decode_pyav(path, codec, width, height, sampling, threads)
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(path, f"decoding failed ({_describe(e)})") from None

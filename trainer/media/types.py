@@ -1,0 +1,132 @@
+"""Media data types shared by the decoders and the clip cutter: errors, video info, sampled frames, clips."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
+
+# Float slack (seconds) when comparing window ends with the video's duration.
+_EPS = 1e-3
+
+
+class MediaError(Exception):
+    """A file that cannot be probed or decoded; `str(e)` names the path and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        # Rebuilt from (path, reason) when it crosses a process boundary.
+        return (MediaError, (self.path, self.reason))
+
+
+@dataclass
+class VideoInfo:
+    """Stream metadata of one video file and the backend that read it ("decord" or "pyav")."""
+
+    path: str
+    duration: float  # seconds, first frame start to last frame end
+    fps: float  # average frame rate of the source
+    width: int
+    height: int
+    frame_count: int
+    codec: str
+    backend: str
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict of the fields."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How frames are sampled (rate, size) and cut into clips (window length, stride), in seconds."""
+
+    fps: float = 1.0
+    size: int = 224  # short side, or the side of the square when `square`
+    square: bool = False
+    clip_seconds: float = 4.0
+    stride_seconds: float = 4.0
+
+    def __post_init__(self):
+        for name in ("fps", "clip_seconds", "stride_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"SamplingConfig.{name} must be a positive number, got {value!r}")
+        if not (isinstance(self.size, int) and self.size >= 2):
+            raise ValueError(f"SamplingConfig.size must be an integer >= 2, got {self.size!r}")
+
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        """Output (width, height) for a source of the given size."""
+        if self.square:
+            return self.size, self.size
+        if width <= height:
+            return self.size, max(1, round(height * self.size / width))
+        return max(1, round(width * self.size / height)), self.size
+
+
+@dataclass
+class Clip:
+    """A time window of a video with the sampled frames inside it."""
+
+    start: float
+    end: float
+    times: np.ndarray  # (T,) seconds
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+
+
+@dataclass
+class DecodedVideo:
+    """All sampled frames of one video with their presentation times."""
+
+    info: VideoInfo
+    times: np.ndarray  # (N,) float64 seconds, increasing, first frame at 0
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB
+
+    def clips(self, sampling: SamplingConfig) -> list[Clip]:
+        """Cut the sampled frames into clips of `sampling.clip_seconds` every `sampling.stride_seconds`."""
+        return cut_clips(self.times, self.frames, self.info.duration, sampling)
+
+
+def clip_windows(duration: float, length: float, stride: float) -> list[tuple[float, float]]:
+    """(start, end) windows of `length` every `stride`; the last partial one is kept if >= half a window."""
+    if duration <= length + _EPS:
+        return [(0.0, float(duration))]
+    windows = []
+    k = 0
+    while True:
+        start = k * stride
+        if start >= duration - _EPS:
+            break
+        end = start + length
+        if end >= duration - _EPS:  # this window reaches the end of the video: it is the last one
+            if duration - start >= length / 2 - _EPS:
+                windows.append((start, float(duration)))
+            break
+        windows.append((start, end))
+        k += 1
+    return windows
+
+
+def cut_clips(times: np.ndarray, frames: np.ndarray, duration: float, sampling: SamplingConfig) -> list[Clip]:
+    """Cut sampled frames into fixed windows; clip frames are those with time in [start, end).
+
+    Windows that hold no sampled frame (possible when sampling fps is below 1 / clip_seconds) are skipped.
+    Clip arrays are views into `times` and `frames`, not copies.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if len(times) != len(frames):
+        raise ValueError(f"cut_clips: {len(times)} times but {len(frames)} frames")
+    clips = []
+    for start, end in clip_windows(duration, sampling.clip_seconds, sampling.stride_seconds):
+        # The last window closes at the duration, so the final frame (time < duration) always belongs to it.
+        lo, hi = np.searchsorted(times, [start, end], side="left")
+        if hi > lo:
+            clips.append(Clip(start=round(start, 6), end=round(end, 6), times=times[lo:hi], frames=frames[lo:hi]))
+    return clips

@@ -1,0 +1,274 @@
+"""Worker processes that probe and decode videos with a per-file timeout, isolating decoder crashes and hangs."""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from .backends import check_file, decode_file, probe_file
+from .types import DecodedVideo, MediaError, SamplingConfig, VideoInfo
+
+_context = None
+
+
+def _mp_context():
+    """The forkserver context, whose server preloads the decoders so each worker starts by a cheap fork.
+
+    Workers never fork the caller itself: the caller may hold torch threads, which do not survive fork.
+    """
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(["trainer.media.backends"])
+    return _context
+
+
+def _serve(conn) -> None:
+    """Worker loop: receive (func, args), reply ("ok", value) or ("error", reason); stop on None or EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it kills us on close
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        except Exception as e:  # the message arrived whole but names a function this process cannot import
+            conn.send(("error", f"cannot load the decoding job ({type(e).__name__}: {e})"))
+            continue
+        if job is None:
+            return
+        func, args = job
+        try:
+            reply = ("ok", func(*args))
+        except MediaError as e:
+            reply = ("error", e.reason)
+        except Exception as e:  # any other decoder failure is still a per-file error, not a worker failure
+            reply = ("error", f"{type(e).__name__}: {e}")
+        conn.send(reply)
+
+
+def _crash_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"decoder crashed ({signal.Signals(-exitcode).name})"
+        except ValueError:
+            pass
+    return f"decoder process died (exit code {exitcode})"
+
+
+@dataclass
+class _Task:
+    index: int
+    path: str
+    func: Callable
+    args: tuple
+    fallback: tuple | None  # args for one retry with PyAV if the decoder process crashes
+
+
+class _Worker:
+    """One decoder process and its pipe; runs one task at a time."""
+
+    def __init__(self):
+        ctx = _mp_context()
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="vidsearch-decoder")
+        self.proc.start()
+        child.close()
+        self.task: _Task | None = None
+        self.deadline = 0.0
+
+    def submit(self, task: _Task, timeout: float) -> None:
+        self.task, self.deadline = task, time.monotonic() + timeout
+        self.conn.send((task.func, task.args))
+
+    def collect(self):
+        """Reply of the finished task, or None if the process died (read after `conn` became ready)."""
+        try:
+            reply = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        self.task = None
+        return reply
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask an idle worker to exit; kill it if it is busy or does not exit promptly."""
+        if self.task is None:
+            try:
+                self.conn.send(None)
+                self.proc.join(1)
+            except OSError:
+                pass
+        if self.proc.is_alive():
+            self.kill()
+        self.conn.close()
+
+
+def _result(task: _Task, reply):
+    kind, value = reply
+    return value if kind == "ok" else MediaError(task.path, value)
+
+
+class _Runner:
+    """Runs tasks on N workers, each under a deadline, yielding results in input order."""
+
+    def __init__(self, workers: int, timeout: float):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.timeout = timeout
+        self.workers = [_Worker() for _ in range(workers)]
+        self.max_ahead = 2 * workers  # tasks queued, running or finished but not yet yielded
+
+    def run(self, tasks: Iterable[_Task | MediaError]) -> Iterator[tuple[str, object]]:
+        """(path, value or MediaError) in the order of `tasks`; MediaError items pass straight through."""
+        tasks = iter(tasks)
+        queue, done = deque(), {}
+        next_in = next_out = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and next_in - next_out < self.max_ahead:
+                    item = next(tasks, None)
+                    if item is None:
+                        exhausted = True
+                    elif isinstance(item, MediaError):
+                        done[next_in] = (item.path, item)
+                    else:
+                        queue.append(item)
+                    next_in += not exhausted
+                self._dispatch(queue)
+                while next_out in done:
+                    yield done.pop(next_out)
+                    next_out += 1
+                if exhausted and next_out == next_in:
+                    return
+                if next_out not in done:
+                    self._wait(queue, done)
+        finally:
+            self._reset_busy()
+
+    def _dispatch(self, queue: deque) -> None:
+        for worker in self.workers:
+            if queue and worker.task is None:
+                worker.submit(queue.popleft(), self.timeout)
+
+    def _wait(self, queue: deque, done: dict) -> None:
+        busy = [w for w in self.workers if w.task is not None]
+        if not busy:
+            return
+        wait_for = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+        ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=wait_for)
+        for worker in busy:
+            task = worker.task
+            if worker.conn in ready:
+                reply = worker.collect()
+                if reply is not None:
+                    done[task.index] = (task.path, _result(task, reply))
+                    continue
+                self._replace(worker)
+                if task.fallback is not None:  # decord crashed: one more try with PyAV in a fresh process
+                    queue.appendleft(_Task(task.index, task.path, task.func, task.fallback, None))
+                else:
+                    done[task.index] = (task.path, MediaError(task.path, _crash_reason(worker.proc.exitcode)))
+            elif time.monotonic() >= worker.deadline:
+                self._replace(worker)
+                done[task.index] = (task.path, MediaError(task.path, f"timed out after {self.timeout:g} s"))
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self.workers[self.workers.index(worker)] = _Worker()
+
+    def _reset_busy(self) -> None:
+        # A consumer that stopped early leaves tasks running; their late replies must not leak into the next run.
+        for worker in list(self.workers):
+            if worker.task is not None:
+                self._replace(worker)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+
+
+def _task(index: int, path, func: Callable, args: tuple, fallback: tuple | None) -> _Task | MediaError:
+    """A task for `path`, or the MediaError that checking the file without opening it already gives."""
+    path = os.fspath(path)
+    try:
+        check_file(path)
+    except MediaError as e:
+        return e
+    return _Task(index, path, func, (path, *args), None if fallback is None else (path, *fallback))
+
+
+def _run_one(task: _Task | MediaError, timeout: float):
+    if isinstance(task, MediaError):
+        raise task
+    runner = _Runner(1, timeout)
+    try:
+        _, result = next(runner.run([task]))
+    finally:
+        runner.close()
+    if isinstance(result, MediaError):
+        raise result
+    return result
+
+
+def probe(path, timeout: float = 30.0) -> VideoInfo:
+    """Read a video's metadata in a worker process; raises MediaError for a bad file or after `timeout` s."""
+    return _run_one(_task(0, path, probe_file, ("auto",), ("pyav",)), timeout)
+
+
+def decode(path, sampling: SamplingConfig = SamplingConfig(), timeout: float = 120.0, *,
+           decoder: Callable = decode_file) -> DecodedVideo:
+    """Sample and resize a video's frames in a worker process; raises MediaError for a bad file or a timeout.
+
+    `decoder(path, sampling, backend, threads)` runs in the worker; it must be importable by name.
+    """
+    return _run_one(_task(0, path, decoder, (sampling, "auto", 0), (sampling, "pyav", 0)), timeout)
+
+
+class DecodePool:
+    """N decoder processes with a per-file timeout; `imap` yields (path, DecodedVideo | MediaError) in input order.
+
+    At most 2 * workers files are in flight (queued, decoding or waiting to be yielded), so memory stays flat
+    however many paths are given. A crashed or hung worker is killed and replaced. Not thread-safe.
+    """
+
+    def __init__(self, workers: int = 2, sampling: SamplingConfig = SamplingConfig(), timeout: float = 120.0, *,
+                 decoder: Callable = decode_file):
+        self.sampling = sampling
+        self.decoder = decoder
+        # Split the cores between workers so N decoders do not each start one thread per core.
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self._runner = _Runner(workers, timeout)
+
+    def imap(self, paths: Iterable) -> Iterator[tuple[str, DecodedVideo | MediaError]]:
+        """Decode `paths` lazily; yields (path, DecodedVideo) or (path, MediaError) for each, in order."""
+        if self._runner is None:
+            raise RuntimeError("DecodePool is closed")
+        args = (self.sampling, "auto", self.threads)
+        fallback = (self.sampling, "pyav", self.threads)
+        tasks = (_task(i, p, self.decoder, args, fallback) for i, p in enumerate(paths))
+        yield from self._runner.run(tasks)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
