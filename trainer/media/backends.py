@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,25 +69,52 @@ class NearestSampler:
             self.last_picked = frame[0]
 
 
-def _stream_header(path: str):
-    """Codec name, width, height of the first video stream, read by PyAV from the container headers."""
+@dataclass
+class _Header:
+    """What the container headers say about the first video stream."""
+
+    codec: str
+    width: int
+    height: int
+    frames: int  # 0 when the container does not record it (Matroska, WebM)
+    duration: float | None
+
+
+def _stream_header(path: str) -> _Header:
+    """Read the first video stream's header with PyAV (no decoding)."""
     import av
 
     try:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:
                 raise MediaError(path, "no video stream")
-            ctx = container.streams.video[0].codec_context
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
             codec = getattr(ctx.codec, "canonical_name", None) or ctx.codec.name
-            return codec, ctx.width, ctx.height
+            if stream.duration:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration and len(container.streams) == 1:  # else it may be another stream's length
+                duration = container.duration / 1e6
+            else:
+                duration = None
+            return _Header(codec, ctx.width, ctx.height, stream.frames or 0, duration)
     except MediaError:
         raise
     except Exception as e:  # PyAV raises many FFmpeg error types; all mean "not a readable container"
         raise MediaError(path, f"not a readable video file ({_describe(e)})") from None
 
 
+def _check_complete(path: str, header: _Header, frame_count: int, duration: float) -> None:
+    """Raise if far fewer frames were read than the header promises: the file was cut short or is corrupt."""
+    if header.frames and frame_count < 0.9 * header.frames - 1:
+        raise MediaError(path, f"truncated or corrupt: read {frame_count} of {header.frames} frames")
+    if not header.frames and header.duration and duration < 0.9 * header.duration - 0.5:
+        raise MediaError(path, f"truncated or corrupt: read {duration:.2f} s of {header.duration:.2f} s")
+
+
 def _describe(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    # FFmpeg errors carry a clean message in strerror; their str() repeats the path.
+    text = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [""])[0]
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
@@ -103,15 +131,17 @@ def _decord_times(reader) -> tuple[np.ndarray, float]:
     return np.round(ts[:, 0] - first, 6), round(float(ts[-1, 1] - first), 6)
 
 
-def _probe_decord(path: str, codec: str, width: int, height: int) -> VideoInfo:
+def _probe_decord(path: str, header: _Header) -> VideoInfo:
     reader = _decord_reader(path, threads=1)
     if len(reader) == 0:
         raise MediaError(path, "no frames")
     _, duration = _decord_times(reader)
-    return VideoInfo(path, duration, round(float(reader.get_avg_fps()), 6), width, height, len(reader), codec, "decord")
+    _check_complete(path, header, len(reader), duration)
+    fps = round(float(reader.get_avg_fps()), 6)
+    return VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
 
 
-def _probe_pyav(path: str, codec: str, width: int, height: int) -> VideoInfo:
+def _probe_pyav(path: str, header: _Header) -> VideoInfo:
     """Count frames and measure the duration by demuxing packets (no decoding)."""
     import av
 
@@ -132,34 +162,37 @@ def _probe_pyav(path: str, codec: str, width: int, height: int) -> VideoInfo:
     first = min(starts)
     duration = max(last_end, max(starts) + (1 / rate if rate else 0)) - first
     fps = rate or len(starts) / duration
-    return VideoInfo(path, round(duration, 6), round(fps, 6), width, height, len(starts), codec, "pyav")
+    _check_complete(path, header, len(starts), duration)
+    return VideoInfo(path, round(duration, 6), round(fps, 6), header.width, header.height, len(starts),
+                     header.codec, "pyav")
 
 
 def probe_file(path: str, backend: str = "auto") -> VideoInfo:
     """Read a video's metadata; `backend` is "auto" (decord, else PyAV), "decord" or "pyav"."""
     path = os.fspath(path)
     check_file(path)
-    codec, width, height = _stream_header(path)
+    header = _stream_header(path)
     if backend in ("auto", "decord"):
         try:
-            return _probe_decord(path, codec, width, height)
+            return _probe_decord(path, header)
         except Exception as e:
             if backend == "decord":
                 raise MediaError(path, f"decord cannot open the file ({_describe(e)})") from None
     try:
-        return _probe_pyav(path, codec, width, height)
+        return _probe_pyav(path, header)
     except MediaError:
         raise
     except Exception as e:
         raise MediaError(path, f"cannot read video packets ({_describe(e)})") from None
 
 
-def _decode_decord(path: str, codec: str, width: int, height: int, sampling: SamplingConfig, threads: int):
-    out_w, out_h = sampling.frame_size(width, height)
+def _decode_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int) -> DecodedVideo:
+    out_w, out_h = sampling.frame_size(header.width, header.height)
     reader = _decord_reader(path, out_w, out_h, threads)
     if len(reader) == 0:
         raise MediaError(path, "no frames")
     starts, duration = _decord_times(reader)
+    _check_complete(path, header, len(reader), duration)
     sampler = NearestSampler(sampling.fps)
     picked = [p for i, t in enumerate(starts) for p in sampler.push(i, t)] + sampler.finish(duration)
     indices = [p[0] for p in picked]
@@ -167,7 +200,8 @@ def _decode_decord(path: str, codec: str, width: int, height: int, sampling: Sam
     for lo in range(0, len(indices), _BATCH):
         # get_batch seeks to the nearest keyframe and decodes forward, once per batch.
         frames[lo:lo + _BATCH] = reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
-    info = VideoInfo(path, duration, round(float(reader.get_avg_fps()), 6), width, height, len(reader), codec, "decord")
+    fps = round(float(reader.get_avg_fps()), 6)
+    info = VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
     return DecodedVideo(info, starts[indices], frames)
 
 
@@ -177,11 +211,11 @@ def _frame_seconds(frame, tb: float, prev: float | None, step: float) -> float:
     return 0.0 if prev is None else prev + step  # no timestamp: assume the nominal frame rate
 
 
-def _decode_pyav(path: str, codec: str, width: int, height: int, sampling: SamplingConfig, threads: int):
+def _decode_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: int) -> DecodedVideo:
     """Decode every frame in order (inter-coded video needs it) and convert only the sampled ones."""
     import av
 
-    out_w, out_h = sampling.frame_size(width, height)
+    out_w, out_h = sampling.frame_size(header.width, header.height)
     sampler = NearestSampler(sampling.fps)
     picked, count, first, t, last_dur = [], 0, None, None, 0.0
     with av.open(path, metadata_errors="ignore") as container:
@@ -200,8 +234,10 @@ def _decode_pyav(path: str, codec: str, width: int, height: int, sampling: Sampl
     if count == 0:
         raise MediaError(path, "no video frames could be decoded")
     duration = round(t + last_dur, 6)
+    _check_complete(path, header, count, duration)
     picked += _to_rgb(sampler.finish(duration), out_w, out_h)
-    info = VideoInfo(path, duration, round(rate or count / duration, 6), width, height, count, codec, "pyav")
+    fps = round(rate or count / duration, 6)
+    info = VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav")
     times = np.array([p[0] for p in picked], np.float64)
     return DecodedVideo(info, times, np.stack([p[1] for p in picked]))
 
@@ -215,15 +251,15 @@ def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend:
     """Sample frames at `sampling.fps`, resized at decode time; decord first, PyAV when decord fails."""
     path = os.fspath(path)
     check_file(path)
-    codec, width, height = _stream_header(path)
+    header = _stream_header(path)
     if backend in ("auto", "decord"):
         try:
-            return _decode_decord(path, codec, width, height, sampling, threads)
+            return _decode_decord(path, header, sampling, threads)
         except Exception as e:
             if backend == "decord":
                 raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
     try:
-        return _decode_pyav(path, codec, width, height, sampling, threads)
+        return _decode_pyav(path, header, sampling, threads)
     except MediaError:
         raise
     except Exception as e:
