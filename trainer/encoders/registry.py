@@ -1,0 +1,39 @@
+"""Frame-encoder registry: turns a spec string ("efficientnet-lite0", "clip:<id or dir>") into a loaded encoder."""
+from __future__ import annotations
+
+from .base import FrameEncoder
+
+DEFAULT_FRAME_ENCODER = "efficientnet-lite0"
+KNOWN_SPECS = "'efficientnet-lite0', 'efficientnet-lite0:grid=N' or 'clip:<hf id or local dir>'"
+
+
+def _parse_options(spec: str, text: str, allowed: dict[str, type]) -> dict:
+    """Parse "key=value,key=value" options of a spec, converting each value with its declared type."""
+    options = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in allowed:
+            raise ValueError(f"frame encoder spec {spec!r}: unknown option {item!r} (allowed: {', '.join(allowed)})")
+        try:
+            options[key.strip()] = allowed[key.strip()](value.strip())
+        except ValueError as exc:
+            raise ValueError(f"frame encoder spec {spec!r}: bad value for {key.strip()!r}: {value!r}") from exc
+    return options
+
+
+def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_size: int = 32) -> FrameEncoder:
+    """Build the frame encoder named by `spec` on `device`; the encoder's own `.spec` loads it again identically."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"frame encoder spec must be a non-empty string, one of {KNOWN_SPECS}; got {spec!r}")
+    name, _, arg = spec.strip().partition(":")
+    if name == "efficientnet-lite0":
+        from .efficientnet import EfficientNetLite0Encoder
+
+        return EfficientNetLite0Encoder(device=device, batch_size=batch_size, **_parse_options(spec, arg, {"grid": int}))
+    if name == "clip":
+        from .clip import ClipVisionEncoder
+
+        if not arg.strip():
+            raise ValueError(f"frame encoder spec {spec!r} names no model; use 'clip:<hf id or local dir>'")
+        return ClipVisionEncoder(arg.strip(), device=device, batch_size=batch_size)
+    raise ValueError(f"unknown frame encoder spec {spec!r}; expected {KNOWN_SPECS}")

