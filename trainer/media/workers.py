@@ -246,11 +246,11 @@ class DecodePool:
 
     def __init__(self, workers: int = 2, sampling: SamplingConfig = SamplingConfig(), timeout: float = 120.0, *,
                  decoder: Callable = decode_file):
+        self._runner = _Runner(workers, timeout)
         self.sampling = sampling
         self.decoder = decoder
         # Split the cores between workers so N decoders do not each start one thread per core.
         self.threads = max(1, (os.cpu_count() or 1) // workers)
-        self._runner = _Runner(workers, timeout)
 
     def imap(self, paths: Iterable) -> Iterator[tuple[str, DecodedVideo | MediaError]]:
         """Decode `paths` lazily; yields (path, DecodedVideo) or (path, MediaError) for each, in order."""
