@@ -4,6 +4,8 @@ from __future__ import annotations
 import ctypes
 import fractions
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -445,3 +447,10 @@ def test_pool_rejects_bad_arguments():
         DecodePool(workers=0)
     with pytest.raises(ValueError, match="timeout"):
         DecodePool(timeout=0)
+
+
+@pytest.mark.timeout(60)
+def test_worker_modules_do_not_import_torch():
+    # Workers import these modules; torch would add seconds to every worker start.
+    code = "import sys, trainer, trainer.media.workers; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

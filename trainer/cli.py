@@ -30,5 +30,5 @@ def run_probe(args: argparse.Namespace) -> int:
         except MediaError as e:
             line = {"path": e.path, "error": e.reason}
             failed += 1
-        print(json.dumps(line, ensure_ascii=False), flush=True)
+        print(json.dumps(line), flush=True)
     return 1 if failed else 0
