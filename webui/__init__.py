@@ -1,0 +1,52 @@
+"""The web layer: a Flask app factory serving the JSON API, media files and the HTML search UI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+DEFAULTS = {
+    "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,   # largest query video accepted by POST /api/search/video
+    "UPLOAD_DIR": None,                      # where uploads are spooled while searched; None = system temp dir
+    "REFRESH_SECONDS": 2.0,                  # how often the engine looks for a newer index on disk
+    "RERANK_TOP": 100,                       # candidates re-scored when re-ranking is asked for
+    "PAGE_SIZE": 12,                         # results per page in the HTML UI
+}
+
+
+def create_app(store_dir, model_dir=None, config: dict | None = None, engine=None) -> Flask:
+    """Build the app over the store at `store_dir`; loads the search engine once, never starts a server.
+
+    `model_dir` overrides the model the store was indexed with. `config` overrides `DEFAULTS` and Flask settings.
+    An already-built `engine` may be passed to share it between apps (tests do).
+    """
+    from search import Engine, EngineConfig
+
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.config.update(config or {})
+    # Flask rejects bodies past MAX_CONTENT_LENGTH before a view runs; leave room for the multipart envelope.
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_BYTES"]) + 64 * 1024
+    app.config["STORE_DIR"] = str(Path(store_dir))
+    if engine is None:
+        model = None
+        if model_dir is not None:
+            import trainer
+            model = trainer.load(model_dir)
+        engine = Engine(store_dir, model=model,
+                        config=EngineConfig(refresh_seconds=float(app.config["REFRESH_SECONDS"]),
+                                            rerank_top=int(app.config["RERANK_TOP"])))
+    app.extensions["vidsearch_engine"] = engine
+
+    from .api import api
+    from .errors import register_error_handlers
+    from .media import media
+    from .ui import ui
+    app.register_blueprint(api)
+    app.register_blueprint(media)
+    app.register_blueprint(ui)
+    register_error_handlers(app)
+    return app
+
+
+__all__ = ["create_app", "DEFAULTS"]

@@ -1,0 +1,329 @@
+"""The search engine: text, video and similar-clip queries over an indexed store, with fusion, re-ranking and paging."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .fusion import best_per_group, merge_max, page, reciprocal_rank_fusion, settled_max
+
+MODES = ("dense", "keyword", "hybrid")
+GROUPS = ("clip", "video")
+MAX_K = 100
+
+
+class QueryError(ValueError):
+    """A query parameter is out of range or malformed; the message names the parameter."""
+
+
+class UnknownId(KeyError):
+    """A clip or video id that the store does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown id"
+
+
+@dataclass
+class Hit:
+    """One search result: a clip of an indexed video and its score (higher is better)."""
+    clip_id: int
+    video_id: int
+    video_path: str
+    start: float
+    end: float
+    score: float
+    caption: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EngineConfig:
+    """How the engine widens, fuses, re-ranks and refreshes."""
+    refresh_seconds: float = 2.0     # check the store on disk for a newer index at most this often
+    rerank_top: int = 100            # how many first-stage candidates the alignment head re-scores
+    rrf_k: int = 60                  # reciprocal rank fusion constant
+    depth: int = 100                 # first-stage search depth; deeper only when filters or paging need more
+    max_candidates: int = 5000       # widest first-stage search when filters or grouping thin the list
+    feature_cache: int = 4096        # clips whose frame features are kept for re-ranking
+
+
+# A candidate source: given a depth n, the (clip_id, score) list best first and whether the source ran dry.
+Source = Callable[[int], tuple[list[tuple[int, float]], bool]]
+
+
+class Engine:
+    """Answers queries against one store; safe to share between threads."""
+
+    def __init__(self, store, model=None, config: EngineConfig | None = None):
+        """`store` is an `indexer.Store` or its directory; `model` defaults to the model recorded in the store."""
+        if isinstance(store, (str, os.PathLike)):
+            from indexer import Store
+            store = Store.open(store, readonly=True)
+        self.store = store
+        self.model = model if model is not None else _load_recorded_model(store)
+        self.config = config or EngineConfig()
+        self._lock = _ReadWriteLock()
+        self._checked = time.monotonic()
+        from .rerank import FeatureCache
+        self._features = FeatureCache(self.model, self.sampling, self.config.feature_cache)
+
+    @property
+    def sampling(self):
+        """How query videos are decoded and cut: as the store records it, else as the model expects."""
+        config = getattr(self.store, "config", None)
+        if config is not None and callable(getattr(config, "sampling", None)):
+            return config.sampling()
+        return self.model.sampling
+
+    # ---- queries ---------------------------------------------------------------------------------------------
+    def text(self, q: str, k: int = 10, offset: int = 0, mode: str = "hybrid", rerank: bool = False,
+             group: str = "clip", prefix: str | None = None) -> list[Hit]:
+        """Clips matching a sentence: dense (clip + caption vectors), keyword (FTS5) or hybrid (RRF of both)."""
+        q = _check_text(q)
+        _check_page(k, offset, group)
+        if mode not in MODES:
+            raise QueryError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        vector = None if mode == "keyword" else self.model.embed_text([q]).astype(np.float32)
+        with self._reading():
+            source = self._text_source(q, vector, mode)
+            depth = offset + k
+            if rerank:
+                depth = max(depth, self.config.rerank_top)
+            hits = self._collect(source, depth, group, prefix)
+            if rerank:
+                head = self._features.rerank(q, hits[: self.config.rerank_top])
+                hits = head + hits[self.config.rerank_top:]
+        return _shape(hits, group, offset, k)
+
+    def video(self, path, k: int = 10, offset: int = 0, group: str = "clip", prefix: str | None = None) -> list[Hit]:
+        """Clips that look like the video file at `path`; raises `trainer.MediaError` if it cannot be decoded."""
+        _check_page(k, offset, group)
+        vectors = self.embed_video(path)
+        with self._reading():
+            hits = self._collect(self._vector_source(vectors), offset + k, group, prefix)
+        return _shape(hits, group, offset, k)
+
+    def similar(self, clip_id: int, k: int = 10, offset: int = 0, group: str = "clip",
+                prefix: str | None = None) -> list[Hit]:
+        """Clips whose stored vectors are nearest to the given clip's, the clip itself left out.
+
+        Grouped by video, the query clip's own video is left out too: its other clips are near-duplicates.
+        """
+        _check_page(k, offset, group)
+        with self._reading():
+            records = self.store.clips([int(clip_id)])
+            if not records:
+                raise UnknownId(f"unknown clip id {clip_id}")
+            own_video = records[0].video_id if group == "video" else None
+            vector = np.asarray(self.store.clip_vector(int(clip_id)), dtype=np.float32).reshape(1, -1)
+            source = self._vector_source(vector, exclude=int(clip_id))
+            hits = self._collect(source, offset + k, group, prefix, skip_video=own_video)
+        return _shape(hits, group, offset, k)
+
+    def embed_video(self, path) -> np.ndarray:
+        """(Q, dim) vectors of a query video's clips, decoded, cut and embedded the way the indexer embeds clips."""
+        from trainer.media import decode
+        sampling = self.sampling
+        decoded = decode(str(path), sampling)
+        clips = decoded.clips(sampling)
+        if not clips:
+            from trainer.media import MediaError
+            raise MediaError(str(path), "no frames could be sampled")
+        return np.asarray(self.model.embed_clips([c.frames for c in clips]), dtype=np.float32)
+
+    # ---- lookups the web layer needs, under the same refresh discipline ---------------------------------------
+    def clip(self, clip_id: int):
+        """The store's record for one clip; raises `UnknownId`."""
+        with self._reading():
+            records = self.store.clips([int(clip_id)])
+        if not records:
+            raise UnknownId(f"unknown clip id {clip_id}")
+        return records[0]
+
+    def videos(self, offset: int = 0, limit: int = 50) -> list:
+        """A page of the store's video records."""
+        with self._reading():
+            return self.store.videos(offset=offset, limit=limit)
+
+    def video_record(self, video_id: int):
+        """One video's record; raises `UnknownId`."""
+        with self._reading():
+            record = self.store.video(int(video_id))
+        if record is None:
+            raise UnknownId(f"unknown video id {video_id}")
+        return record
+
+    def counts(self) -> dict:
+        """{"videos", "clips", "failed"} as the store counts them now."""
+        with self._reading():
+            return self.store.counts()
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload the store's view if the index on disk changed; checked at most every `refresh_seconds`."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.config.refresh_seconds:
+            return False
+        with self._lock.writing():
+            self._checked = time.monotonic()
+            changed = bool(self.store.refresh())
+        if changed:
+            self._features.clear()
+        return changed
+
+    # ---- candidate sources -----------------------------------------------------------------------------------
+    def _text_source(self, q: str, vector, mode: str) -> Source:
+        def dense(n: int):
+            clips = _valid(*self.store.search_clips(vector, n), n)
+            captions = _valid(*self.store.search_captions(vector, n), n)
+            owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
+            mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
+            return _settled([clips, captions], merge_max(clips[0], mapped))
+
+        def keyword(n: int):
+            found = [(int(c), float(s)) for c, s in self.store.keyword(q, n)]
+            return found, len(found) < n
+
+        def hybrid(n: int):
+            (d, d_dry), (w, w_dry) = dense(n), keyword(n)
+            # Both rankings are cut at the same depth; RRF over them is the usual fixed-depth fusion.
+            fused = reciprocal_rank_fusion([[c for c, _ in d], [c for c, _ in w]], k=self.config.rrf_k)
+            return fused, d_dry and w_dry
+
+        return {"dense": dense, "keyword": keyword, "hybrid": hybrid}[mode]
+
+    def _vector_source(self, vectors: np.ndarray, exclude: int | None = None) -> Source:
+        def source(n: int):
+            depth = n + (exclude is not None)
+            scores, ids = self.store.search_clips(vectors, depth)
+            # A result clip's score is its best similarity to any of the query's clips.
+            rows = [_valid(s[None], i[None], depth) for s, i in zip(scores, ids)]
+            merged, dry = _settled(rows, merge_max(*(r[0] for r in rows)))
+            return [(c, s) for c, s in merged if c != exclude], dry
+        return source
+
+    def _collect(self, source: Source, need: int, group: str, prefix: str | None,
+                 skip_video: int | None = None) -> list[Hit]:
+        """Ungrouped hits, deep enough that after the prefix filter and grouping at least `need` remain."""
+        n = max(2 * need, self.config.depth)
+        while True:
+            scored, dry = source(n)
+            hits = [h for h in self._hits(scored, prefix) if h.video_id != skip_video]
+            kept = best_per_group(hits, lambda h: h.video_id) if group == "video" else hits
+            if len(kept) >= need or dry or n >= self.config.max_candidates:
+                return hits
+            n = min(4 * n, self.config.max_candidates)
+
+    def _hits(self, scored: list[tuple[int, float]], prefix: str | None) -> list[Hit]:
+        records = {r.id: r for r in self.store.clips([c for c, _ in scored])} if scored else {}
+        hits = []
+        for clip_id, score in scored:
+            r = records.get(clip_id)
+            if r is None or (prefix and not str(r.video_path).startswith(prefix)):
+                continue
+            hits.append(Hit(clip_id=int(r.id), video_id=int(r.video_id), video_path=str(r.video_path),
+                            start=float(r.start), end=float(r.end), score=float(score), caption=r.caption))
+        return hits
+
+    @contextmanager
+    def _reading(self):
+        self.refresh()
+        with self._lock.reading():
+            yield
+
+
+def _shape(hits: list[Hit], group: str, offset: int, k: int) -> list[Hit]:
+    if group == "video":
+        hits = best_per_group(hits, lambda h: h.video_id)
+    return page(hits, offset, k)
+
+
+def _settled(lists, merged):
+    """The final-order prefix of a max-merge of (list, dry) pairs, and whether every list ran dry."""
+    dry = all(d for _, d in lists)
+    return (merged if dry else merged[:settled_max(lists, merged)]), dry
+
+
+def _valid(scores: np.ndarray, ids: np.ndarray, n: int) -> tuple[list[tuple[int, float]], bool]:
+    """Flatten a one-query FAISS answer, dropping -1 padding; dry when it held fewer than n results."""
+    pairs = [(int(i), float(s)) for s, i in zip(np.asarray(scores)[0], np.asarray(ids)[0]) if i >= 0]
+    return pairs, len(pairs) < n
+
+
+def _check_text(q) -> str:
+    if not isinstance(q, str) or not q.strip():
+        raise QueryError("q must be a non-empty query text")
+    return q.strip()
+
+
+def _check_page(k, offset, group) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise QueryError(f"offset must be a non-negative integer, got {offset!r}")
+    if group not in GROUPS:
+        raise QueryError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
+
+
+def _load_recorded_model(store):
+    """Load the model whose path the store recorded when it was built."""
+    import trainer
+    path = recorded_model_path(store)
+    if not path:
+        raise ValueError("the store records no model path; pass a model explicitly")
+    return trainer.load(path)
+
+
+def recorded_model_path(store) -> str | None:
+    """The model directory a store was indexed with, as the store's config records it."""
+    config = getattr(store, "config", None)
+    for name in ("model_path", "model_dir", "model"):
+        value = getattr(config, name, None)
+        if isinstance(value, (str, os.PathLike)) and value:
+            return str(value)
+    return None
+
+
+class _ReadWriteLock:
+    """Many concurrent searches, or one refresh; a waiting refresh holds back new searches so it cannot starve."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def reading(self):
+        with self._cond:
+            while self._writing or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self):
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()

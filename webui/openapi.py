@@ -1,0 +1,124 @@
+"""The OpenAPI 3 document describing the JSON API and the media endpoints."""
+from __future__ import annotations
+
+
+def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Bad parameter", 404: "Unknown id or route", 413: "Upload over the size limit",
+            415: "Upload is not a decodable video", 416: "Range not satisfiable"}
+    return {str(c): {"description": text[c], "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}} for c in codes}
+
+
+def _ok(schema_ref: str, description: str = "OK") -> dict:
+    return {"200": {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}}
+
+
+K = _param("k", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "Number of results")
+OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "Results to skip (paging)")
+GROUP = _param("group", "query", {"type": "string", "enum": ["clip", "video"], "default": "clip"},
+               "One result per clip, or only the best clip of each video")
+PREFIX = _param("prefix", "query", {"type": "string"}, "Only videos whose path starts with this")
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Result": {"type": "object", "required": ["clip_id", "video_id", "video_path", "start", "end", "score",
+                                              "caption", "thumbnail_url", "video_url"],
+               "properties": {"clip_id": {"type": "integer"}, "video_id": {"type": "integer"},
+                              "video_path": {"type": "string"},
+                              "start": {"type": "number", "description": "seconds"},
+                              "end": {"type": "number", "description": "seconds"},
+                              "score": {"type": "number", "description": "higher is better"},
+                              "caption": {"type": "string", "nullable": True},
+                              "thumbnail_url": {"type": "string"},
+                              "video_url": {"type": "string",
+                                            "description": "the video, with a #t=start,end media fragment"}}},
+    "SearchAnswer": {"type": "object", "required": ["query", "took_ms", "results"],
+                     "properties": {"query": {"type": "string"}, "took_ms": {"type": "number"},
+                                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}}},
+    "Video": {"type": "object", "description": "A video as the store records it, with its index status and error.",
+              "properties": {"id": {"type": "integer"}, "path": {"type": "string"}, "status": {"type": "string"},
+                             "error": {"type": "string", "nullable": True}},
+              "additionalProperties": True},
+    "VideoList": {"type": "object", "required": ["offset", "limit", "total", "videos"],
+                  "properties": {"offset": {"type": "integer"}, "limit": {"type": "integer"},
+                                 "total": {"type": "integer"},
+                                 "videos": {"type": "array", "items": {"$ref": "#/components/schemas/Video"}}}},
+    "Clip": {"type": "object", "description": "A stored clip with its caption, tags and URLs.",
+             "properties": {"id": {"type": "integer"}, "video_id": {"type": "integer"},
+                            "start": {"type": "number"}, "end": {"type": "number"},
+                            "thumbnail_url": {"type": "string"}, "video_url": {"type": "string"}},
+             "additionalProperties": True},
+    "Health": {"type": "object", "required": ["status", "videos", "clips", "model", "index"],
+               "properties": {"status": {"type": "string", "enum": ["ok"]}, "videos": {"type": "integer"},
+                              "clips": {"type": "integer"}, "model": {"type": "string"},
+                              "index": {"type": "string"}}},
+}
+
+
+def _paths() -> dict:
+    clip_id = _param("clip_id", "path", {"type": "integer"}, "Clip id")
+    video_id = _param("video_id", "path", {"type": "integer"}, "Video id")
+    return {
+        "/api/search": {"get": {
+            "summary": "Search clips by text", "operationId": "searchText",
+            "parameters": [_param("q", "query", {"type": "string", "minLength": 1}, "Query text", True), K, OFFSET,
+                           _param("mode", "query", {"type": "string", "enum": ["dense", "keyword", "hybrid"],
+                                                    "default": "hybrid"}, "Dense vectors, FTS5 keywords, or both"),
+                           _param("rerank", "query", {"type": "integer", "enum": [0, 1], "default": 0},
+                                  "Re-rank the top candidates with the alignment head"), GROUP, PREFIX],
+            "responses": {**_ok("SearchAnswer"), **_errors(400)}}},
+        "/api/search/video": {"post": {
+            "summary": "Search clips by an example video", "operationId": "searchVideo",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"},
+                               "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                               "offset": {"type": "integer", "minimum": 0, "default": 0},
+                               "group": {"type": "string", "enum": ["clip", "video"]},
+                               "prefix": {"type": "string"}}}}}},
+            "responses": {**_ok("SearchAnswer"), **_errors(400, 413, 415)}}},
+        "/api/clips/{clip_id}": {"get": {
+            "summary": "One stored clip", "operationId": "getClip", "parameters": [clip_id],
+            "responses": {**_ok("Clip"), **_errors(404)}}},
+        "/api/clips/{clip_id}/similar": {"get": {
+            "summary": "Clips similar to a stored clip", "operationId": "similarClips",
+            "parameters": [clip_id, K, OFFSET, GROUP, PREFIX],
+            "responses": {**_ok("SearchAnswer"), **_errors(400, 404)}}},
+        "/api/videos": {"get": {
+            "summary": "The video library with index status", "operationId": "listVideos",
+            "parameters": [OFFSET, _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500,
+                                                             "default": 50}, "Page size")],
+            "responses": {**_ok("VideoList"), **_errors(400)}}},
+        "/api/videos/{video_id}": {"get": {
+            "summary": "One video with its status and error", "operationId": "getVideo", "parameters": [video_id],
+            "responses": {**_ok("Video"), **_errors(404)}}},
+        "/api/health": {"get": {"summary": "Service health and what is served", "operationId": "health",
+                                "responses": _ok("Health")}},
+        "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                      "responses": {"200": {"description": "OpenAPI 3 document"}}}},
+        "/media/{video_id}": {"get": {
+            "summary": "Stream an indexed video file (HTTP Range supported)", "operationId": "media",
+            "parameters": [video_id, _param("Range", "header", {"type": "string"}, "e.g. bytes=0-1023")],
+            "responses": {"200": {"description": "The whole file", "content": {"video/*": {}}},
+                          "206": {"description": "The requested byte range", "content": {"video/*": {}}},
+                          **_errors(404, 416)}}},
+        "/thumbs/{clip_id}.jpg": {"get": {
+            "summary": "A clip's thumbnail", "operationId": "thumbnail", "parameters": [clip_id],
+            "responses": {"200": {"description": "JPEG image", "content": {"image/jpeg": {}}}, **_errors(404)}}},
+    }
+
+
+def document() -> dict:
+    """The OpenAPI 3.0 document for every endpoint the app serves outside the HTML pages."""
+    return {"openapi": "3.0.3",
+            "info": {"title": "vidsearch", "version": "1",
+                     "description": "Cross-modal video search: find the moments of a video library that match a "
+                                    "sentence or an example video."},
+            "paths": _paths(),
+            "components": {"schemas": SCHEMAS}}

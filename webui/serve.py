@@ -1,0 +1,63 @@
+"""The `vidsearch serve` command: the web app on the waitress WSGI server, bound to loopback unless told otherwise."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parsers(subparsers) -> None:
+    """Add the `serve` subcommand."""
+    p = subparsers.add_parser("serve", help="serve the search UI and JSON API for a store",
+                              description="Serve the search UI and JSON API for an indexed store with waitress.")
+    p.add_argument("--store", required=True, help="store directory made by `vidsearch index`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    p.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the one the store was built with)")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest query video accepted (default 200)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the app once, then serve until interrupted."""
+    if args.threads < 1:
+        print(f"vidsearch serve: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"vidsearch serve: --port must be between 0 and 65535, got {args.port}", file=sys.stderr)
+        return 2
+    from pathlib import Path
+    if not Path(args.store).is_dir():
+        print(f"vidsearch serve: store directory not found: {args.store}", file=sys.stderr)
+        return 2
+    from . import create_app
+    app = create_app(args.store, model_dir=args.model,
+                     config={"MAX_UPLOAD_BYTES": int(args.max_upload_mb * 1024 * 1024)})
+    serve(app, host=args.host, port=args.port, threads=args.threads)
+    return 0
+
+
+def serve(app, host: str = "127.0.0.1", port: int = 8000, threads: int = 4) -> None:
+    """Run `app` on waitress until interrupted, printing the address it listens on."""
+    from waitress.server import create_server
+    # Let Flask, not waitress, refuse oversized bodies, so the client gets the API's JSON 413.
+    server = create_server(app, host=host, port=port, threads=threads,
+                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + (1 << 20))
+    for url in listen_urls(server):
+        print(f"vidsearch: serving {url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+def listen_urls(server) -> list[str]:
+    """The http:// URLs a waitress server listens on (several when a host name resolves to several addresses)."""
+    listens = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
+    urls = []
+    for host, port in listens:
+        host = f"[{host}]" if ":" in str(host) else host
+        urls.append(f"http://{host}:{port}/")
+    return urls
