@@ -1,10 +1,14 @@
 """Worker processes that probe and decode videos with a per-file timeout, isolating decoder crashes and hangs."""
 from __future__ import annotations
 
-import multiprocessing
+import json
 import multiprocessing.connection
 import os
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -13,19 +17,17 @@ from dataclasses import dataclass
 from .backends import check_file, decode_file, probe_file
 from .types import DecodedVideo, MediaError, SamplingConfig, VideoInfo
 
-_context = None
+# Runs in the worker: take the parent's import path, then serve jobs on the inherited socket.
+_BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+              "from trainer.media.workers import _worker_main; _worker_main(int(sys.argv[2]))")
 
 
-def _mp_context():
-    """The forkserver context, whose server preloads the decoders so each worker starts by a cheap fork.
+def _worker_main(fd: int) -> None:
+    """Entry point of a worker process: preload the decoders, then serve jobs until told to stop."""
+    import av  # noqa: F401  (imported before the first job so its deadline is spent decoding)
+    import decord  # noqa: F401
 
-    Workers never fork the caller itself: the caller may hold torch threads, which do not survive fork.
-    """
-    global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(["trainer.media.backends"])
-    return _context
+    _serve(multiprocessing.connection.Connection(fd))
 
 
 def _serve(conn) -> None:
@@ -70,14 +72,21 @@ class _Task:
 
 
 class _Worker:
-    """One decoder process and its pipe; runs one task at a time."""
+    """One decoder process and its socket; runs one task at a time.
+
+    A fresh interpreter, not a fork of the caller (which may hold torch threads) and not multiprocessing's
+    spawn (which re-imports the caller's main module): it imports only trainer.media and the decoders.
+    """
 
     def __init__(self):
-        ctx = _mp_context()
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="vidsearch-decoder")
-        self.proc.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=2,  # anything a decoder prints must not mix with the caller's stdout (JSON lines)
+            )
+        self.conn = multiprocessing.connection.Connection(ours.detach())
         self.task: _Task | None = None
         self.deadline = 0.0
 
@@ -96,7 +105,7 @@ class _Worker:
 
     def kill(self) -> None:
         self.proc.kill()
-        self.proc.join(5)
+        self.proc.wait()
         self.conn.close()
 
     def stop(self) -> None:
@@ -104,10 +113,10 @@ class _Worker:
         if self.task is None:
             try:
                 self.conn.send(None)
-                self.proc.join(1)
-            except OSError:
+                self.proc.wait(1)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.kill()
         self.conn.close()
 
@@ -120,13 +129,14 @@ def _result(task: _Task, reply):
 class _Runner:
     """Runs tasks on N workers, each under a deadline, yielding results in input order."""
 
-    def __init__(self, workers: int, timeout: float):
+    def __init__(self, workers: int, timeout: float, reuse: list[_Worker] = ()):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.timeout = timeout
-        self.workers = [_Worker() for _ in range(workers)]
+        self.workers = list(reuse)[:workers]
+        self.workers += [_Worker() for _ in range(workers - len(self.workers))]
         self.max_ahead = 2 * workers  # tasks queued, running or finished but not yet yielded
 
     def run(self, tasks: Iterable[_Task | MediaError]) -> Iterator[tuple[str, object]]:
@@ -179,7 +189,7 @@ class _Runner:
                 if task.fallback is not None:  # decord crashed: one more try with PyAV in a fresh process
                     queue.appendleft(_Task(task.index, task.path, task.func, task.fallback, None))
                 else:
-                    done[task.index] = (task.path, MediaError(task.path, _crash_reason(worker.proc.exitcode)))
+                    done[task.index] = (task.path, MediaError(task.path, _crash_reason(worker.proc.returncode)))
             elif time.monotonic() >= worker.deadline:
                 self._replace(worker)
                 done[task.index] = (task.path, MediaError(task.path, f"timed out after {self.timeout:g} s"))
@@ -210,14 +220,29 @@ def _task(index: int, path, func: Callable, args: tuple, fallback: tuple | None)
     return _Task(index, path, func, (path, *args), None if fallback is None else (path, *fallback))
 
 
+# Idle workers kept between single probe()/decode() calls, so a run of calls pays one interpreter start.
+_idle: list[_Worker] = []
+_idle_lock = threading.Lock()
+_MAX_IDLE = 2
+
+
 def _run_one(task: _Task | MediaError, timeout: float):
     if isinstance(task, MediaError):
         raise task
-    runner = _Runner(1, timeout)
+    with _idle_lock:
+        reuse = [_idle.pop()] if _idle else []
+    runner = _Runner(1, timeout, reuse)
     try:
         _, result = next(runner.run([task]))
     finally:
-        runner.close()
+        # The runner's worker is idle and healthy here: a crashed or timed-out one was already replaced.
+        worker = runner.workers[0]
+        with _idle_lock:
+            keep = len(_idle) < _MAX_IDLE
+            if keep:
+                _idle.append(worker)
+        if not keep:
+            worker.stop()
     if isinstance(result, MediaError):
         raise result
     return result
