@@ -117,13 +117,14 @@ class Engine:
         Grouped by video, the query clip's own video is left out too: its other clips are near-duplicates.
         """
         _check_page(k, offset, group)
+        clip_id = _check_id(clip_id, "clip")
         with self._reading():
-            records = self.store.clips([int(clip_id)])
+            records = self.store.clips([clip_id])
             if not records:
                 raise UnknownId(f"unknown clip id {clip_id}")
             own_video = records[0].video_id if group == "video" else None
-            vector = np.asarray(self.store.clip_vector(int(clip_id)), dtype=np.float32).reshape(1, -1)
-            source = self._vector_source(vector, exclude=int(clip_id))
+            vector = np.asarray(self.store.clip_vector(clip_id), dtype=np.float32).reshape(1, -1)
+            source = self._vector_source(vector, exclude=clip_id)
             hits = self._collect(source, offset + k, group, prefix, skip_video=own_video)
         return _shape(hits, group, offset, k)
 
@@ -141,8 +142,9 @@ class Engine:
     # ---- lookups the web layer needs, under the same refresh discipline ---------------------------------------
     def clip(self, clip_id: int):
         """The store's record for one clip; raises `UnknownId`."""
+        clip_id = _check_id(clip_id, "clip")
         with self._reading():
-            records = self.store.clips([int(clip_id)])
+            records = self.store.clips([clip_id])
         if not records:
             raise UnknownId(f"unknown clip id {clip_id}")
         return records[0]
@@ -154,8 +156,9 @@ class Engine:
 
     def video_record(self, video_id: int):
         """One video's record; raises `UnknownId`."""
+        video_id = _check_id(video_id, "video")
         with self._reading():
-            record = self.store.video(int(video_id))
+            record = self.store.video(video_id)
         if record is None:
             raise UnknownId(f"unknown video id {video_id}")
         return record
@@ -211,7 +214,8 @@ class Engine:
     def _collect(self, source: Source, need: int, group: str, prefix: str | None,
                  skip_video: int | None = None) -> list[Hit]:
         """Ungrouped hits, deep enough that after the prefix filter and grouping at least `need` remain."""
-        n = max(2 * need, self.config.depth)
+        # Results past max_candidates are never produced, so a huge offset costs no more than a deep page.
+        n = min(max(2 * need, self.config.depth), self.config.max_candidates)
         while True:
             scored, dry = source(n)
             hits = [h for h in self._hits(scored, prefix) if h.video_id != skip_video]
@@ -254,6 +258,17 @@ def _valid(scores: np.ndarray, ids: np.ndarray, n: int) -> tuple[list[tuple[int,
     """Flatten a one-query FAISS answer, dropping -1 padding; dry when it held fewer than n results."""
     pairs = [(int(i), float(s)) for s, i in zip(np.asarray(scores)[0], np.asarray(ids)[0]) if i >= 0]
     return pairs, len(pairs) < n
+
+
+def _check_id(value, kind: str) -> int:
+    """A row id as SQLite can hold it; anything else cannot name a stored row."""
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise UnknownId(f"unknown {kind} id {value!r}") from None
+    if not 0 <= value < 2 ** 63:
+        raise UnknownId(f"unknown {kind} id {value}")
+    return value
 
 
 def _check_text(q) -> str:

@@ -182,7 +182,10 @@ def health():
 
 
 def index_name(store) -> str:
-    """The store's FAISS index type as its config records it."""
+    """The FAISS index the store searches clips with (its factory spec), else its configured index type."""
+    meta = getattr(store, "meta", None)
+    if isinstance(meta, dict) and meta.get("clip_index"):
+        return str(meta["clip_index"])
     config = getattr(store, "config", None)
     for name in ("index_type", "index", "faiss_index"):
         value = getattr(config, name, None)

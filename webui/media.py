@@ -42,11 +42,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise RangeNotSatisfiable
         return max(0, size - length), size - 1
     first = int(first_s)
-    last = int(last_s) if last_s else size - 1
-    if last < first:
+    if last_s and int(last_s) < first:               # invalid: ignored, the whole file is sent
         return None
     if first >= size:
         raise RangeNotSatisfiable
+    last = int(last_s) if last_s else size - 1
     return first, min(last, size - 1)
 
 
