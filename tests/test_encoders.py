@@ -103,8 +103,8 @@ def test_lite0_shapes_and_input_checks(lite0):
     frames = np.stack([disc_scene(60), disc_scene(160)])
     out = lite0.encode(frames)
     assert out.shape == (2, 6400) and out.dtype == np.float32 and np.isfinite(out).all()
-    wide = np.zeros((3, 120, 214, 3), np.uint8)  # non-square input is resized in torch
-    assert lite0.encode(wide).shape == (3, 6400)
+    wide = np.zeros((1, 120, 214, 3), np.uint8)  # non-square input is resized in torch
+    assert lite0.encode(wide).shape == (1, 6400)
     assert lite0.encode(np.zeros((0, 224, 224, 3), np.uint8)).shape == (0, 6400)
     with pytest.raises(ValueError, match="uint8"):
         lite0.encode(frames.astype(np.float32))
@@ -118,7 +118,7 @@ def test_lite0_batching_does_not_change_features(lite0):
     small = EfficientNetLite0Encoder(device="cpu", batch_size=2)
     np.testing.assert_allclose(small.encode(frames), whole, rtol=1e-4, atol=1e-4)
     # a read-only, strided view (flipped) is accepted and matches its contiguous copy
-    flipped = frames[:, :, ::-1]
+    flipped = frames[:1, :, ::-1]
     flipped.flags.writeable = False
     np.testing.assert_allclose(lite0.encode(flipped), lite0.encode(flipped.copy()), rtol=1e-5, atol=1e-5)
 
@@ -205,6 +205,28 @@ def test_clip_tiny_random_model(tiny_clip_dir, no_network):
     np.testing.assert_allclose(out, direct, rtol=1e-5, atol=1e-5)
 
 
+def test_clip_whole_clipmodel_checkpoint(tmp_path):
+    """A full CLIPModel dir (what hub CLIP ids hold) loads its vision tower and projection, text tower ignored."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(tower, vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(tower, image_size=32, patch_size=8),
+        projection_dim=24,
+    )
+    clip = CLIPModel(config).eval()
+    clip.save_pretrained(tmp_path)
+    enc = load_frame_encoder(f"clip:{tmp_path}", device="cpu")
+    assert enc.dim == 24
+    frames = np.random.default_rng(0).integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        ref = clip.get_image_features(pixel_values=enc.preprocess(frames))
+    ref = ref if torch.is_tensor(ref) else ref.pooler_output
+    np.testing.assert_allclose(enc.encode(frames), ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_clip_preprocessing_matches_image_processor(tiny_clip_dir):
     try:
         from transformers import CLIPImageProcessorPil as Processor
@@ -226,6 +248,9 @@ def test_clip_missing_dir_is_a_clear_error(tmp_path):
         load_frame_encoder(f"clip:{tmp_path}/does-not-exist", device="cpu")
     with pytest.raises(ValueError, match="clip:"):
         load_frame_encoder("clip:", device="cpu")
+    write_tiny_bert(tmp_path)
+    with pytest.raises(ValueError, match="not a CLIP model"):
+        load_frame_encoder(f"clip:{tmp_path}", device="cpu")
 
 
 @pytest.mark.parametrize("spec", ["resnet50", "efficientnet-b0", "efficientnet-lite0:size=3", "efficientnet-lite0:grid=x", ""])

@@ -4,12 +4,30 @@ from __future__ import annotations
 import torch
 
 from .base import FrameEncoder
-from .hub import resolve_model_ref
+from .hub import quiet_loading, resolve_model_ref
 
 # CLIPImageProcessor's defaults (OpenAI CLIP training statistics); applied here in torch so that no image-processor
 # files need to exist next to the weights.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def vision_config(name_or_path: str, local: bool):
+    """The vision-tower config of a CLIP checkpoint, whether it holds a whole CLIPModel or only the vision part.
+
+    A whole CLIPModel keeps `projection_dim` at the top level; the vision config alone would fall back to 512 and
+    fail to load the projection of models such as ViT-L/14 (768), so it is carried over here.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
+    if config.model_type == "clip":
+        vision = config.vision_config
+        vision.projection_dim = config.projection_dim
+        return vision
+    if config.model_type != "clip_vision_model":
+        raise ValueError(f"{name_or_path!r} holds a {config.model_type!r} model, not a CLIP model")
+    return config
 
 
 class ClipVisionEncoder(FrameEncoder):
@@ -30,9 +48,17 @@ class ClipVisionEncoder(FrameEncoder):
         super().__init__(device, batch_size)
         name_or_path, local = resolve_model_ref(name_or_path, "clip frame encoder")
         try:
-            model = CLIPVisionModelWithProjection.from_pretrained(name_or_path, local_files_only=local)
-        except (OSError, ValueError) as exc:
+            with quiet_loading():
+                config = vision_config(name_or_path, local)
+                model, info = CLIPVisionModelWithProjection.from_pretrained(
+                    name_or_path, config=config, local_files_only=local, output_loading_info=True
+                )
+        except (OSError, ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot load CLIP vision weights from {name_or_path!r}: {exc}") from exc
+        # A whole CLIPModel brings unused text-tower weights (fine); missing vision weights would mean random output.
+        if info.get("missing_keys"):
+            missing = sorted(info["missing_keys"])
+            raise ValueError(f"CLIP checkpoint {name_or_path!r} lacks vision weights, e.g. {missing[:3]}")
         self.model = model.eval().to(self.device)
         self.name_or_path = name_or_path
         self.spec = f"clip:{name_or_path}"

@@ -1,6 +1,7 @@
 """Model references: tell a local model directory from a Hugging Face id, so local loads never reach the network."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -19,3 +20,20 @@ def resolve_model_ref(name_or_path: str, what: str) -> tuple[str, bool]:
     if ref.startswith(("/", "./", "../", "~")) or os.path.exists(expanded):
         raise ValueError(f"{what}: model directory {ref!r} does not exist or is not a directory")
     return ref, False
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Hide transformers' progress bars and load reports while a model loads, so the CLI's own output stays
+    readable; callers check the loading info themselves. Previous settings are restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

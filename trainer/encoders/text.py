@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import autocast, pick_device
-from .hub import resolve_model_ref
+from .hub import quiet_loading, resolve_model_ref
 
 
 def default_text_model_dir() -> str:
@@ -36,10 +36,14 @@ class TextEncoder:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.name_or_path, local = resolve_model_ref(name_or_path or default_text_model_dir(), "text encoder")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, local_files_only=local)
-            model = AutoModel.from_pretrained(self.name_or_path, local_files_only=local)
-        except (OSError, ValueError) as exc:
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, local_files_only=local)
+                model, info = AutoModel.from_pretrained(self.name_or_path, local_files_only=local, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot load text model from {self.name_or_path!r}: {exc}") from exc
+        if info.get("missing_keys"):
+            missing = sorted(info["missing_keys"])
+            raise ValueError(f"text model {self.name_or_path!r} lacks weights, e.g. {missing[:3]}")
         self.device = pick_device(device)
         self.model = model.eval().to(self.device)
         self.dim = int(model.config.hidden_size)
