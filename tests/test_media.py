@@ -454,3 +454,23 @@ def test_worker_modules_do_not_import_torch():
     # Workers import these modules; torch would add seconds to every worker start.
     code = "import sys, trainer, trainer.media.workers; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.timeout(60)
+def test_idle_worker_that_died_is_replaced(codec_videos):
+    from trainer.media import workers
+
+    probe(codec_videos["h264.mp4"])  # leaves an idle worker behind for the next call
+    for worker in list(workers._idle):
+        worker.proc.kill()
+        worker.proc.wait()
+    assert probe(codec_videos["h264.mp4"]).frame_count == 48
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("encoder,suffix", [("h264", ".mp4"), ("libsvtav1", ".mp4")])
+def test_single_frame_video_is_one_clip(tmp_path, encoder, suffix):
+    video = decode(write_video(tmp_path / f"one{suffix}", 1, fps=25, encoder=encoder))
+    assert video.info.frame_count == 1 and video.info.duration == pytest.approx(0.04, abs=1e-3)
+    clips = video.clips(SamplingConfig())
+    assert len(clips) == 1 and clips[0].frames.shape == (1, 224, 299, 3)

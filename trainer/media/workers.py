@@ -151,11 +151,12 @@ class _Runner:
                     item = next(tasks, None)
                     if item is None:
                         exhausted = True
-                    elif isinstance(item, MediaError):
+                        break
+                    if isinstance(item, MediaError):
                         done[next_in] = (item.path, item)
                     else:
                         queue.append(item)
-                    next_in += not exhausted
+                    next_in += 1
                 self._dispatch(queue)
                 while next_out in done:
                     yield done.pop(next_out)
@@ -168,9 +169,14 @@ class _Runner:
             self._reset_busy()
 
     def _dispatch(self, queue: deque) -> None:
-        for worker in self.workers:
+        for worker in list(self.workers):
             if queue and worker.task is None:
-                worker.submit(queue.popleft(), self.timeout)
+                task = queue.popleft()
+                try:
+                    worker.submit(task, self.timeout)
+                except OSError:  # the worker died while idle (e.g. killed for memory): start another
+                    worker.task = None
+                    self._replace(worker).submit(task, self.timeout)
 
     def _wait(self, queue: deque, done: dict) -> None:
         busy = [w for w in self.workers if w.task is not None]
@@ -194,9 +200,11 @@ class _Runner:
                 self._replace(worker)
                 done[task.index] = (task.path, MediaError(task.path, f"timed out after {self.timeout:g} s"))
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> _Worker:
         worker.kill()
-        self.workers[self.workers.index(worker)] = _Worker()
+        fresh = _Worker()
+        self.workers[self.workers.index(worker)] = fresh
+        return fresh
 
     def _reset_busy(self) -> None:
         # A consumer that stopped early leaves tasks running; their late replies must not leak into the next run.
@@ -229,6 +237,8 @@ _MAX_IDLE = 2
 def _run_one(task: _Task | MediaError, timeout: float):
     if isinstance(task, MediaError):
         raise task
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     with _idle_lock:
         reuse = [_idle.pop()] if _idle else []
     runner = _Runner(1, timeout, reuse)
