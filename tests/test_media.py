@@ -474,3 +474,15 @@ def test_single_frame_video_is_one_clip(tmp_path, encoder, suffix):
     assert video.info.frame_count == 1 and video.info.duration == pytest.approx(0.04, abs=1e-3)
     clips = video.clips(SamplingConfig())
     assert len(clips) == 1 and clips[0].frames.shape == (1, 224, 299, 3)
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_single_calls_from_threads(codec_videos):
+    # A web server decodes query videos from several request threads at once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = ["h264.mp4", "libvpx-vp9.webm", "libx265.mp4", "libsvtav1.mkv"] * 2
+    with ThreadPoolExecutor(4) as executor:
+        videos = list(executor.map(lambda k: decode(codec_videos[k], SamplingConfig(size=16)), keys))
+    assert [v.info.path for v in videos] == [str(codec_videos[k]) for k in keys]
+    assert all(len(v.times) == SECONDS for v in videos)
