@@ -33,7 +33,7 @@ SPLITS = ("train", "test")
 # codec name -> (file extension, PyAV encoder, encoder options). Options favour speed; single-threaded
 # encoders keep the output byte-identical from run to run.
 CODECS = {
-    "h264": (".mp4", "libx264", {"preset": "veryfast", "crf": "20"}),
+    "h264": (".mp4", "libx264", {"preset": "veryfast", "crf": "20", "x264-params": "mbtree=0"}),
     "vp9": (".webm", "libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "crf": "28", "b": "0"}),
     "mpeg4": (".avi", "mpeg4", {"qscale": "3"}),
     "vp8": (".mkv", "libvpx", {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "1M"}),
@@ -243,7 +243,8 @@ def write_video(path, frames: np.ndarray, fps: int, codec: str = "h264") -> Path
     path = Path(path)
     part = path.with_name(f".{path.stem}.part{path.suffix}")
     _, encoder, options = CODECS[codec]
-    with av.open(str(part), "w") as container:
+    # bitexact: no random container UIDs or version strings, so identical frames give identical bytes.
+    with av.open(str(part), "w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(encoder, rate=int(fps), options=dict(options))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -395,11 +396,11 @@ def _layout(rng: np.random.Generator, motion: str, n: int, size: int) -> list[tu
         if motion in ("grow", "shrink"):
             centre = (lane * size, float(rng.uniform(0.4, 0.6)) * size) if n == 2 else \
                 (float(rng.uniform(0.4, 0.6)) * size, float(rng.uniform(0.4, 0.6)) * size)
-            small, big = 0.05 * size, (0.24 if n == 1 else 0.16) * size
+            small, big = 0.04 * size, (0.24 if n == 1 else 0.16) * size
             out.append((centre, centre, (small, big) if motion == "grow" else (big, small)))
             continue
-        r = float(rng.uniform(0.10, 0.13) if n == 1 else rng.uniform(0.08, 0.10)) * size
-        near = r * 1.2 + 0.02 * size + float(rng.uniform(0, 0.04)) * size  # 1.2: the widest shape reaches 1.2 r
+        r = float(rng.uniform(0.09, 0.12) if n == 1 else rng.uniform(0.08, 0.10)) * size
+        near = r * 1.2 + float(rng.uniform(0.01, 0.03)) * size  # 1.2 r: the farthest any shape reaches
         far = size - near
         a, b = (far, near) if motion in ("left", "up") else (near, far)
         if motion in ("left", "right"):
