@@ -37,6 +37,8 @@ CODECS = [
     (".mkv", "h264", "h264", "decord"),
     (".mp4", "libx265", "hevc", "decord"),
     (".mkv", "libsvtav1", "av1", "pyav"),  # decord's FFmpeg 4.1 has no AV1 decoder
+    (".mov", "libx265", "hevc", "decord"),
+    (".m4v", "h264", "h264", "decord"),
 ]
 SRC_FPS = 8
 SECONDS = 6
