@@ -65,6 +65,9 @@ class SynthSpec:
     workers: int | None = None  # None: one process per core for large counts, in-process for small ones
 
     def __post_init__(self):
+        # Normalise containers so that specs compare, hash and serialise the same however they were given.
+        object.__setattr__(self, "codecs", tuple(self.codecs))
+        object.__setattr__(self, "holdout", frozenset(tuple(c) for c in self.holdout))
         _check(self.count >= 0, "count", self.count, "must be >= 0")
         _check(self.seconds > 0, "seconds", self.seconds, "must be > 0")
         _check(self.max_seconds is None or self.max_seconds >= self.seconds, "max_seconds", self.max_seconds,
