@@ -45,6 +45,8 @@ class NearestSampler:
 
     def push(self, index: int, t: float, item=None) -> list[tuple[int, float, object]]:
         """Feed frame `index` starting at `t`; returns the frames picked so far, as (index, time, item)."""
+        if self.prev is not None and t <= self.prev[1]:
+            return []  # a repeated or backwards timestamp (damaged file): keep times strictly increasing
         picked = []
         while self.k / self.fps <= t:
             target = self.k / self.fps
