@@ -95,27 +95,43 @@ def test_shapes_are_distinguishable_from_each_other():
         assert iou < 0.85, (a, b, iou)
 
 
+def assert_motion_visible(frames: np.ndarray, times: np.ndarray, duration: float, attrs: dict, name: str) -> None:
+    """The objects in ``frames`` (sampled at ``times``) move, grow or shrink as ``attrs["motion"]`` says."""
+    mask = object_mask(frames, attrs["colors"])
+    area = mask.sum(axis=(1, 2)).astype(float)
+    assert (area > 5).all(), f"{name}: object not found in some sampled frames"
+    ys, xs = np.mgrid[0 : mask.shape[1], 0 : mask.shape[2]]
+    cx = (mask * xs).sum(axis=(1, 2)) / area
+    cy = (mask * ys).sum(axis=(1, 2)) / area
+    motion = attrs["motion"]
+    track = {"left": -cx, "right": cx, "up": -cy, "down": cy, "grow": area, "shrink": -area}[motion]
+    assert np.all(np.diff(track) > 0), f"{name}: {motion} not monotonic: {track}"
+    if motion in ("grow", "shrink"):
+        assert area.max() / area.min() > 3
+    else:
+        # The whole clip spans at least 60% of the frame; the samples see their share of that.
+        share = (times[-1] - times[0]) / duration
+        assert abs(track[-1] - track[0]) > 0.6 * mask.shape[2] * share, f"{name}: travel too short"
+
+
 def test_motion_is_visible_at_one_frame_per_second_in_decoded_videos(synth_library):
     """Sampled at 1 fps, every clip shows its motion: objects cross most of the frame or grow/shrink a lot."""
     for row, path in zip(synth_library.rows, synth_library.videos):
         frames, times, _ = decode_rgb(path)
         picks = [int(np.argmin(np.abs(times - t))) for t in np.arange(0.0, row["end"] - 0.5, 1.0)]
-        mask = object_mask(frames[picks], row["attrs"]["colors"])
-        area = mask.sum(axis=(1, 2)).astype(float)
-        assert (area > 5).all(), f"{path.name}: object not found in some sampled frames"
-        ys, xs = np.mgrid[0 : mask.shape[1], 0 : mask.shape[2]]
-        cx = (mask * xs).sum(axis=(1, 2)) / area
-        cy = (mask * ys).sum(axis=(1, 2)) / area
-        size = mask.shape[1]
-        motion = row["attrs"]["motion"]
-        track = {"left": -cx, "right": cx, "up": -cy, "down": cy, "grow": area, "shrink": -area}[motion]
-        assert np.all(np.diff(track) > 0), f"{path.name}: {motion} not monotonic at 1 fps: {track}"
-        if motion in ("grow", "shrink"):
-            assert area.max() / area.min() > 4
-        else:
-            # The whole clip spans at least 60% of the frame; the 1 fps samples see their share of that.
-            share = (times[picks[-1]] - times[picks[0]]) / times[-1]
-            assert abs(track[-1] - track[0]) > 0.6 * size * share, f"{path.name}: travel too short"
+        assert_motion_visible(frames[picks], times[picks], times[-1], row["attrs"], path.name)
+
+
+def test_project_decoder_sees_the_motion_at_one_frame_per_second(synth_library):
+    media = pytest.importorskip("trainer.media")
+    sampling = media.SamplingConfig(fps=1.0, size=96)
+    with media.DecodePool(workers=2, sampling=sampling, timeout=60) as pool:
+        for (path, decoded), row in zip(pool.imap(synth_library.videos), synth_library.rows):
+            assert not isinstance(decoded, Exception), decoded
+            assert decoded.info.width == decoded.info.height == 96
+            assert decoded.info.duration == pytest.approx(row["end"], abs=0.01)
+            assert len(decoded.frames) >= 4 and np.all(np.diff(decoded.times) > 0.9)
+            assert_motion_visible(decoded.frames, decoded.times, decoded.info.duration, row["attrs"], path)
 
 
 def test_rendered_clip_matches_its_plan():
