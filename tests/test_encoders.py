@@ -212,7 +212,8 @@ def test_clip_whole_clipmodel_checkpoint(tmp_path):
     torch.manual_seed(0)
     tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     config = CLIPConfig(
-        text_config=dict(tower, vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        text_config=dict(tower, vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
         vision_config=dict(tower, image_size=32, patch_size=8),
         projection_dim=24,
     )
@@ -253,7 +254,9 @@ def test_clip_missing_dir_is_a_clear_error(tmp_path):
         load_frame_encoder(f"clip:{tmp_path}", device="cpu")
 
 
-@pytest.mark.parametrize("spec", ["resnet50", "efficientnet-b0", "efficientnet-lite0:size=3", "efficientnet-lite0:grid=x", ""])
+@pytest.mark.parametrize(
+    "spec", ["resnet50", "efficientnet-b0", "efficientnet-lite0:size=3", "efficientnet-lite0:grid=x", ""]
+)
 def test_unknown_frame_encoder_spec(spec):
     with pytest.raises(ValueError) as info:
         load_frame_encoder(spec, device="cpu")
@@ -303,6 +306,8 @@ def test_tiny_bert_dir_through_same_path(tmp_path, no_network):
     alone = np.stack([enc.encode([t])[0] for t in texts])
     np.testing.assert_allclose(vecs, alone, atol=1e-5)
     assert enc.encode([]).shape == (0, 32)
+    raw = enc.encode(texts, normalize=False)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), vecs, atol=1e-5)
 
 
 def test_text_encoder_input_errors(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import FrameEncoder
-from .hub import quiet_loading, resolve_model_ref
+from .hub import from_pretrained, quiet_loading, resolve_model_ref
 
 # CLIPImageProcessor's defaults (OpenAI CLIP training statistics); applied here in torch so that no image-processor
 # files need to exist next to the weights.
@@ -20,7 +20,7 @@ def vision_config(name_or_path: str, local: bool):
     """
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(name_or_path, local_files_only=local)
+    config = from_pretrained(AutoConfig.from_pretrained, name_or_path, local)
     if config.model_type == "clip":
         vision = config.vision_config
         vision.projection_dim = config.projection_dim
@@ -50,9 +50,8 @@ class ClipVisionEncoder(FrameEncoder):
         try:
             with quiet_loading():
                 config = vision_config(name_or_path, local)
-                model, info = CLIPVisionModelWithProjection.from_pretrained(
-                    name_or_path, config=config, local_files_only=local, output_loading_info=True
-                )
+                load = CLIPVisionModelWithProjection.from_pretrained
+                model, info = from_pretrained(load, name_or_path, local, config=config, output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot load CLIP vision weights from {name_or_path!r}: {exc}") from exc
         # A whole CLIPModel brings unused text-tower weights (fine); missing vision weights would mean random output.

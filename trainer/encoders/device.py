@@ -22,7 +22,7 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         try:
             resolved = torch.device(device.strip().lower())
         except RuntimeError as exc:
-            raise ValueError(f"device {device!r} is not a valid device (use 'auto', 'cpu', 'cuda' or 'cuda:N')") from exc
+            raise ValueError(f"device {device!r} is not valid (use 'auto', 'cpu', 'cuda' or 'cuda:N')") from exc
     if resolved.type == "cuda":
         _check_cuda(resolved, device)
     elif resolved.type != "cpu":
@@ -36,7 +36,8 @@ def _check_cuda(resolved: torch.device, requested) -> None:
         raise ValueError(f"device {str(requested)!r} was requested but CUDA is not available on this machine")
     index = resolved.index or 0
     if index >= torch.cuda.device_count():
-        raise ValueError(f"device {str(requested)!r} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {str(requested)!r} was requested but only {count} CUDA device(s) exist")
 
 
 def autocast(device: str | torch.device):

@@ -37,3 +37,14 @@ def quiet_loading():
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def from_pretrained(load, ref: str, local: bool, **kwargs):
+    """Call a transformers `from_pretrained` cache-first: a local dir or an id already in the Hugging Face cache
+    loads without the network; only an id not cached yet is fetched from the hub."""
+    try:
+        return load(ref, local_files_only=True, **kwargs)
+    except OSError:
+        if local:
+            raise
+    return load(ref, **kwargs)

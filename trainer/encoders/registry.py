@@ -29,7 +29,8 @@ def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_s
     if name == "efficientnet-lite0":
         from .efficientnet import EfficientNetLite0Encoder
 
-        return EfficientNetLite0Encoder(device=device, batch_size=batch_size, **_parse_options(spec, arg, {"grid": int}))
+        options = _parse_options(spec, arg, {"grid": int})
+        return EfficientNetLite0Encoder(device=device, batch_size=batch_size, **options)
     if name == "clip":
         from .clip import ClipVisionEncoder
 

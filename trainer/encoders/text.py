@@ -1,4 +1,4 @@
-"""Sentence encoder: tokenizer + BERT-family model, mean-pooled and L2-normalised (default all-MiniLM-L6-v2, offline)."""
+"""Sentence encoder: tokenizer + BERT-family model, mean-pooled, L2-normalised (default all-MiniLM-L6-v2, offline)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import autocast, pick_device
-from .hub import quiet_loading, resolve_model_ref
+from .hub import from_pretrained, quiet_loading, resolve_model_ref
 
 
 def default_text_model_dir() -> str:
@@ -26,7 +26,7 @@ class TextEncoder:
     """Tokenizer + BERT-family encoder; `encode` follows the sentence-transformers recipe of all-MiniLM-L6-v2.
 
     `tokenizer` and `model` (the bare `AutoModel`) are public so that other models can start from these weights.
-    A local directory loads with local_files_only, so the default never touches the network.
+    A local directory, or a hub id already in the Hugging Face cache, loads without the network (the default too).
     """
 
     def __init__(self, name_or_path: str | None = None, device="auto", batch_size: int = 64, max_length: int = 256):
@@ -37,8 +37,9 @@ class TextEncoder:
         self.name_or_path, local = resolve_model_ref(name_or_path or default_text_model_dir(), "text encoder")
         try:
             with quiet_loading():
-                self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, local_files_only=local)
-                model, info = AutoModel.from_pretrained(self.name_or_path, local_files_only=local, output_loading_info=True)
+                self.tokenizer = from_pretrained(AutoTokenizer.from_pretrained, self.name_or_path, local)
+                load = AutoModel.from_pretrained
+                model, info = from_pretrained(load, self.name_or_path, local, output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot load text model from {self.name_or_path!r}: {exc}") from exc
         if info.get("missing_keys"):
@@ -51,8 +52,11 @@ class TextEncoder:
         # 256 is the sequence limit all-MiniLM-L6-v2 was tuned with; never exceed the model's position table.
         self.max_length = min(int(max_length), int(getattr(model.config, "max_position_embeddings", max_length)))
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Encode a list of strings to an (N, dim) float32 array of unit-length sentence embeddings."""
+    def encode(self, texts: list[str], normalize: bool = True) -> np.ndarray:
+        """Encode a list of strings to an (N, dim) float32 array of mean-pooled sentence embeddings.
+
+        normalize=True (the default, as all-MiniLM-L6-v2 is used for cosine search) scales each row to unit length.
+        """
         texts = _check_texts(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # Batching texts of similar length wastes less compute on padding; results go back in input order.
@@ -60,15 +64,16 @@ class TextEncoder:
         with torch.inference_mode(), autocast(self.device):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                out[idx] = self._embed_batch([texts[i] for i in idx]).cpu().numpy()
+                out[idx] = self._embed_batch([texts[i] for i in idx], normalize).cpu().numpy()
         return out
 
-    def _embed_batch(self, texts: list[str]) -> torch.Tensor:
+    def _embed_batch(self, texts: list[str], normalize: bool) -> torch.Tensor:
         """Tokenize, run the model and pool one batch -> (B, dim) float32 on the device."""
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         hidden = self.model(**tokens).last_hidden_state  # (B, L, H)
-        return F.normalize(mean_pool(hidden.float(), tokens["attention_mask"]), dim=-1)
+        pooled = mean_pool(hidden.float(), tokens["attention_mask"])  # (B, H)
+        return F.normalize(pooled, dim=-1) if normalize else pooled
 
     def __repr__(self) -> str:
         return f"TextEncoder({self.name_or_path!r}, dim={self.dim}, device={str(self.device)!r})"
