@@ -142,6 +142,20 @@ def test_rendered_clip_matches_its_plan():
     assert mask[0].any() and mask[-1].any()
 
 
+def test_several_captions_per_video_and_varied_durations(tmp_path):
+    spec = replace(TINY, count=8, captions_per_video=3, seconds=1.0, max_seconds=3.0)
+    captions = read_manifest(generate(tmp_path, spec))
+    assert len(captions) == 24
+    per_video = [captions[i : i + 3] for i in range(0, 24, 3)]
+    assert all(len({c.video for c in group}) == 1 for group in per_video)
+    assert sum(len({c.text for c in group}) > 1 for group in per_video) >= 6
+    durations = {group[0].end for group in per_video}
+    assert len(durations) > 2 and all(1.0 <= d <= 3.0 for d in durations)
+    for group in per_video:
+        frames, _, _ = decode_rgb(group[0].video)
+        assert len(frames) == round(group[0].end * spec.fps)
+
+
 def test_write_video_rejects_bad_frames_and_codecs(tmp_path):
     with pytest.raises(ValueError, match="codec='nope'"):
         write_video(tmp_path / "x.mp4", np.zeros((2, 32, 32, 3), np.uint8), 4, "nope")

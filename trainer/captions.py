@@ -32,6 +32,8 @@ class Caption:
 
 
 class Cue(NamedTuple):
+    """One timed subtitle: seconds and the cue's text on one line without markup."""
+
     start: float
     end: float
     text: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -105,6 +105,8 @@ class ObjectPlan:
 
 @dataclass(frozen=True)
 class BackgroundPlan:
+    """A static background: a solid colour, a two-colour gradient or stripes, or a colour with light noise."""
+
     kind: str
     colors: tuple[str, ...]
     orientation: str = "h"  # "h", "v" or "d": direction of gradients and stripes
@@ -128,10 +130,11 @@ class ClipPlan:
     motion: str
     objects: tuple[ObjectPlan, ...]
     background: BackgroundPlan
-    seed: tuple[int, ...] = field(default=(0,))
+    seed: tuple[int, ...] = (0,)  # seeds the background noise
 
     @property
     def seconds(self) -> float:
+        """Duration of the encoded video."""
         return self.frames / self.fps
 
     def attrs(self) -> dict:
@@ -371,7 +374,7 @@ def holdout_combos(seed: int = 0, per_cell: int = 2) -> frozenset:
 
 def _pick_background(rng: np.random.Generator, object_colors: list[str], size: int) -> BackgroundPlan:
     """A background whose colours all keep a clear distance from every object colour."""
-    def far(name):
+    def far(name):  # far enough from every object colour
         bg = np.array(BACKGROUND_COLORS[name], dtype=float)
         return all(np.linalg.norm(bg - np.array(COLORS[c], dtype=float)) >= _MIN_CONTRAST for c in object_colors)
 
