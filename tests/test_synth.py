@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from trainer.captions import read_manifest
-from trainer.synth import (BACKGROUND_WORDS, CODECS, COLORS, MOTION_WORDS, MOTIONS, SHAPE_WORDS, SHAPES, TEMPLATES,
-                           SynthSpec, generate, generate_split, holdout_combos, make_caption, plan_clips,
-                           render_clip, shape_mask, write_video)
+from trainer.synth import (BACKGROUND_WORDS, CODECS, COLORS, MOTION_WORDS, MOTIONS, OPPOSITE_MOTION, SHAPE_WORDS,
+                           SHAPES, TEMPLATES, SynthSpec, generate, generate_split, holdout_combos, make_caption,
+                           plan_clips, render_clip, shape_mask, write_video)
 
 TINY = SynthSpec(count=6, seed=1, seconds=2.0, fps=4, size=64, workers=1)
 
@@ -132,6 +132,15 @@ def test_project_decoder_sees_the_motion_at_one_frame_per_second(synth_library):
             assert decoded.info.duration == pytest.approx(row["end"], abs=0.01)
             assert len(decoded.frames) >= 4 and np.all(np.diff(decoded.times) > 0.9)
             assert_motion_visible(decoded.frames, decoded.times, decoded.info.duration, row["attrs"], path)
+
+
+def test_reversed_clips_show_the_opposite_motion():
+    for plan in plan_clips(replace(TINY, count=6, seconds=4.0, size=96)):
+        frames = render_clip(plan)[::-1]
+        times = np.arange(len(frames)) / plan.fps
+        attrs = dict(plan.attrs(), motion=OPPOSITE_MOTION[plan.motion])
+        picks = np.arange(0, len(frames), plan.fps)
+        assert_motion_visible(frames[picks], times[picks], times[-1], attrs, plan.video)
 
 
 def test_rendered_clip_matches_its_plan():

@@ -22,6 +22,8 @@ COLORS = {  # object colours: saturated, so they stand out from the muted backgr
     "orange": (250, 140, 30), "purple": (150, 60, 210), "white": (245, 245, 245),
 }
 MOTIONS = ("left", "right", "up", "down", "grow", "shrink")
+# A clip played backwards shows the opposite motion: time-reversed clips make hard negatives.
+OPPOSITE_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up", "grow": "shrink", "shrink": "grow"}
 BACKGROUND_COLORS = {
     "black": (12, 12, 12), "gray": (120, 120, 120), "navy": (20, 28, 80),
     "dark green": (20, 70, 35), "brown": (95, 60, 30), "beige": (225, 210, 170),
