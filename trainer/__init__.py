@@ -16,6 +16,13 @@ _EXPORTS = {
     "decode": "trainer.media",
     "cut_clips": "trainer.media",
     "DecodePool": "trainer.media",
+    "load": "trainer.api",
+    "VideoSearchModel": "trainer.api",
+    "train": "trainer.training",
+    "TrainConfig": "trainer.train_config",
+    "VideoBertConfig": "trainer.modeling",
+    "VideoBertModel": "trainer.modeling",
+    "VideoBertForPreTraining": "trainer.modeling",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,0 +1,190 @@
+"""The front door to a trained model: `load(model_dir)` -> VideoSearchModel, used by the indexer and search.
+
+One `embed_text` and one `embed_clips` serve bulk indexing and single queries alike, so index-time and
+query-time vectors come from the same code path.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .media import SamplingConfig
+from .modeling import VideoBertForPreTraining
+from .training import FRAME_ENCODER_FILE, resample_frames
+from .vocab import VisualVocabulary
+
+
+def _check_model_dir(model_dir) -> Path:
+    path = Path(model_dir).expanduser()
+    missing = [name for name in ("config.json", "model.safetensors", FRAME_ENCODER_FILE)
+               if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a vidsearch model dir (missing {', '.join(missing)})")
+    return path.resolve()
+
+
+def model_hash(model_dir) -> str:
+    """sha256 over the files that define the model's outputs (config, weights, visual words, encoder spec)."""
+    from .vocab import VOCAB_FILE
+
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", VOCAB_FILE, FRAME_ENCODER_FILE):
+        path = Path(model_dir) / name
+        if path.is_file():
+            h.update(name.encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def load(model_dir, device="auto") -> "VideoSearchModel":
+    """Load a model dir written by `trainer.train`; raises FileNotFoundError naming what is missing."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from .encoders import load_frame_encoder, pick_device
+
+    path = _check_model_dir(model_dir)
+    dev = pick_device(device)
+    hf_logging.disable_progress_bar()
+    model = VideoBertForPreTraining.from_pretrained(path).to(dev).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    vocab = VisualVocabulary.load(path)
+    spec = json.loads((path / FRAME_ENCODER_FILE).read_text())
+    encoder = load_frame_encoder(spec["spec"], dev)
+    if encoder.dim != model.config.feature_dim:
+        raise ValueError(f"{path}: frame encoder {spec['spec']!r} gives {encoder.dim}-d features, "
+                         f"the model expects {model.config.feature_dim}")
+    identity = {"path": str(path), "hash": model_hash(path), "name": path.name}
+    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev)
+
+
+class VideoSearchModel:
+    """A trained VideoBERT with its tokenizer, visual words and frame encoder, ready for inference."""
+
+    def __init__(self, model: VideoBertForPreTraining, tokenizer, vocab: VisualVocabulary, frame_encoder,
+                 identity: dict, device: torch.device, batch_size: int = 64, max_text: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.frame_encoder = frame_encoder
+        self.identity = identity
+        self.device = device
+        self.batch_size = batch_size
+        self.max_text = max_text
+        self.dim = model.config.hidden_size
+        self.sampling = SamplingConfig(**model.config.sampling) if model.config.sampling else SamplingConfig()
+
+    def __repr__(self) -> str:
+        return f"VideoSearchModel({self.identity['path']!r}, dim={self.dim}, device={str(self.device)!r})"
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> (N, F) float32 frame features."""
+        return self.frame_encoder.encode(frames)
+
+    def _clip_features(self, clips, features: bool) -> list[np.ndarray]:
+        """Each clip as (T, F) float32 features, subsampled to the model's frame count."""
+        clips = list(clips)
+        out = []
+        for i, clip in enumerate(clips):
+            arr = np.asarray(clip)
+            if arr.ndim == 3 and not features:
+                arr = arr[None]                                  # one frame as a one-frame clip
+            if len(arr) == 0:
+                raise ValueError(f"clip {i} has no frames")
+            if features and (arr.ndim != 2 or arr.shape[1] != self.model.config.feature_dim):
+                raise ValueError(f"clip {i}: expected (T, {self.model.config.feature_dim}) features, got {arr.shape}")
+            out.append(resample_frames(arr, self.model.config.max_frames))
+        if not features:
+            # One encoder pass over the frames of all clips, then split back per clip.
+            sizes = [len(c) for c in out]
+            feats = self.encode_frames(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
+            out = np.split(feats, np.cumsum(sizes)[:-1]) if out else []
+        return [np.asarray(f, dtype=np.float32) for f in out]
+
+    def _video_batch(self, feats: list[np.ndarray]) -> dict:
+        t = max(len(f) for f in feats)
+        dim = feats[0].shape[1]
+        x = torch.zeros(len(feats), t, dim)
+        ids = torch.zeros(len(feats), t, dtype=torch.long)
+        mask = torch.zeros(len(feats), t, dtype=torch.bool)
+        for row, f in enumerate(feats):
+            x[row, :len(f)] = torch.from_numpy(f)
+            ids[row, :len(f)] = torch.from_numpy(self.vocab.quantize(f))
+            mask[row, :len(f)] = True
+        return {"visual_ids": ids.to(self.device), "features": x.to(self.device), "frame_mask": mask.to(self.device)}
+
+    def _text_batch(self, texts: list[str]) -> dict:
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text, return_tensors="pt")
+        return {"text_ids": tok["input_ids"].to(self.device), "text_mask": tok["attention_mask"].to(self.device)}
+
+    def embed_clips(self, clips, features: bool = False) -> np.ndarray:
+        """Clips as (T, H, W, 3) uint8 frame stacks (or (T, F) features with features=True) -> (N, dim) unit vectors."""
+        feats = self._clip_features(clips, features)
+        out = np.zeros((len(feats), self.dim), dtype=np.float32)
+        with torch.inference_mode(), _autocast(self.device):
+            for s in range(0, len(feats), self.batch_size):
+                batch = self._video_batch(feats[s:s + self.batch_size])
+                emb = self.model.videobert.get_video_embeddings(**batch)
+                out[s:s + len(emb)] = emb.float().cpu().numpy()
+        return out
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Sentences -> (N, dim) float32 unit vectors in the same space as `embed_clips`."""
+        texts = _check_texts(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode(), _autocast(self.device):
+            for s in range(0, len(texts), self.batch_size):
+                emb = self.model.videobert.get_text_embeddings(**self._text_batch(texts[s:s + self.batch_size]))
+                out[s:s + len(emb)] = emb.float().cpu().numpy()
+        return out
+
+    def match(self, texts: list[str], clips, features: bool = False) -> np.ndarray:
+        """Cross-encoder alignment probability of text i with clip i -> (N,) float32 in [0, 1]."""
+        texts = _check_texts(texts)
+        feats = self._clip_features(clips, features)
+        if len(texts) != len(feats):
+            raise ValueError(f"match needs one clip per text, got {len(texts)} texts and {len(feats)} clips")
+        out = np.zeros(len(texts), dtype=np.float32)
+        with torch.inference_mode(), _autocast(self.device):
+            for s in range(0, len(texts), self.batch_size):
+                batch = {**self._text_batch(texts[s:s + self.batch_size]),
+                         **self._video_batch(feats[s:s + self.batch_size])}
+                logits = self.model.alignment_logits(**batch)
+                out[s:s + len(logits)] = torch.sigmoid(logits.float()).cpu().numpy()
+        return out
+
+    def tags(self, frames: np.ndarray, top: int = 5) -> list[tuple[str, float]]:
+        """ImageNet concepts of a clip: per-frame label probabilities averaged over its frames, best first.
+
+        Frame encoders without ImageNet labels (e.g. CLIP) give an empty list.
+        """
+        labels = getattr(self.frame_encoder, "labels", None)
+        if labels is None or len(frames) == 0:
+            return []
+        scores: dict[str, float] = {}
+        per_frame = labels(np.asarray(frames), top=top)
+        for row in per_frame:
+            for name, p in row:
+                scores[name] = scores.get(name, 0.0) + p / len(per_frame)
+        return sorted(scores.items(), key=lambda kv: -kv[1])[:top]
+
+
+def _autocast(device: torch.device):
+    from .encoders import autocast
+
+    return autocast(device)
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise ValueError("texts must be a list of strings, got a single str; wrap it in a list")
+    texts = list(texts)
+    if any(not isinstance(t, str) for t in texts):
+        raise ValueError("texts must all be strings")
+    return texts

@@ -1,0 +1,64 @@
+"""Training settings of `vidsearch train`: one typed dataclass, light to import (no torch), saved beside the model."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from .media.types import SamplingConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything `vidsearch train` can set; saved as train_config.json beside the model."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3                  # new parameters (visual words, projections, heads)
+    encoder_lr: float = 5e-5          # pretrained encoder layers, when trainable_layers > 0
+    weight_decay: float = 0.01
+    warmup: float = 0.1               # fraction of optimizer steps spent warming up
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    fps: float = 2.0
+    frames: int = 8                   # frames per clip the model sees (longer clips are subsampled)
+    clip_seconds: float = 4.0
+    size: int = 224                   # decode size (short side); the frame encoder resizes to its own input
+    branching: int = 12               # visual vocabulary: branching ** depth words
+    depth: int = 2
+    frame_encoder: str = "efficientnet-lite0"
+    text_model: str | None = None     # BERT to start from (tokenizer + weights); None = bundled MiniLM
+    random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
+    model: dict = field(default_factory=dict)   # VideoBertConfig overrides (e.g. hidden_size for tiny models)
+    mask_prob: float = 0.15
+    device: str = "auto"
+    seed: int = 0
+    cache_dir: str | None = None
+    workers: int = 2                  # decoder processes
+    threads: int | None = None        # torch CPU threads per process (default: cores / processes)
+    resume: bool = False
+    progress: bool = True
+    log_every: int = 10               # optimizer steps between metrics lines
+    stop_after_epoch: int | None = None   # end the run after this epoch's checkpoint (to test resuming)
+
+    def sampling(self) -> SamplingConfig:
+        """The sampling this model is trained with, and expects at index time."""
+        return SamplingConfig(fps=self.fps, size=self.size, clip_seconds=self.clip_seconds,
+                              stride_seconds=self.clip_seconds)
+
+    def check(self) -> None:
+        """Reject nonsense early, naming the parameter."""
+        for name in ("epochs", "batch_size", "grad_accum", "frames", "branching", "depth"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("lr", "fps", "clip_seconds"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.mask_prob < 1.0:
+            raise ValueError(f"TrainConfig.mask_prob must be in [0, 1), got {self.mask_prob!r}")
+
+
+def defaults() -> dict:
+    """Field name -> default value (for the CLI, which must not import torch to show --help)."""
+    out = {}
+    for f in fields(TrainConfig):
+        out[f.name] = f.default_factory() if callable(f.default_factory) else f.default
+    return out
