@@ -218,8 +218,10 @@ def test_captions_vary_their_phrasing():
     attrs = {"shapes": ["circle"], "colors": ["red"], "motion": "left", "background": "solid black"}
     rng = np.random.default_rng(0)
     assert len({make_caption(attrs, "train", rng) for _ in range(50)}) >= 8
-    assert make_caption(attrs, "unseen", np.random.default_rng(3)) != make_caption(attrs, "train", np.random.default_rng(3))
-    two = {"shapes": ["square", "star"], "colors": ["orange", "blue"], "motion": "up", "background": "stripes gray-navy"}
+    assert make_caption(attrs, "unseen", np.random.default_rng(3)) != make_caption(attrs, "train",
+                                                                               np.random.default_rng(3))
+    two = {"shapes": ["square", "star"], "colors": ["orange", "blue"], "motion": "up",
+           "background": "stripes gray-navy"}
     texts = {make_caption(two, "train", rng) for _ in range(40)}
     assert any(t.startswith("two shapes") for t in texts)
     assert all("an orange square" in t or "the orange square" in t for t in texts)
@@ -242,7 +244,10 @@ def test_generate_split_keeps_test_combos_out_of_training(tmp_path):
     held = holdout_combos(seed=0)
     rows = {name: [json.loads(line) for line in paths[name].read_text().splitlines()]
             for name in ("train", "test", "test_unseen")}
-    triples = lambda row: {(s, c, row["attrs"]["motion"]) for s, c in zip(row["attrs"]["shapes"], row["attrs"]["colors"])}  # noqa: E731
+
+    def triples(row):
+        return {(s, c, row["attrs"]["motion"]) for s, c in zip(row["attrs"]["shapes"], row["attrs"]["colors"])}
+
     assert len(rows["train"]) == 60 and len(rows["test"]) == 24
     assert all(not triples(r) & held for r in rows["train"])
     assert all(triples(r) <= held for r in rows["test"])

@@ -1,4 +1,4 @@
-"""Synthetic captioned videos: coloured shapes in motion, drawn with numpy, encoded with PyAV, listed in a JSONL manifest.
+"""Synthetic captioned videos: coloured shapes in motion, drawn with numpy, encoded with PyAV, listed in JSONL.
 
 The generator is deterministic: the same spec (seed, count, ...) gives byte-identical videos and manifest.
 Clip ``i`` depends only on the seed, the split and ``i``, so a larger count extends a smaller one.
@@ -308,7 +308,8 @@ TEMPLATES = {
             "the {color1} {noun1} and the {color2} {noun2} both {motion}", "two shapes {motion}: {obj1} and {obj2}"),
     },
     "unseen": {
-        1: ("in this clip, {obj} {motion}", "watch as the {color} {noun} {motion}", "{a_noun}, colored {color}, {motion}",
+        1: ("in this clip, {obj} {motion}", "watch as the {color} {noun} {motion}",
+            "{a_noun}, colored {color}, {motion}",
             "footage of {obj} which {motion}", "here {obj} {motion} {bg}"),
         2: ("a pair of objects, {obj1} alongside {obj2}, which {motion} together",
             "in this clip {obj1} and {obj2} {motion} at the same time", "{obj1} accompanied by {obj2}; they {motion}",
