@@ -1,0 +1,120 @@
+"""Front-door functions of the indexer: index paths into a store, remove paths, prune vanished files."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .config import CONFIG_FILE, StoreConfig, StoreError
+from .discover import discover
+from .pipeline import EncodeSettings, IndexReport, plan_jobs, run_pipeline
+from .writer import StoreWriter
+
+
+def _load_model(model, store_dir: Path, reindex: bool):
+    """The model object: as given, loaded from a directory, or the one the store records."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return model
+    if model is None:
+        if reindex or not (store_dir / CONFIG_FILE).is_file():
+            raise StoreError(f"{store_dir}: a new store needs a model; pass --model DIR")
+        model = StoreConfig.load(store_dir).model_path
+        if not model:
+            raise StoreError(f"{store_dir}: the store records no model; pass --model DIR")
+    from trainer.api import load
+
+    return load(model)
+
+
+def store_config(model, store_dir: Path, reindex: bool = False, **overrides) -> StoreConfig:
+    """The StoreConfig for indexing with `model`: the store's own settings if it exists, else the model's
+    sampling; `overrides` (fps, clip_seconds, stride_seconds, index_type, ...) that are not None win."""
+    if (store_dir / CONFIG_FILE).is_file() and not reindex:
+        base = StoreConfig.load(store_dir)
+    else:
+        base = StoreConfig(**{f: getattr(model.sampling, f) for f in
+                              ("fps", "size", "square", "clip_seconds", "stride_seconds")})
+    identity = dict(getattr(model, "identity", {}) or {})
+    changes = {"model_path": str(identity.get("path", "")), "model_hash": str(identity.get("hash", "")),
+               "model_name": str(identity.get("name", "")), "dim": int(model.dim)}
+    changes.update({k: v for k, v in overrides.items() if v is not None})
+    return dataclasses.replace(base, **changes)
+
+
+def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike, model=None, *,
+                workers: int = 2, batch_size: int = 64, index_type: str | None = None, fps: float | None = None,
+                clip_seconds: float | None = None, stride_seconds: float | None = None, reindex: bool = False,
+                prune: bool = False, timeout: float = 120.0, progress: bool = False,
+                reader: Callable | None = None, commit_every: int = 32) -> IndexReport:
+    """Index video files, directories and .jsonl manifests into the store at `store_dir`.
+
+    `model` is a loaded model (trainer.load), a model directory, or None for the model the store records.
+    A new store takes the model's sampling unless `fps`/`clip_seconds`/`stride_seconds` say otherwise; an
+    existing one must match them (or pass `reindex=True` to rebuild it). `reader` replaces the decoder
+    pool: a callable from an iterable of paths to (path, DecodedVideo | MediaError) pairs, in order.
+    Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
+    """
+    store_dir = Path(store_dir)
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
+    model = _load_model(model, store_dir, reindex)
+    config = store_config(model, store_dir, reindex, index_type=index_type, fps=fps, clip_seconds=clip_seconds,
+                          stride_seconds=stride_seconds)
+    found = discover(paths)
+    writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex)
+    report = IndexReport(notes=list(found.notes))
+    pool = None
+    try:
+        if prune:
+            report.removed += writer.prune()
+        jobs = plan_jobs(found.files, writer, found.problems, writer.pending_paths())
+        if reader is None:
+            from trainer.media import DecodePool
+
+            pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout)
+            reader = pool.imap
+        settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
+                                  thumb_size=writer.config.thumb_size)
+        run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
+                     total=len(found.files) + len(found.problems), commit_every=commit_every)
+    except BaseException:
+        _close_after_error(writer)
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+    writer.close()
+    return report
+
+
+def _close_after_error(writer: StoreWriter) -> None:
+    """Keep what was written before an error (Ctrl-C, a stage failure); drop it if committing fails too."""
+    try:
+        writer.close()
+    except Exception:
+        writer.abort()
+
+
+def remove_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike) -> list[str]:
+    """Remove videos by path (a directory removes everything under it); returns the paths removed."""
+    writer = StoreWriter.open(store_dir)
+    try:
+        removed = writer.remove(paths)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return removed
+
+
+def prune_store(store_dir: str | os.PathLike) -> list[str]:
+    """Remove every recorded path whose file is gone; returns those paths."""
+    writer = StoreWriter.open(store_dir)
+    try:
+        removed = writer.prune()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return removed

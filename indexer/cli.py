@@ -1,0 +1,92 @@
+"""`vidsearch index` and `vidsearch remove`: thin command-line wrappers over indexer.index_paths and remove_paths."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+# Kept here as literals so that building the parser imports nothing heavy.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+INDEX_EPILOG = """\
+exit codes:
+  0    every file was indexed (or was already, unchanged)
+  1    the run could not start or was stopped by an error (no store, wrong model, unreadable manifest)
+  2    bad command line
+  3    the run finished and every good file is indexed, but some files failed (listed in the summary
+       and stored as `failed` rows with their reason)
+  130  interrupted (Ctrl-C); work committed so far is kept
+"""
+
+
+def add_parsers(subparsers) -> None:
+    """Add the `index` and `remove` subcommands."""
+    p = subparsers.add_parser(
+        "index", help="index videos into a store", epilog=INDEX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Index video files, directories (searched recursively) and .jsonl caption manifests "
+                    "into a store. Unchanged files are skipped, so a run can be repeated or resumed.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="video file, directory or .jsonl manifest")
+    p.add_argument("--store", required=True, metavar="DIR", help="store directory (created if missing)")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the one the store records)")
+    p.add_argument("--fps", type=float, help="frames sampled per second (default: the model's)")
+    p.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's)")
+    p.add_argument("--stride", type=float, dest="stride_seconds", help="seconds between clip starts")
+    p.add_argument("--workers", type=int, default=2, help="decoder processes (default 2)")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per encoder batch (default 64)")
+    p.add_argument("--index-type", metavar="TYPE",
+                   help="auto (default: exact while small, IVF when large), flat, or a FAISS factory string "
+                        "such as IVF1024,Flat / HNSW32 / IVF256,PQ16")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed to decode one file")
+    p.add_argument("--reindex", action="store_true", help="delete the store's contents and rebuild it")
+    p.add_argument("--prune", action="store_true", help="first remove videos whose files are gone")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=index_command)
+
+    r = subparsers.add_parser("remove", help="remove videos from a store",
+                              description="Remove videos by path; a directory removes every video under it.")
+    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument("--store", required=True, metavar="DIR")
+    r.set_defaults(func=remove_command)
+
+
+def _error(command: str, e: BaseException) -> int:
+    print(f"vidsearch {command}: error: {e}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def index_command(args) -> int:
+    """Run `vidsearch index`; returns the exit code."""
+    if not args.paths and not args.prune:
+        print("vidsearch index: error: give at least one PATH, or --prune", file=sys.stderr)
+        return EXIT_USAGE
+    from indexer import StoreError, index_paths
+    from trainer.captions import CaptionError
+
+    try:
+        report = index_paths(args.paths, args.store, args.model, workers=args.workers, batch_size=args.batch_size,
+                             index_type=args.index_type, fps=args.fps, clip_seconds=args.clip_seconds,
+                             stride_seconds=args.stride_seconds, reindex=args.reindex, prune=args.prune,
+                             timeout=args.timeout, progress=not args.no_progress and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        print("vidsearch index: interrupted; work committed so far is kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (StoreError, CaptionError, ValueError, OSError) as e:
+        return _error("index", e)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return report.exit_code
+
+
+def remove_command(args) -> int:
+    """Run `vidsearch remove`; returns the exit code."""
+    from indexer import StoreError, remove_paths
+
+    try:
+        removed = remove_paths(args.paths, args.store)
+    except (StoreError, OSError) as e:
+        return _error("remove", e)
+    for p in removed:
+        print(f"removed {p}")
+    print(f"removed {len(removed)} path(s)")
+    return EXIT_OK

@@ -1,0 +1,270 @@
+"""FAISS side of a store: index type choice, building and training, id-mapped add/remove/search, atomic files."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .config import StoreError
+from .crash import crash_point
+
+EXACT = "Flat"
+# Fewest training vectors per IVF list and per PQ centroid before a trainable index is trained.
+_PER_LIST = 39
+_PQ_CENTROIDS = 256
+
+
+def check_index_type(index_type: str, dim: int) -> str:
+    """Validate an index type for `dim`: "auto", "flat", or a FAISS factory string; returns it normalised."""
+    spec = (index_type or "").strip()
+    if spec.lower() in ("auto", "flat"):
+        return spec.lower()
+    spec = re.sub(r"^IDMap2?,", "", spec)
+    try:
+        faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    except Exception as e:  # faiss raises RuntimeError with its own parser message
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StoreError(f"index type {index_type!r} is not usable for dim {dim}: {first}") from None
+    return spec
+
+
+def auto_nlist(n: int) -> int:
+    """IVF list count for n vectors: the power of two nearest 4 * sqrt(n), within [64, 65536]."""
+    target = 4 * math.sqrt(max(n, 1))
+    return int(min(65536, max(64, 2 ** round(math.log2(target)))))
+
+
+def ivf_lists(spec: str) -> int:
+    """The nlist of an IVF factory string, 0 when it has none."""
+    m = re.search(r"IVF(\d+)", spec)
+    return int(m.group(1)) if m else 0
+
+
+def min_train(spec: str) -> int:
+    """How many vectors `spec` needs before it is worth training (0 when it needs no training)."""
+    need = _PER_LIST * ivf_lists(spec)
+    if re.search(r"PQ\d+|SQ\d|LSH|RaBitQ", spec):
+        need = max(need, _PER_LIST * _PQ_CENTROIDS if "PQ" in spec else 1000)
+    return need
+
+
+def train_size(spec: str) -> int:
+    """How many vectors to sample for training `spec`: about 50 per IVF list, enough for PQ codebooks."""
+    return max(min_train(spec), 50 * ivf_lists(spec), 1000) if min_train(spec) else 0
+
+
+def plan(index_type: str, n: int, dim: int, auto_threshold: int) -> str:
+    """The factory string to build for n vectors: exact until an approximate type is useful and trainable."""
+    if index_type == "flat":
+        return EXACT
+    if index_type == "auto":
+        return EXACT if n < auto_threshold else f"IVF{auto_nlist(n)},Flat"
+    needs_training = not faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT).is_trained
+    if needs_training and n < min_train(index_type):
+        return EXACT
+    return index_type
+
+
+def should_rebuild(built: str, planned: str) -> bool:
+    """True when the planned type is worth a rebuild: leaving exact search, or an IVF grown 4x too small."""
+    if planned == built:
+        return False
+    if built == EXACT:
+        return True
+    old, new = ivf_lists(built), ivf_lists(planned)
+    if old and new:
+        return new >= 4 * old
+    return True
+
+
+@dataclass
+class SearchParams:
+    nprobe: int = 0  # 0: nlist // 16, at least 16
+    ef_search: int = 128
+
+
+def num_gpus() -> int:
+    """GPUs faiss can use (0 with the CPU build)."""
+    try:
+        return faiss.get_num_gpus()
+    except AttributeError:
+        return 0
+
+
+def to_gpu(index):
+    """A GPU copy of `index` for searching when faiss sees GPUs; the CPU index itself otherwise."""
+    if num_gpus() == 0:
+        return index
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except Exception:  # types without a GPU version (HNSW) stay on the CPU
+        return index
+
+
+def _apply_params(index, params: SearchParams) -> None:
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    try:
+        ivf = faiss.extract_index_ivf(inner)
+    except Exception:  # not an IVF index
+        ivf = None
+    if ivf is not None:
+        ivf.nprobe = min(ivf.nlist, params.nprobe or max(16, ivf.nlist // 16))
+    if hasattr(inner, "hnsw"):
+        inner.hnsw.efSearch = params.ef_search
+
+
+def _new_index(spec: str, dim: int):
+    base = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    return faiss.IndexIDMap2(base)
+
+
+def _as_matrix(vectors, dim: int) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, dim))
+    return x
+
+
+def _train(index, sample: np.ndarray) -> None:
+    if index.is_trained:
+        return
+    ivf = None
+    if num_gpus() > 0:
+        try:
+            ivf = faiss.extract_index_ivf(index.index)
+        except Exception:  # no IVF part: train on the CPU
+            ivf = None
+    if ivf is not None:
+        # k-means assignments on the GPU; the trained index itself stays a CPU index, which is what is stored.
+        flat = faiss.IndexFlatIP(ivf.d) if ivf.metric_type == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(ivf.d)
+        gpu_flat = faiss.index_cpu_to_all_gpus(flat)
+        ivf.clustering_index = gpu_flat
+    try:
+        index.train(sample)
+    finally:
+        if ivf is not None:
+            ivf.clustering_index = None
+
+
+class VectorIndex:
+    """An IndexIDMap2 whose ids are SQLite row ids, with the factory string it was built with.
+
+    Removals on index types that cannot remove (HNSW) mark the index stale; the owner rebuilds it.
+    """
+
+    def __init__(self, index, spec: str, dim: int):
+        self.index = index
+        self.spec = spec
+        self.dim = dim
+        self.stale = False
+        self._gpu = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def empty(cls, dim: int, spec: str = EXACT) -> VectorIndex:
+        return cls(_new_index(spec, dim), spec, dim)
+
+    @classmethod
+    def build(cls, dim: int, spec: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+              sample: np.ndarray | None = None) -> VectorIndex:
+        """Build `spec` from `chunks` of (ids, vectors), training it first on `sample` when it needs training."""
+        index = _new_index(spec, dim)
+        if not index.is_trained:
+            if sample is None or len(sample) == 0:
+                raise StoreError(f"index type {spec!r} needs training vectors")
+            _train(index, _as_matrix(sample, dim))
+        out = cls(index, spec, dim)
+        for ids, vecs in chunks:
+            out.add(ids, vecs)
+        return out
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """All ids in the index (int64)."""
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def add(self, ids, vectors) -> None:
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+        if len(ids) == 0:
+            return
+        with self._lock:
+            self.index.add_with_ids(_as_matrix(vectors, self.dim), ids)
+            self._gpu = None
+
+    def remove(self, ids) -> int:
+        """Remove ids; returns how many went. Types without removal are marked stale instead."""
+        ids = np.asarray(list(ids), dtype=np.int64)
+        if len(ids) == 0:
+            return 0
+        with self._lock:
+            self._gpu = None
+            try:
+                return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
+            except RuntimeError:
+                self.stale = True
+                return 0
+
+    def reconstruct(self, clip_id: int) -> np.ndarray:
+        return self.index.reconstruct(int(clip_id))
+
+    def search(self, queries, k: int, params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (Q, k); missing results have id -1 and score -inf."""
+        q = _as_matrix(queries, self.dim)
+        k = max(1, int(k))
+        with self._lock:
+            if self.ntotal == 0:
+                return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+            if self._gpu is None:
+                self._gpu = to_gpu(self.index)
+            index = self._gpu
+        _apply_params(index, params or SearchParams())
+        scores, ids = index.search(q, k)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def write(self, path: str) -> None:
+        """Write to `path` atomically: a temp file beside it, fsync, os.replace, fsync of the directory."""
+        tmp = f"{path}.tmp"
+        with self._lock:
+            faiss.write_index(self.index, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        crash_point("faiss-replace")
+        os.replace(tmp, path)
+        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    @classmethod
+    def read(cls, path: str, dim: int, index_type: str) -> VectorIndex:
+        """Load an index file written by `write`; `index_type` is the store's configured type."""
+        index = faiss.read_index(path)
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise StoreError(f"{path}: not an id-mapped index ({type(index).__name__})")
+        if index.d != dim:
+            raise StoreError(f"{path}: index has dim {index.d}, the store says {dim}")
+        return cls(index, describe(faiss.downcast_index(index.index), index_type), dim)
+
+
+def describe(base, index_type: str) -> str:
+    """The factory string a loaded base index corresponds to, as `plan` would name it."""
+    if isinstance(base, faiss.IndexFlat):
+        return EXACT
+    if index_type not in ("auto", "flat"):
+        return index_type
+    try:
+        return f"IVF{faiss.extract_index_ivf(base).nlist},Flat"
+    except Exception:  # neither flat nor IVF: a type from an earlier configuration
+        return type(base).__name__

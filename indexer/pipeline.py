@@ -1,0 +1,514 @@
+"""The indexing loop: plan -> decode (reader) -> batched frame encoding and clip embedding (encoder) -> one writer.
+
+Each stage runs in its own thread and hands off through bounded queues, so at most a few decoded videos
+are held in memory however large the library. The loop takes the reader, the encoder (the model) and
+the sink (the store writer) as parameters: tests pass fakes, `index_paths` passes the real ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .discover import Found
+from .schema import INDEXED
+from .writer import CaptionData, ClipData, FileState
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # the run could not start or stopped (bad store, wrong model, interrupted)
+EXIT_USAGE = 2  # bad command line
+EXIT_FAILED = 3  # the run finished, every good file is indexed, and at least one file failed
+
+_HASH_BLOCK = 1 << 20
+_DONE = object()
+
+
+@dataclass
+class Job:
+    """One file's planned work. kind: "decode", "alias" (same content as an indexed video), "touch"
+    (unchanged content, new mtime), "skip" (unchanged), "fail" (cannot be read)."""
+
+    kind: str
+    state: FileState
+    captions: list = field(default_factory=list)
+    reason: str | None = None
+    aliases: list[FileState] = field(default_factory=list)  # same content seen later in this run
+
+
+@dataclass
+class Encoded:
+    """A decoded video's clips and captions, embedded; or why it failed."""
+
+    job: Job
+    info: object = None  # trainer.media.VideoInfo
+    clips: list[ClipData] = field(default_factory=list)
+    captions: list[CaptionData] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class IndexReport:
+    """What an index run did."""
+
+    indexed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # unchanged since the last run
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path, path of the same content)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    removed: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # directories that could not be walked
+    clips: int = 0
+    captions: int = 0
+    video_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every file was indexed (or was already), EXIT_FAILED (3) when any file failed."""
+        return EXIT_FAILED if self.failed or self.notes else EXIT_OK
+
+    def summary(self) -> str:
+        """Human-readable summary: counts, then every failure with its reason."""
+        rate = self.video_seconds / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"indexed {len(self.indexed)}, skipped {len(self.skipped)} unchanged, "
+                 f"{len(self.duplicates)} duplicate content, failed {len(self.failed)}, removed {len(self.removed)}; "
+                 f"{self.clips} clips, {self.captions} captions, {self.video_seconds:.1f} s of video in "
+                 f"{self.seconds:.1f} s ({rate:.1f} video-s/s)"]
+        lines += [f"  failed: {p}: {r}" for p, r in self.failed]
+        lines += [f"  not walked: {p}: {r}" for p, r in self.notes]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"indexed": self.indexed, "skipped": self.skipped, "duplicates": self.duplicates,
+                "failed": self.failed, "removed": self.removed, "notes": self.notes, "clips": self.clips,
+                "captions": self.captions, "video_seconds": self.video_seconds, "seconds": self.seconds,
+                "exit_code": self.exit_code}
+
+
+def content_hash(path: str) -> str:
+    """BLAKE2b-256 of the file's bytes, hex."""
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- planning ------------------------------------------------------------------------------------------
+
+def plan_jobs(files: Iterable[Found], sink, problems: Iterable[tuple[str, str]] = (),
+              pending: Iterable[str] = ()) -> Iterator[Job]:
+    """Decide per file: skip if size and mtime match, else hash it; unchanged content is touched, content
+    already indexed under another path becomes an alias, anything else is decoded. Lazy: files are
+    stat'ed and hashed only as the decoder asks for more work."""
+    for path, reason in problems:
+        yield Job("fail", FileState(path, None, None), reason=reason)
+    redo = set(pending)
+    for found in files:
+        yield _plan_one(found, sink, found.path in redo)
+    for path in redo - {f.path for f in files}:
+        if os.path.lexists(path):
+            yield _plan_one(Found(path), sink, True)
+
+
+def _caption_keys(captions) -> set[tuple[str, float | None, float | None]]:
+    return {(c.text.strip(), c.start, c.end) for c in captions if c.text.strip()}
+
+
+def _plan_one(found: Found, sink, redo: bool) -> Job:
+    path = found.path
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return Job("fail", FileState(path, None, None), reason=f"cannot stat file ({e.strerror})")
+    state = FileState(path, st.st_size, st.st_mtime)
+    known = sink.lookup(path)
+    wanted = _caption_keys(found.captions)
+    new_captions = bool(wanted - sink.caption_keys(known[0])) if known and wanted else bool(wanted)
+    fresh = known is not None and known[1] == INDEXED and not redo
+    if fresh and (known[2], known[3]) == (st.st_size, st.st_mtime) and not new_captions:
+        return Job("skip", state)
+    try:
+        state.hash = content_hash(path)
+    except OSError as e:
+        return Job("fail", state, reason=f"cannot read file ({e.strerror or e})")
+    if fresh and known[4] == state.hash and not new_captions:
+        return Job("touch", state)
+    other = sink.find_content(state.hash, committed=True)
+    if other is not None and (known is None or known[0] != other) and not (wanted - sink.caption_keys(other)):
+        return Job("alias", state)
+    return Job("decode", state, captions=list(found.captions))
+
+
+# ---- stages --------------------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+class _Flow:
+    """Shared stop flag and first error of the stage threads."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def fail(self, e: BaseException) -> None:
+        self.errors.append(e)
+        self.stop.set()
+
+    def put(self, q: queue.Queue, item) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue):
+        while True:
+            if self.errors:
+                raise self.errors[0]
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+
+def _read_stage(jobs: Iterable[Job], reader: Callable, out: queue.Queue, flow: _Flow) -> None:
+    """Pass decode jobs through `reader` (paths in, (path, DecodedVideo | MediaError) out, in order);
+    other jobs go straight on. A second path with content already queued rides along with the first."""
+    waiting: dict[str, Job] = {}
+    by_hash: dict[str, Job] = {}
+
+    def feed():
+        for job in jobs:
+            if flow.stop.is_set():
+                return
+            first = by_hash.get(job.state.hash) if job.kind == "decode" and job.state.hash else None
+            if first is not None and not job.captions and first.state.path in waiting:
+                first.aliases.append(job.state)
+            elif job.kind == "decode" and job.state.path not in waiting:
+                waiting[job.state.path] = job
+                if job.state.hash:
+                    by_hash.setdefault(job.state.hash, job)
+                yield job.state.path
+            else:
+                flow.put(out, job)
+
+    try:
+        for path, result in reader(feed()):
+            flow.put(out, (waiting.pop(path), result))
+        flow.put(out, _DONE)
+    except _Stop:
+        pass
+    except BaseException as e:  # the writer thread raises it
+        flow.fail(e)
+
+
+def _encode_stage(inq: queue.Queue, out: queue.Queue, encoder, settings: EncodeSettings, flow: _Flow) -> None:
+    """Group decoded videos into batches of about `batch_size` frames and embed them; keep input order."""
+    try:
+        done = False
+        while not done:
+            batch = [flow.get(inq)]
+            frames = _frames_in(batch[-1])
+            while frames < settings.batch_size and batch[-1] is not _DONE:
+                try:
+                    batch.append(inq.get_nowait())
+                except queue.Empty:
+                    break
+                frames += _frames_in(batch[-1])
+            done = batch[-1] is _DONE
+            for item in _encode_batch(batch, encoder, settings):
+                flow.put(out, item)
+    except _Stop:
+        pass
+    except BaseException as e:
+        flow.fail(e)
+
+
+def _frames_in(item) -> int:
+    if isinstance(item, tuple) and hasattr(item[1], "frames"):
+        return len(item[1].frames)
+    return 0
+
+
+def _encode_batch(batch: list, encoder, settings: EncodeSettings) -> list:
+    """Encoded results for the decoded videos of `batch`, with everything else passed through in order."""
+    decoded = [it for it in batch if isinstance(it, tuple) and hasattr(it[1], "frames")]
+    results = iter(_encode_isolated(decoded, encoder, settings)) if decoded else iter(())
+    by_path = {e.job.state.path: e for e in results}
+    out = []
+    for it in batch:
+        if isinstance(it, tuple) and hasattr(it[1], "frames"):
+            out.append(by_path[it[0].state.path])
+        elif isinstance(it, tuple):  # (job, MediaError)
+            out.append(Encoded(it[0], error=getattr(it[1], "reason", str(it[1]))))
+        else:
+            out.append(it)
+    return out
+
+
+def _clip_tags(encoder, features: np.ndarray, frames: np.ndarray, top: int) -> list[tuple[str, float]]:
+    """Concept tags of one clip: per-frame ImageNet label probabilities averaged over its frames, best first.
+
+    Uses the frame features already computed when the frame encoder can label them, so frames are not
+    run through the network a second time; otherwise asks the model (`tags(frames)`).
+    """
+    labels = getattr(getattr(encoder, "frame_encoder", None), "labels_from_features", None)
+    if labels is None:
+        return list(encoder.tags(frames, top=top))
+    per_frame = labels(features, top=top)
+    scores: dict[str, float] = {}
+    for row in per_frame:
+        for name, p in row:
+            scores[name] = scores.get(name, 0.0) + p / len(per_frame)
+    return sorted(scores.items(), key=lambda kv: -kv[1])[:top]
+
+
+def _thumbnail(frames: np.ndarray, size: int) -> bytes:
+    """JPEG of the clip's middle sampled frame, its long side at most `size` pixels."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(frames[len(frames) // 2]))
+    image.thumbnail((size, size))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _attach(captions: list, clips: list) -> list[tuple[object, int | None]]:
+    """Pair each caption with the clip it overlaps most (None for untimed captions of a many-clip video)."""
+    out = []
+    for c in captions:
+        if c.start is None or c.end is None:
+            out.append((c, 0 if len(clips) == 1 else None))
+            continue
+        overlaps = [min(c.end, k.end) - max(c.start, k.start) for k in clips]
+        best = int(np.argmax(overlaps)) if overlaps else -1
+        out.append((c, best if best >= 0 and overlaps[best] > 0 else None))
+    return out
+
+
+@dataclass
+class EncodeSettings:
+    sampling: object  # trainer.media.SamplingConfig
+    batch_size: int = 64  # frames per encode_frames call, clips per embed_clips call
+    top_tags: int = 5
+    thumb_size: int = 320
+    sidecars: bool = True
+
+
+def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
+    """Frame features of several videos, encoded together in batches of `batch` frames."""
+    sizes = [len(v.frames) for v in videos]
+    feats, chunk, held = [], [], 0
+    for v in videos:
+        for i in range(0, len(v.frames), batch):
+            part = v.frames[i:i + batch]
+            chunk.append(part)
+            held += len(part)
+            if held >= batch:
+                feats.append(encoder.encode_frames(np.concatenate(chunk)))
+                chunk, held = [], 0
+    if chunk:
+        feats.append(encoder.encode_frames(np.concatenate(chunk)))
+    allf = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+    return np.split(allf, np.cumsum(sizes)[:-1])
+
+
+def _embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> np.ndarray:
+    out = [encoder.embed_clips(feature_stacks[i:i + batch], features=True)
+           for i in range(0, len(feature_stacks), batch)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def encode_videos(items: list[tuple[Job, object]], encoder, settings: EncodeSettings) -> list[Encoded]:
+    """Embed a batch of decoded videos: frames, clips, tags, thumbnails and captions."""
+    empty = [Encoded(job, error="no frames could be decoded") for job, v in items if len(v.frames) == 0]
+    items = [(job, v) for job, v in items if len(v.frames) > 0]
+    if not items:
+        return empty
+    feats = _encode_frames(encoder, [v for _, v in items], settings.batch_size)
+    per_video = [(job, v, v.clips(settings.sampling), f) for (job, v), f in zip(items, feats)]
+    stacks = [f[np.searchsorted(v.times, c.times)] for _, v, clips, f in per_video for c in clips]
+    vectors = iter(_embed_clips(encoder, stacks, settings.batch_size))
+    stacks = iter(stacks)
+    out = []
+    for job, v, clips, _ in per_video:
+        data = []
+        for c in clips:
+            data.append(ClipData(c.start, c.end, next(vectors), _clip_tags(encoder, next(stacks), c.frames,
+                                                                         settings.top_tags),
+                                 _thumbnail(c.frames, settings.thumb_size)))
+        out.append(Encoded(job, v.info, data))
+    _embed_captions(out, encoder, settings)
+    return out + empty
+
+
+def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
+    from trainer.captions import read_sidecar
+
+    pairs = []
+    for e in encoded:
+        caps = list(e.job.captions)
+        if settings.sidecars:
+            caps += [(c, "sidecar") for c in read_sidecar(e.job.state.path)]
+        caps = [c if isinstance(c, tuple) else (c, "manifest") for c in caps]
+        attached = _attach([c for c, _ in caps], e.clips)
+        pairs += [(e, c, src, at) for (c, src), (_, at) in zip(caps, attached) if c.text.strip()]
+    if not pairs:
+        return
+    texts = [c.text.strip() for _, c, _, _ in pairs]
+    vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size])
+                           for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
+    for (e, c, src, at), text, vec in zip(pairs, texts, vecs):
+        e.captions.append(CaptionData(text, c.start, c.end, vec, at, src))
+
+
+def _encode_isolated(items, encoder, settings) -> list[Encoded]:
+    """Encode a batch; if it fails, encode each video alone so one bad video fails by itself."""
+    try:
+        return encode_videos(items, encoder, settings)
+    except Exception as e:
+        if len(items) == 1:
+            return [Encoded(items[0][0], error=f"encoding failed ({type(e).__name__}: {e})")]
+    out = []
+    for item in items:
+        out += _encode_isolated([item], encoder, settings)
+    return out
+
+
+# ---- the writer ----------------------------------------------------------------------------------------
+
+class _WriteStage:
+    """Applies results to the sink in order, commits in batches, and keeps the report and the progress bar."""
+
+    def __init__(self, sink, report: IndexReport, bar, commit_every: int, commit_seconds: float):
+        self.sink, self.report, self.bar = sink, report, bar
+        self.commit_every, self.commit_seconds = commit_every, commit_seconds
+        self.uncommitted = 0
+        self.last_commit = time.monotonic()
+        self.started = time.monotonic()
+
+    def handle(self, item) -> None:
+        if isinstance(item, Encoded):
+            self._encoded(item)
+        else:
+            self._job(item)
+        self.uncommitted += 1
+        if (self.uncommitted >= self.commit_every
+                or time.monotonic() - self.last_commit >= self.commit_seconds):
+            self.commit()
+        self._progress()
+
+    def commit(self) -> None:
+        self.sink.commit()
+        self.uncommitted = 0
+        self.last_commit = time.monotonic()
+
+    def _job(self, job: Job) -> None:
+        r, st = self.report, job.state
+        if job.kind == "skip":
+            r.skipped.append(st.path)
+        elif job.kind == "touch":
+            self.sink.touch(st)
+            r.skipped.append(st.path)
+        elif job.kind == "fail":
+            self.sink.add_failure(st, job.reason)
+            r.failed.append((st.path, job.reason))
+        elif job.kind == "alias":
+            self._alias(st, self.sink.find_content(st.hash))
+        else:
+            raise ValueError(f"unknown job kind {job.kind!r} for {st.path}")
+
+    def _alias(self, state: FileState, video_id: int | None, first: str | None = None) -> None:
+        if video_id is not None and self.sink.video_of(state.path) == video_id:
+            self.sink.touch(state)  # same path, same content: only captions were new
+            self.report.indexed.append(state.path)
+            return
+        if video_id is None:  # the indexed copy went away during this run
+            reason = "its content was indexed under another path that changed during this run; index it again"
+            self.sink.add_failure(state, reason)
+            self.report.failed.append((state.path, reason))
+            return
+        self.sink.add_alias(state, video_id)
+        self.report.duplicates.append((state.path, first or self.sink.video_path(video_id)))
+
+    def _encoded(self, e: Encoded) -> None:
+        st = e.job.state
+        if e.error is not None:
+            self.sink.add_failure(st, e.error)
+            self.report.failed.append((st.path, e.error))
+            for a in e.job.aliases:
+                reason = f"same content as {st.path}, which failed: {e.error}"
+                self.sink.add_failure(a, reason)
+                self.report.failed.append((a.path, reason))
+            return
+        existing = self.sink.find_content(st.hash)
+        if existing is not None:
+            self.sink.add_captions(existing, e.captions)
+            self._alias(st, existing)
+            vid = existing
+        else:
+            vid = self.sink.add_video(st, e.info, e.clips, e.captions)
+            self.report.indexed.append(st.path)
+            self.report.clips += len(e.clips)
+            self.report.captions += len(e.captions)
+            self.report.video_seconds += float(e.info.duration or 0.0)
+        for a in e.job.aliases:
+            self._alias(a, vid, st.path)
+
+    def _progress(self) -> None:
+        if self.bar is None:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.bar.update(1)
+        self.bar.set_postfix(clips=self.report.clips, failed=len(self.report.failed),
+                             video_s_per_s=f"{self.report.video_seconds / elapsed:.1f}", refresh=False)
+
+
+def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings: EncodeSettings, *,
+                 report: IndexReport | None = None, total: int | None = None, progress: bool = False,
+                 commit_every: int = 32, commit_seconds: float = 5.0, queue_size: int = 4) -> IndexReport:
+    """Run jobs through reader -> encoder -> sink; returns the report. The sink's transaction is committed
+    every `commit_every` files or `commit_seconds`, and at the end. Errors in any stage stop the run and are
+    raised here after the committed work is kept."""
+    from tqdm import tqdm
+
+    report = report or IndexReport()
+    flow = _Flow()
+    decoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
+    encoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
+    threads = [threading.Thread(target=_read_stage, args=(jobs, reader, decoded_q, flow), daemon=True,
+                                name="vidsearch-read"),
+               threading.Thread(target=_encode_stage, args=(decoded_q, encoded_q, encoder, settings, flow),
+                                daemon=True, name="vidsearch-encode")]
+    bar = tqdm(total=total, unit="video", disable=not progress, dynamic_ncols=True) if progress else None
+    writer = _WriteStage(sink, report, bar, commit_every, commit_seconds)
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        while (item := flow.get(encoded_q)) is not _DONE:
+            writer.handle(item)
+        writer.commit()
+    finally:
+        flow.stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        if bar is not None:
+            bar.close()
+        report.seconds = time.monotonic() - started
+    return report

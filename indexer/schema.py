@@ -1,0 +1,160 @@
+"""SQLite layout of a store: ORM tables for videos, their paths, clips, captions and meta, plus the FTS5 table."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+
+# Video status values.
+INDEXED = "indexed"
+FAILED = "failed"
+PENDING = "pending"  # some clip lost its vector; the next index run embeds the video again
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Video(Base):
+    """One video content (or one file that failed). `path` is the first path it was seen under."""
+
+    __tablename__ = "videos"
+    # AUTOINCREMENT: ids of deleted rows are never handed out again, so a stale FAISS id never
+    # points at a different clip. The partial unique index makes "same content indexed twice" impossible.
+    __table_args__ = (
+        Index("ix_videos_hash_indexed", "hash", unique=True, sqlite_where=text("status = 'indexed'")),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int | None] = mapped_column(Integer)
+    mtime: Mapped[float | None] = mapped_column(Float)
+    hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    duration: Mapped[float | None] = mapped_column(Float)
+    fps: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    codec: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    paths: Mapped[list[VideoPath]] = relationship(back_populates="video", cascade="all, delete-orphan",
+                                                  passive_deletes=True)
+    clips: Mapped[list[Clip]] = relationship(back_populates="video", cascade="all, delete-orphan",
+                                             passive_deletes=True, order_by="Clip.start")
+
+
+class VideoPath(Base):
+    """Every path a video's content was found under; the skip check compares size and mtime per path."""
+
+    __tablename__ = "video_paths"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int | None] = mapped_column(Integer)
+    mtime: Mapped[float | None] = mapped_column(Float)
+
+    video: Mapped[Video] = relationship(back_populates="paths")
+
+
+class Clip(Base):
+    """A time window of a video; its id is its FAISS id in clips.faiss and its thumbnail's file name."""
+
+    __tablename__ = "clips"
+    __table_args__ = (UniqueConstraint("video_id", "start"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    thumbnail: Mapped[str | None] = mapped_column(Text)  # relative to the store directory
+    tags: Mapped[str] = mapped_column(Text, default="[]")  # JSON [[label, score], ...] best first
+    # The embedding (float32 bytes) is the source of truth that clips.faiss is rebuilt from; deferred so
+    # that reading clip rows never loads it.
+    vector: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+
+    video: Mapped[Video] = relationship(back_populates="clips")
+
+
+class Caption(Base):
+    """A caption of a video (from a manifest or a sidecar); `clip_id` is the clip it overlaps most."""
+
+    __tablename__ = "captions"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    clip_id: Mapped[int | None] = mapped_column(ForeignKey("clips.id", ondelete="SET NULL"), index=True)
+    start: Mapped[float | None] = mapped_column(Float)
+    end: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # "manifest" or "sidecar"
+    vector: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+
+
+class Meta(Base):
+    """Key/value facts about the store: its StoreConfig (JSON) and a generation counter bumped per commit."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+# One FTS5 row per clip (rowid = clip id): the text of the captions attached to it and its concept tags.
+# The trigger keeps it in step with deletions, including those cascaded from videos.
+FTS_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS clip_text USING fts5("
+    "captions, tags, tokenize = 'porter unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS clip_text_delete AFTER DELETE ON clips BEGIN "
+    "DELETE FROM clip_text WHERE rowid = old.id; END",
+)
+
+
+def _set_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA busy_timeout = 30000")
+    cur.close()
+
+
+def make_engine(db_path: str, readonly: bool) -> Engine:
+    """An engine for the store's SQLite file with foreign keys on (and WAL, set once by the writer)."""
+    if readonly:
+        url = f"sqlite:///file:{db_path}?mode=ro&uri=true"
+    else:
+        url = f"sqlite:///{db_path}"
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _set_pragmas)
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables, the FTS5 table and its trigger, and switch the file to WAL mode."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        for ddl in FTS_DDL:
+            conn.exec_driver_sql(ddl)

@@ -1,0 +1,379 @@
+"""Read side of a store: `Store` opens the SQLite file and the FAISS indexes, reconciles them, and answers queries."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import (
+    CAPTION_INDEX_FILE,
+    CLIP_INDEX_FILE,
+    DB_FILE,
+    FORMAT_VERSION,
+    StoreConfig,
+    StoreError,
+)
+from .faiss_index import EXACT, SearchParams, VectorIndex
+from .schema import FAILED, INDEXED, Caption, Clip, Meta, Video, VideoPath, make_engine
+
+# SQLite's default limit on bound parameters is 32766; stay well below it per IN (...) query.
+_CHUNK = 5000
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class ClipRecord:
+    """A clip as search shows it."""
+
+    id: int
+    video_id: int
+    video_path: str
+    start: float
+    end: float
+    caption: str | None
+    tags: list[tuple[str, float]]
+    thumbnail: str | None  # absolute path of the JPEG, None if the clip has none
+
+
+@dataclass
+class VideoRecord:
+    """A video row with all its paths and its clip count."""
+
+    id: int
+    path: str
+    paths: list[str]
+    size: int | None
+    mtime: float | None
+    hash: str | None
+    duration: float | None
+    fps: float | None
+    width: int | None
+    height: int | None
+    codec: str | None
+    status: str
+    error: str | None
+    indexed_at: str
+    clips: int = 0
+
+
+@dataclass
+class _Kind:
+    """One vector table and the FAISS file that mirrors it."""
+
+    model: type
+    file: str
+    index: VectorIndex | None = None
+    unremoved: int = 0  # vectors without a row that this index type could not drop (filtered at search)
+    lost: list[int] = field(default_factory=list)  # rows whose vector is nowhere
+    changed: bool = False  # the loaded FAISS file did not match SQLite (or was missing)
+
+
+def vector_bytes(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def bytes_vector(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4")
+
+
+def chunks(seq, size: int = _CHUNK):
+    seq = list(seq)
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def fts_query(query: str) -> str | None:
+    """An FTS5 MATCH expression for free text: every word quoted (so no word is FTS syntax), ORed."""
+    words = _WORD.findall(query.lower())
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
+
+
+class Store:
+    """A store directory opened for reading; thread-safe for concurrent readers.
+
+    Vectors live twice: as float32 blobs in SQLite (the source of truth, written in the same transaction
+    as their rows) and in the FAISS files (rewritten atomically by the writer now and then). Opening
+    reconciles the two: a row whose vector is missing from FAISS is added from its blob, a FAISS vector
+    without a row is dropped. A read-only store does this in memory; the writer also saves the result.
+    """
+
+    def __init__(self, store_dir: str | os.PathLike, readonly: bool = True):
+        self.dir = Path(store_dir)
+        self.readonly = readonly
+        db = self.dir / DB_FILE
+        if not db.is_file():
+            raise StoreError(f"{self.dir}: no store here (missing {DB_FILE}); create one with `vidsearch index`")
+        self.engine = make_engine(str(db), readonly=readonly)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock = threading.RLock()
+        self._kinds = {"clips": _Kind(Clip, CLIP_INDEX_FILE), "captions": _Kind(Caption, CAPTION_INDEX_FILE)}
+        self._state = None
+        self._load()
+
+    @classmethod
+    def open(cls, store_dir: str | os.PathLike, readonly: bool = True) -> Store:
+        """Open a store; `readonly=False` gives the StoreWriter (one writer at a time, by a lock file)."""
+        if readonly:
+            return cls(store_dir, readonly=True)
+        from .writer import StoreWriter
+
+        return StoreWriter.open(store_dir)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- loading and reconciling -------------------------------------------------------------------
+
+    def _read_meta(self, session: Session) -> dict:
+        return {m.key: m.value for m in session.scalars(select(Meta))}
+
+    def _load(self) -> None:
+        with self.Session() as s:
+            meta = self._read_meta(s)
+        if "config" not in meta:
+            raise StoreError(f"{self.dir}: store is not initialised (no config in its meta table)")
+        config = StoreConfig.from_dict(json.loads(meta["config"]))
+        if config.format_version > FORMAT_VERSION:
+            raise StoreError(f"{self.dir}: store format {config.format_version} is newer than this "
+                             f"vidsearch understands ({FORMAT_VERSION})")
+        state = self._disk_state()
+        loaded = {name: self._reconcile(kind, config) for name, kind in self._kinds.items()}
+        with self._lock:
+            self.config = config
+            self._meta = meta
+            for name, (index, unremoved, lost, changed) in loaded.items():
+                kind = self._kinds[name]
+                kind.index, kind.unremoved, kind.lost, kind.changed = index, unremoved, lost, changed
+            self._state = state
+
+    def _disk_state(self) -> tuple:
+        """What refresh compares: the commit generation and the FAISS files' identity."""
+        with self.Session() as s:
+            gen = s.scalar(select(Meta.value).where(Meta.key == "generation"))
+        stats = []
+        for kind in self._kinds.values():
+            try:
+                st = os.stat(self.dir / kind.file)
+                stats.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                stats.append(None)
+        return (gen, *stats)
+
+    def _read_index(self, kind: _Kind, config: StoreConfig) -> VectorIndex | None:
+        path = self.dir / kind.file
+        if path.exists():
+            try:
+                return VectorIndex.read(str(path), config.dim, config.index_type)
+            except Exception:  # unreadable or foreign file: rebuilt from the SQLite blobs
+                return None
+        return None
+
+    def _reconcile(self, kind: _Kind, config: StoreConfig) -> tuple[VectorIndex, int, list[int], bool]:
+        """Load kind's FAISS file and bring it in line with SQLite.
+
+        Returns (index, vectors it could not drop, ids of rows with no vector anywhere, whether it changed).
+        """
+        index = self._read_index(kind, config)
+        changed = index is None
+        if index is None:
+            index = VectorIndex.empty(config.dim, EXACT)
+        with self.Session() as s:
+            row_ids = np.fromiter(s.scalars(select(kind.model.id)), dtype=np.int64)
+        have = index.ids()
+        extra = np.setdiff1d(have, row_ids, assume_unique=True)
+        missing = np.setdiff1d(row_ids, have, assume_unique=True)
+        unremoved = len(extra) - index.remove(extra) if len(extra) else 0
+        lost = self._add_from_blobs(kind, index, missing)
+        return index, unremoved, lost, changed or len(extra) > 0 or len(missing) > len(lost)
+
+    def _add_from_blobs(self, kind: _Kind, index: VectorIndex, ids: np.ndarray) -> list[int]:
+        """Add rows' stored vectors to `index`; returns the ids that have no stored vector."""
+        lost = []
+        model = kind.model
+        for part in chunks(ids.tolist()):
+            with self.Session() as s:
+                rows = s.execute(select(model.id, model.vector).where(model.id.in_(part))).all()
+            good = [(i, v) for i, v in rows if v is not None]
+            lost += [i for i, v in rows if v is None]
+            if good:
+                index.add([i for i, _ in good], np.stack([bytes_vector(v) for _, v in good]))
+        return lost
+
+    def refresh(self) -> bool:
+        """Reload if the writer committed or replaced a FAISS file since the last load; True if it did."""
+        if self._disk_state() == self._state:
+            return False
+        self._load()
+        return True
+
+    # ---- metadata ----------------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict:
+        """Model identity, dim, index type, format version, generation and the built FAISS types."""
+        c = self.config
+        return {"model_path": c.model_path, "model_hash": c.model_hash, "model_name": c.model_name,
+                "dim": c.dim, "index_type": c.index_type, "format_version": c.format_version,
+                "generation": int(self._meta.get("generation", 0)),
+                "clip_index": self._kinds["clips"].index.spec, "caption_index": self._kinds["captions"].index.spec}
+
+    def counts(self) -> dict:
+        """{"videos": indexed videos, "clips": clips, "failed": failed files, "captions", "pending"}."""
+        with self.Session() as s:
+            by_status = dict(s.execute(select(Video.status, func.count()).group_by(Video.status)).all())
+            clips = s.scalar(select(func.count()).select_from(Clip))
+            captions = s.scalar(select(func.count()).select_from(Caption))
+        return {"videos": by_status.get(INDEXED, 0), "clips": clips, "failed": by_status.get(FAILED, 0),
+                "captions": captions, "pending": sum(v for k, v in by_status.items() if k not in (INDEXED, FAILED))}
+
+    # ---- vector search -----------------------------------------------------------------------------
+
+    def _search(self, name: str, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            kind = self._kinds[name]
+            index, extra = kind.index, kind.unremoved
+        params = SearchParams(nprobe=self.config.nprobe, ef_search=self.config.ef_search)
+        # Ask for a few more than k: rows deleted since this index was loaded are dropped below.
+        scores, ids = index.search(vectors, k + extra + 8, params)
+        alive = self._existing(kind.model, np.unique(ids[ids >= 0]))
+        out_s = np.full((len(ids), k), -np.inf, np.float32)
+        out_i = np.full((len(ids), k), -1, np.int64)
+        for q in range(len(ids)):
+            keep = [j for j in range(ids.shape[1]) if ids[q, j] in alive][:k]
+            out_s[q, :len(keep)], out_i[q, :len(keep)] = scores[q, keep], ids[q, keep]
+        return out_s, out_i
+
+    def _existing(self, model, ids: np.ndarray) -> set[int]:
+        found = set()
+        with self.Session() as s:
+            for part in chunks(ids.tolist()):
+                found.update(s.scalars(select(model.id).where(model.id.in_(part))))
+        return found
+
+    def search_clips(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k clips by inner product for each query vector: (scores, clip_ids), each (Q, k), -1 padded."""
+        return self._search("clips", np.atleast_2d(vectors), k)
+
+    def search_captions(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k captions by inner product: (scores, caption_ids), each (Q, k), -1 padded."""
+        return self._search("captions", np.atleast_2d(vectors), k)
+
+    def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
+        """Full-text search over clip captions and concept tags: (clip_id, score) best first (BM25)."""
+        match = fts_query(query)
+        if match is None or k <= 0:
+            return []
+        sql = text("SELECT rowid, bm25(clip_text, 1.0, 0.5) AS rank FROM clip_text "
+                   "WHERE clip_text MATCH :q ORDER BY rank LIMIT :k")
+        with self.Session() as s:
+            rows = s.execute(sql, {"q": match, "k": int(k)}).all()
+        return [(int(r[0]), float(-r[1])) for r in rows]
+
+    # ---- rows --------------------------------------------------------------------------------------
+
+    def clips(self, clip_ids) -> list[ClipRecord]:
+        """Records for the given clip ids, in the given order; ids not in the store are left out."""
+        ids = [int(i) for i in clip_ids if int(i) >= 0]
+        rows, captions = {}, {}
+        with self.Session() as s:
+            for part in chunks(dict.fromkeys(ids)):
+                q = select(Clip, Video.path).join(Video).where(Clip.id.in_(part))
+                rows.update({c.id: (c, p) for c, p in s.execute(q).all()})
+            captions = self._clip_captions(s, rows)
+        out = []
+        for i in ids:
+            if i not in rows:
+                continue
+            c, path = rows[i]
+            thumb = str(self.dir / c.thumbnail) if c.thumbnail else None
+            out.append(ClipRecord(c.id, c.video_id, path, c.start, c.end, captions.get(c.id),
+                                  [tuple(t) for t in json.loads(c.tags or "[]")], thumb))
+        return out
+
+    def _clip_captions(self, s: Session, rows: dict) -> dict[int, str]:
+        """First caption of each clip; a clip without its own takes its video's untimed caption."""
+        clip_ids = list(rows)
+        video_ids = list({c.video_id for c, _ in rows.values()})
+        own, whole = {}, {}
+        for part in chunks(clip_ids):
+            for cid, txt in s.execute(select(Caption.clip_id, Caption.text).where(Caption.clip_id.in_(part))
+                                      .order_by(Caption.start, Caption.id)).all():
+                own.setdefault(cid, txt)
+        for part in chunks(video_ids):
+            q = (select(Caption.video_id, Caption.text).where(Caption.video_id.in_(part), Caption.start.is_(None))
+                 .order_by(Caption.id))
+            for vid, txt in s.execute(q).all():
+                whole.setdefault(vid, txt)
+        return {cid: own.get(cid, whole.get(c.video_id)) for cid, (c, _) in rows.items()
+                if cid in own or c.video_id in whole}
+
+    def caption_clip(self, caption_ids) -> dict[int, int | None]:
+        """caption id -> the clip it belongs to (its own clip, else its video's first clip; None if neither)."""
+        ids = [int(i) for i in caption_ids if int(i) >= 0]
+        out = {}
+        with self.Session() as s:
+            for part in chunks(dict.fromkeys(ids)):
+                first = (select(Clip.id).where(Clip.video_id == Caption.video_id)
+                         .order_by(Clip.start).limit(1).scalar_subquery())
+                q = select(Caption.id, func.coalesce(Caption.clip_id, first)).where(Caption.id.in_(part))
+                out.update({cid: clip for cid, clip in s.execute(q).all()})
+        return out
+
+    def clip_vector(self, clip_id: int) -> np.ndarray:
+        """The stored embedding of a clip, (dim,) float32; KeyError if there is no such clip."""
+        with self.Session() as s:
+            row = s.execute(select(Clip.vector).where(Clip.id == int(clip_id))).first()
+        if row is None or row[0] is None:
+            raise KeyError(f"no clip {clip_id} in store {self.dir}")
+        return bytes_vector(row[0]).copy()
+
+    def _video_records(self, s: Session, videos: list[Video]) -> list[VideoRecord]:
+        ids = [v.id for v in videos]
+        paths, counts = {}, {}
+        for part in chunks(ids):
+            for vid, p in s.execute(select(VideoPath.video_id, VideoPath.path)
+                                    .where(VideoPath.video_id.in_(part)).order_by(VideoPath.id)).all():
+                paths.setdefault(vid, []).append(p)
+            counts.update(s.execute(select(Clip.video_id, func.count()).where(Clip.video_id.in_(part))
+                                    .group_by(Clip.video_id)).all())
+        return [VideoRecord(v.id, v.path, paths.get(v.id, [v.path]), v.size, v.mtime, v.hash, v.duration, v.fps,
+                            v.width, v.height, v.codec, v.status, v.error, v.indexed_at.isoformat(),
+                            counts.get(v.id, 0)) for v in videos]
+
+    def videos(self, offset: int = 0, limit: int = 50, status: str | None = None) -> list[VideoRecord]:
+        """Videos by id, optionally only those with `status` ("indexed", "failed", "pending")."""
+        q = select(Video).order_by(Video.id).offset(max(0, offset)).limit(max(0, limit))
+        if status:
+            q = q.where(Video.status == status)
+        with self.Session() as s:
+            return self._video_records(s, list(s.scalars(q)))
+
+    def video(self, video_id: int) -> VideoRecord | None:
+        """One video by id, or None."""
+        with self.Session() as s:
+            v = s.get(Video, int(video_id))
+            return self._video_records(s, [v])[0] if v else None
+
+    def video_by_path(self, path: str | os.PathLike) -> VideoRecord | None:
+        """The video recorded under `path` (any of its paths), or None."""
+        with self.Session() as s:
+            v = s.scalar(select(Video).join(VideoPath).where(VideoPath.path == os.path.abspath(path)))
+            return self._video_records(s, [v])[0] if v else None
+
+    def video_clips(self, video_id: int) -> list[int]:
+        """Clip ids of a video in time order."""
+        with self.Session() as s:
+            return list(s.scalars(select(Clip.id).where(Clip.video_id == int(video_id)).order_by(Clip.start)))

@@ -1,0 +1,498 @@
+"""Write side of a store: `StoreWriter` creates or opens it under a lock and records videos, clips and captions."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, select, text, update
+
+from .config import (
+    CAPTION_INDEX_FILE,
+    CLIP_INDEX_FILE,
+    CONFIG_FILE,
+    DB_FILE,
+    LOCK_FILE,
+    THUMB_DIR,
+    StoreConfig,
+    StoreError,
+)
+from .crash import crash_point
+from .faiss_index import VectorIndex, check_index_type, plan, should_rebuild, train_size
+from .schema import (
+    FAILED,
+    INDEXED,
+    PENDING,
+    Caption,
+    Clip,
+    Meta,
+    Video,
+    VideoPath,
+    create_schema,
+    make_engine,
+    utcnow,
+)
+from .store import Store, _Kind, bytes_vector, chunks, vector_bytes
+
+# Settings that change what the vectors mean: a store keeps them for life unless rebuilt with --reindex.
+FIXED = ("model_hash", "dim", "fps", "size", "square", "clip_seconds", "stride_seconds")
+
+
+@dataclass
+class FileState:
+    """What the skip check compares: a file's size and mtime, and its content hash once computed."""
+
+    path: str
+    size: int
+    mtime: float
+    hash: str | None = None
+
+
+@dataclass
+class ClipData:
+    start: float
+    end: float
+    vector: np.ndarray  # (dim,) float32, L2-normalised
+    tags: list[tuple[str, float]] = field(default_factory=list)
+    thumbnail: bytes | None = None  # JPEG
+
+
+@dataclass
+class CaptionData:
+    text: str
+    start: float | None
+    end: float | None
+    vector: np.ndarray
+    clip: int | None  # index into the video's clips, None for a caption of the whole video
+    source: str = "manifest"
+
+
+def _lock(store_dir: Path):
+    fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{store_dir}: another process is writing to this store") from None
+    return fd
+
+
+def _wipe(store_dir: Path) -> None:
+    """Delete a store's files (not the directory, not the lock) for --reindex."""
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CLIP_INDEX_FILE, CAPTION_INDEX_FILE, CONFIG_FILE):
+        (store_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(store_dir / THUMB_DIR, ignore_errors=True)
+
+
+def _init_db(store_dir: Path, config: StoreConfig) -> None:
+    engine = make_engine(str(store_dir / DB_FILE), readonly=False)
+    try:
+        create_schema(engine)
+        with engine.begin() as conn:
+            conn.execute(Meta.__table__.insert(), [{"key": "config", "value": config.to_json()},
+                                                   {"key": "generation", "value": "0"}])
+    finally:
+        engine.dispose()
+    config.save(store_dir)
+
+
+def _mismatch(old: StoreConfig, new: StoreConfig) -> list[str]:
+    return [f"{k}: store has {getattr(old, k)!r}, asked for {getattr(new, k)!r}"
+            for k in FIXED if getattr(old, k) != getattr(new, k)]
+
+
+class StoreWriter(Store):
+    """The one writer of a store: batched transactions, FAISS files rewritten atomically after commits.
+
+    Rows and their vectors (as blobs) go into SQLite in one transaction; only after it commits are the
+    vectors added to the in-memory FAISS indexes, which are written to disk at most every
+    `flush_seconds` and on close. A crash at any point therefore loses at most uncommitted work, and the
+    next open repairs the FAISS files from SQLite.
+    """
+
+    flush_seconds = 30.0
+
+    def __init__(self, store_dir, lock_fd: int):
+        self._lock_fd = lock_fd
+        self._tx_add = {"clips": [], "captions": []}
+        self._tx_remove = {"clips": [], "captions": []}
+        self._tx_thumbs: list[Path] = []
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        super().__init__(store_dir, readonly=False)
+        self.session = self.Session()
+        self._repair()
+
+    # ---- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, store_dir) -> StoreWriter:
+        """Open an existing store for writing."""
+        store_dir = Path(store_dir)
+        if not (store_dir / DB_FILE).is_file():
+            raise StoreError(f"{store_dir}: no store here (missing {DB_FILE})")
+        return cls(store_dir, _lock(store_dir))
+
+    @classmethod
+    def create_or_open(cls, store_dir, config: StoreConfig, reindex: bool = False) -> StoreWriter:
+        """Open `store_dir` for writing, creating it from `config` if new.
+
+        An existing store must have been made by the same model (content hash) with the same sampling;
+        otherwise this raises StoreError, unless `reindex`, which deletes its contents and starts over.
+        """
+        store_dir = Path(store_dir)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        config.index_type = check_index_type(config.index_type, config.dim)
+        fd = _lock(store_dir)
+        try:
+            if (store_dir / DB_FILE).is_file() and not reindex:
+                writer = cls(store_dir, fd)
+                diffs = _mismatch(writer.config, config)
+                if diffs:
+                    writer.close()
+                    raise StoreError(f"{store_dir}: this store was built differently ({'; '.join(diffs)}); "
+                                     "use --reindex to rebuild it, or another --store")
+                writer._update_config(config)
+                return writer
+            _wipe(store_dir)
+            (store_dir / THUMB_DIR).mkdir()
+            _init_db(store_dir, config)
+            return cls(store_dir, fd)
+        except BaseException:
+            try:
+                os.close(fd)
+            except OSError:  # already closed by a writer that failed to open
+                pass
+            raise
+
+    def _update_config(self, config: StoreConfig) -> None:
+        """Take the settings that may change between runs (index type, path of the same model, search knobs)."""
+        if config == self.config:
+            return
+        self.session.merge(Meta(key="config", value=config.to_json()))
+        self.session.commit()
+        self.config = config
+        config.save(self.dir)
+
+    def _repair(self) -> None:
+        """Persist what opening reconciled: lost vectors mark their videos pending, FAISS files are rewritten."""
+        changed = False
+        for name, kind in self._kinds.items():
+            if kind.lost:
+                owner = Clip.video_id if name == "clips" else Caption.video_id
+                vids = set()
+                for part in chunks(kind.lost):
+                    vids.update(self.session.scalars(select(owner).where(kind.model.id.in_(part))))
+                self.session.execute(update(Video).where(Video.id.in_(vids)).values(status=PENDING))
+                kind.lost = []
+                changed = True
+            if kind.unremoved:
+                kind.index.stale = True
+        if changed:
+            self._bump()
+            self.session.commit()
+        self._remove_orphan_thumbs()
+        if any(k.changed or k.index.stale for k in self._kinds.values()):
+            self._dirty = True
+            self.flush(force=True)
+
+    def _remove_orphan_thumbs(self) -> None:
+        """Thumbnails of clips whose transaction never committed (a crash) are deleted."""
+        thumbs = self.dir / THUMB_DIR
+        if not thumbs.is_dir():
+            thumbs.mkdir()
+            return
+        names = {e.name: e.path for e in os.scandir(thumbs)}
+        ids = {int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()}
+        alive = set()
+        for part in chunks(sorted(ids)):
+            alive.update(self.session.scalars(select(Clip.id).where(Clip.id.in_(part))))
+        for name, path in names.items():
+            stem = name.split(".")[0]
+            if not stem.isdigit() or int(stem) not in alive:
+                os.unlink(path)
+
+    def close(self) -> None:
+        """Commit, write the FAISS files, release the lock."""
+        if getattr(self, "session", None) is not None:
+            try:
+                self.commit()
+                self.flush(force=True)
+            finally:
+                self.session.close()
+                self.session = None
+        super().close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def abort(self) -> None:
+        """Drop the open transaction and release the store without writing anything more."""
+        if getattr(self, "session", None) is not None:
+            self._rollback()
+            self.session.close()
+            self.session = None
+        super().close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---- lookups -----------------------------------------------------------------------------------
+
+    # lookup and find_content(committed=True) use their own connection, so another thread may call them
+    # while the writer's transaction is open; they see committed rows only.
+
+    def lookup(self, path: str) -> tuple[int, str, int | None, float | None, str | None] | None:
+        """(video_id, status, size, mtime, hash) committed for `path`, or None if the path is new."""
+        q = (select(Video.id, Video.status, VideoPath.size, VideoPath.mtime, Video.hash)
+             .join(VideoPath, VideoPath.video_id == Video.id).where(VideoPath.path == path))
+        with self.Session() as s:
+            row = s.execute(q).first()
+        return tuple(row) if row else None
+
+    def find_content(self, content_hash: str | None, committed: bool = False) -> int | None:
+        """The indexed video with this content hash, if any (in the open transaction unless `committed`)."""
+        if content_hash is None:
+            return None
+        q = select(Video.id).where(Video.hash == content_hash, Video.status == INDEXED)
+        if committed:
+            with self.Session() as s:
+                return s.scalar(q)
+        return self.session.scalar(q)
+
+    def pending_paths(self) -> list[str]:
+        """Paths of videos whose vectors were lost; an index run embeds them again."""
+        return list(self.session.scalars(select(Video.path).where(Video.status == PENDING).order_by(Video.id)))
+
+    def all_paths(self) -> list[str]:
+        return list(self.session.scalars(select(VideoPath.path).order_by(VideoPath.id)))
+
+    def video_of(self, path: str) -> int | None:
+        """The video `path` belongs to, in the open transaction."""
+        return self.session.scalar(select(VideoPath.video_id).where(VideoPath.path == path))
+
+    def video_path(self, video_id: int) -> str | None:
+        return self.session.scalar(select(Video.path).where(Video.id == video_id))
+
+    def caption_keys(self, video_id: int | None) -> set[tuple[str, float | None, float | None]]:
+        """(text, start, end) of a video's committed captions, to tell whether a manifest brings new ones."""
+        if video_id is None:
+            return set()
+        with self.Session() as s:
+            rows = s.execute(select(Caption.text, Caption.start, Caption.end).where(Caption.video_id == video_id))
+            return {tuple(r) for r in rows}
+
+    # ---- writing (inside the open transaction) -----------------------------------------------------
+
+    def detach(self, path: str) -> bool:
+        """Forget `path`; its video goes too when no other path holds it. True if the path was known."""
+        row = self.session.execute(select(VideoPath.id, VideoPath.video_id).where(VideoPath.path == path)).first()
+        if row is None:
+            return False
+        pid, vid = row
+        self.session.execute(delete(VideoPath).where(VideoPath.id == pid))
+        other = self.session.scalar(select(VideoPath.path).where(VideoPath.video_id == vid).order_by(VideoPath.id))
+        if other is not None:
+            self.session.execute(update(Video).where(Video.id == vid, Video.path == path).values(path=other))
+            return True
+        clip_ids = list(self.session.scalars(select(Clip.id).where(Clip.video_id == vid)))
+        cap_ids = list(self.session.scalars(select(Caption.id).where(Caption.video_id == vid)))
+        # Clips, captions and their FTS rows go by ON DELETE CASCADE and the clip_text trigger.
+        self.session.execute(delete(Video).where(Video.id == vid))
+        self._tx_remove["clips"] += clip_ids
+        self._tx_remove["captions"] += cap_ids
+        self._tx_thumbs += [self.dir / THUMB_DIR / f"{i}.jpg" for i in clip_ids]
+        return True
+
+    def add_failure(self, state: FileState | str, reason: str) -> int:
+        """Record a file that could not be indexed: a `failed` video row with the reason."""
+        if isinstance(state, str):
+            state = FileState(state, None, None)
+        self.detach(state.path)
+        video = Video(path=state.path, size=state.size, mtime=state.mtime, hash=state.hash, status=FAILED,
+                      error=reason, indexed_at=utcnow())
+        video.paths.append(VideoPath(path=state.path, size=state.size, mtime=state.mtime))
+        self.session.add(video)
+        self.session.flush()
+        return video.id
+
+    def add_alias(self, state: FileState, video_id: int) -> None:
+        """Record `state.path` as one more path of an indexed video with the same content."""
+        self.detach(state.path)
+        self.session.add(VideoPath(video_id=video_id, path=state.path, size=state.size, mtime=state.mtime))
+        self.session.flush()
+
+    def touch(self, state: FileState) -> None:
+        """Same content under a new mtime: update the recorded size and mtime only."""
+        self.session.execute(update(VideoPath).where(VideoPath.path == state.path)
+                             .values(size=state.size, mtime=state.mtime))
+        self.session.execute(update(Video).where(Video.path == state.path)
+                             .values(size=state.size, mtime=state.mtime))
+
+    def add_video(self, state: FileState, info, clips: list[ClipData], captions: list[CaptionData]) -> int:
+        """Record an indexed video with its clips (vectors, tags, thumbnails) and captions; returns its id."""
+        self.detach(state.path)
+        video = Video(path=state.path, size=state.size, mtime=state.mtime, hash=state.hash, status=INDEXED,
+                      duration=info.duration, fps=info.fps, width=info.width, height=info.height,
+                      codec=info.codec, indexed_at=utcnow())
+        video.paths.append(VideoPath(path=state.path, size=state.size, mtime=state.mtime))
+        rows = [Clip(start=float(c.start), end=float(c.end), tags=json.dumps([[t, round(float(p), 4)] for t, p in c.tags]),
+                     vector=vector_bytes(c.vector)) for c in clips]
+        video.clips.extend(rows)
+        self.session.add(video)
+        self.session.flush()
+        for row, clip in zip(rows, clips):
+            if clip.thumbnail is not None:
+                row.thumbnail = self._write_thumb(row.id, clip.thumbnail)
+        caps = [Caption(video_id=video.id, clip_id=rows[c.clip].id if c.clip is not None else None,
+                        start=c.start, end=c.end, text=c.text, source=c.source, vector=vector_bytes(c.vector))
+                for c in captions]
+        self.session.add_all(caps)
+        self.session.flush()
+        self._add_fts(rows, captions)
+        self._tx_add["clips"].append(([r.id for r in rows], [c.vector for c in clips]))
+        self._tx_add["captions"].append(([c.id for c in caps], [c.vector for c in captions]))
+        crash_point("video-written")
+        return video.id
+
+    def add_captions(self, video_id: int, captions: list[CaptionData]) -> int:
+        """Add captions (of the same content) to an indexed video, skipping ones it has; returns how many."""
+        have = {tuple(r) for r in self.session.execute(
+            select(Caption.text, Caption.start, Caption.end).where(Caption.video_id == video_id))}
+        new = [c for c in captions if (c.text, c.start, c.end) not in have]
+        if not new:
+            return 0
+        clip_ids = list(self.session.scalars(select(Clip.id).where(Clip.video_id == video_id).order_by(Clip.start)))
+        rows = [Caption(video_id=video_id, start=c.start, end=c.end, text=c.text, source=c.source,
+                        vector=vector_bytes(c.vector),
+                        clip_id=clip_ids[c.clip] if c.clip is not None and c.clip < len(clip_ids) else None)
+                for c in new]
+        self.session.add_all(rows)
+        self.session.flush()
+        for row in rows:
+            target = row.clip_id or (clip_ids[0] if clip_ids else None)
+            if target is not None:
+                self.session.execute(text("UPDATE clip_text SET captions = captions || char(10) || :t "
+                                          "WHERE rowid = :id"), {"t": row.text, "id": target})
+        self._tx_add["captions"].append(([r.id for r in rows], [c.vector for c in new]))
+        return len(rows)
+
+    def _write_thumb(self, clip_id: int, jpeg: bytes) -> str:
+        rel = f"{THUMB_DIR}/{clip_id}.jpg"
+        tmp = self.dir / f"{rel}.tmp"
+        tmp.write_bytes(jpeg)
+        os.replace(tmp, self.dir / rel)
+        return rel
+
+    def _add_fts(self, rows: list[Clip], captions: list[CaptionData]) -> None:
+        """One FTS row per clip: its captions' text (untimed video captions go to the first clip) and tags."""
+        texts = [[] for _ in rows]
+        for c in captions:
+            at = c.clip if c.clip is not None else 0
+            if rows:
+                texts[at].append(c.text)
+        params = [{"id": r.id, "c": "\n".join(t), "t": " ".join(label for label, _ in json.loads(r.tags))}
+                  for r, t in zip(rows, texts)]
+        if params:
+            self.session.execute(text("INSERT INTO clip_text(rowid, captions, tags) VALUES (:id, :c, :t)"), params)
+
+    # ---- commit and flush --------------------------------------------------------------------------
+
+    def _bump(self) -> None:
+        self.session.execute(text("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+                                  "WHERE key = 'generation'"))
+
+    def commit(self) -> None:
+        """Commit the open transaction, then apply its vector changes to the in-memory FAISS indexes."""
+        if self.session is None:
+            return
+        self._bump()
+        self.session.commit()
+        crash_point("commit")
+        with self._lock:
+            for name, kind in self._kinds.items():
+                if self._tx_remove[name]:
+                    kind.index.remove(self._tx_remove[name])
+                for ids, vecs in self._tx_add[name]:
+                    if ids:
+                        kind.index.add(ids, np.stack(vecs))
+                self._dirty = self._dirty or bool(self._tx_remove[name] or self._tx_add[name])
+        for p in self._tx_thumbs:
+            p.unlink(missing_ok=True)
+        self._clear_tx()
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _clear_tx(self) -> None:
+        self._tx_add = {"clips": [], "captions": []}
+        self._tx_remove = {"clips": [], "captions": []}
+        self._tx_thumbs = []
+
+    def _rollback(self) -> None:
+        self.session.rollback()
+        self._clear_tx()
+
+    def flush(self, force: bool = False) -> None:
+        """Write the FAISS files (rebuilding an index whose planned type changed or that went stale)."""
+        if not (self._dirty or force):
+            return
+        for name, kind in self._kinds.items():
+            n = kind.index.ntotal
+            spec = plan(self.config.index_type, n, self.config.dim, self.config.auto_threshold)
+            if kind.index.stale or should_rebuild(kind.index.spec, spec):
+                kind.index = self._rebuild(kind, spec)
+            kind.index.write(str(self.dir / kind.file))
+            kind.changed = False
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        self._state = self._disk_state()
+
+    def _rebuild(self, kind: _Kind, spec: str) -> VectorIndex:
+        """A fresh index of type `spec` from the committed blobs (sampled for training when needed)."""
+        sample = None
+        want = train_size(spec)
+        if want:
+            q = text(f"SELECT vector FROM {kind.model.__tablename__} WHERE vector IS NOT NULL "
+                     "ORDER BY random() LIMIT :n")
+            blobs = self.session.execute(q, {"n": want}).scalars().all()
+            sample = np.stack([bytes_vector(b) for b in blobs]) if blobs else None
+        return VectorIndex.build(self.config.dim, spec, self._blob_chunks(kind.model), sample)
+
+    def _blob_chunks(self, model, size: int = 20000):
+        last = -1
+        while True:
+            rows = self.session.execute(select(model.id, model.vector).where(model.id > last,
+                                        model.vector.is_not(None)).order_by(model.id).limit(size)).all()
+            if not rows:
+                return
+            yield np.array([r[0] for r in rows], np.int64), np.stack([bytes_vector(r[1]) for r in rows])
+            last = rows[-1][0]
+
+    # ---- removal -----------------------------------------------------------------------------------
+
+    def remove(self, paths) -> list[str]:
+        """Forget the given paths (a directory removes every path under it); returns the paths removed."""
+        removed = []
+        known = self.all_paths()
+        for p in paths:
+            p = os.path.abspath(p)
+            prefix = p.rstrip(os.sep) + os.sep
+            for k in known:
+                if k == p or k.startswith(prefix):
+                    if k not in removed and self.detach(k):
+                        removed.append(k)
+        self.commit()
+        return removed
+
+    def prune(self) -> list[str]:
+        """Forget every path whose file no longer exists; returns the paths removed."""
+        gone = [p for p in self.all_paths() if not os.path.lexists(p)]
+        for p in gone:
+            self.detach(p)
+        self.commit()
+        return gone
