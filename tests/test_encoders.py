@@ -123,6 +123,19 @@ def test_lite0_batching_does_not_change_features(lite0):
     np.testing.assert_allclose(lite0.encode(flipped), lite0.encode(flipped.copy()), rtol=1e-5, atol=1e-5)
 
 
+def test_lite0_inference_rewrites_keep_outputs(lite0):
+    from trainer.encoders.efficientnet import build_lite0
+
+    plain = build_lite0().eval()
+    pixels = lite0.preprocess(photo()[None])
+    with torch.inference_mode():
+        fast_map, plain_map = lite0.model.extract_features(pixels), plain.extract_features(pixels)
+        fast_logits, plain_logits = lite0.model(pixels), plain(pixels)
+    torch.testing.assert_close(fast_map, plain_map, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast_logits, plain_logits, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules())
+
+
 def test_lite0_grid_keeps_left_right_layout(lite0):
     left, right = disc_scene(56), disc_scene(168)
     feats = lite0.encode(np.stack([left, right]))

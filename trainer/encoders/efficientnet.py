@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import FrameEncoder
+from .lite0_inference import optimise_for_inference
 
 CHANNELS = 1280  # channels of Lite0's final 1x1 "head" convolution
 
@@ -83,7 +84,9 @@ class EfficientNetLite0Encoder(FrameEncoder):
         self.channels = CHANNELS
         self.dim = CHANNELS * (1 + self.grid * self.grid)
         self.spec = "efficientnet-lite0" if self.grid == 2 else f"efficientnet-lite0:grid={self.grid}"
-        self.model = build_lite0(weights).to(self.device).to(memory_format=torch.channels_last)
+        # frozen feature extractor: BN folding etc. roughly doubles CPU throughput with the same outputs
+        model = optimise_for_inference(build_lite0(weights))
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.label_names = imagenet_labels()
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
