@@ -35,9 +35,12 @@ def check_index_type(index_type: str, dim: int) -> str:
 
 
 def auto_nlist(n: int) -> int:
-    """IVF list count for n vectors: the power of two nearest 4 * sqrt(n), within [64, 65536]."""
-    target = 4 * math.sqrt(max(n, 1))
-    return int(min(65536, max(64, 2 ** round(math.log2(target)))))
+    """IVF list count for n vectors: the power of two nearest 4 * sqrt(n), at most 65536, and no more
+    than n / 39 so that every list gets enough training points; 0 when even 4 lists are too many."""
+    target = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+    cap = 2 ** int(math.log2(max(n // _PER_LIST, 1)))
+    nlist = int(min(65536, target, cap))
+    return nlist if nlist >= 4 else 0
 
 
 def ivf_lists(spec: str) -> int:
@@ -64,7 +67,8 @@ def plan(index_type: str, n: int, dim: int, auto_threshold: int) -> str:
     if index_type == "flat":
         return EXACT
     if index_type == "auto":
-        return EXACT if n < auto_threshold else f"IVF{auto_nlist(n)},Flat"
+        nlist = auto_nlist(n)
+        return EXACT if n < auto_threshold or not nlist else f"IVF{nlist},Flat"
     needs_training = not faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT).is_trained
     if needs_training and n < min_train(index_type):
         return EXACT

@@ -1,0 +1,267 @@
+"""Store tests: layout, read API, reconcile of SQLite and FAISS, model checks, readers during writes."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+
+import faiss
+import numpy as np
+import pytest
+
+from indexer import Store, StoreConfig, StoreError, StoreWriter, index_paths, remove_paths
+from indexer.faiss_index import VectorIndex
+from tests.fixtures.store import COLOURS, FakeModel, fake_reader, write_fake_video
+
+
+def build(tmp_path, colours=("red", "green", "blue", "white"), model=None, store="store", **kw):
+    """A store of fake videos (one per colour, 5 s = 3 clips each) with a .txt sidecar on the first."""
+    model = model or FakeModel()
+    lib = tmp_path / "lib"
+    lib.mkdir(exist_ok=True)
+    for i, c in enumerate(colours):
+        write_fake_video(lib / f"{c}_{i}.mp4", c, 5.0)
+    (lib / f"{colours[0]}_0.txt").write_text(f"a bright {colours[0]} square spinning")
+    report = index_paths([lib], tmp_path / store, model, reader=fake_reader(model.sampling), **kw)
+    return tmp_path / store, lib, model, report
+
+
+def faiss_ids(path) -> set[int]:
+    index = faiss.read_index(str(path))
+    return set(faiss.vector_to_array(index.id_map).tolist())
+
+
+def sql(store_dir, query, *args):
+    with sqlite3.connect(store_dir / "store.db") as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def test_layout_pragmas_and_config(tmp_path):
+    store_dir, _, model, report = build(tmp_path)
+    assert report.exit_code == 0 and len(report.indexed) == 4
+    for name in ("store.db", "clips.faiss", "captions.faiss", "store.json"):
+        assert (store_dir / name).is_file(), name
+    assert sql(store_dir, "PRAGMA journal_mode")[0][0] == "wal"
+    tables = {r[0] for r in sql(store_dir, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"videos", "video_paths", "clips", "captions", "meta", "clip_text"} <= tables
+    saved = StoreConfig.load(store_dir)
+    assert saved.model_hash == model.identity["hash"] and saved.dim == model.dim
+    assert (saved.fps, saved.clip_seconds) == (model.sampling.fps, model.sampling.clip_seconds)
+    with Store.open(store_dir) as store:
+        assert store.config == saved
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert store.meta["format_version"] == 1 and store.meta["clip_index"] == "Flat"
+        thumbs = sorted((store_dir / "thumbs").iterdir())
+        assert len(thumbs) == store.counts()["clips"] == 12
+        assert thumbs[0].read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    # FAISS ids are the SQLite clip ids.
+    assert faiss_ids(store_dir / "clips.faiss") == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
+
+
+def test_read_api(tmp_path):
+    store_dir, lib, model, _ = build(tmp_path)
+    store = Store.open(store_dir)
+    assert store.counts() == {"videos": 4, "clips": 12, "failed": 0, "captions": 1, "pending": 0}
+    scores, ids = store.search_clips(model.embed_text(["blue"]), 3)
+    assert scores.shape == ids.shape == (1, 3)
+    records = store.clips(ids[0])
+    assert [r.video_path for r in records] == [str(lib / "blue_2.mp4")] * 3
+    assert records[0].tags[0][0] == "blue" and os.path.isfile(records[0].thumbnail)
+    assert np.allclose(store.clip_vector(int(ids[0, 0])) @ model.embed_text(["blue"])[0], scores[0, 0], atol=1e-5)
+    # Past the end: -1 padding; unknown ids are left out of clips().
+    _, ids = store.search_clips(model.embed_text(["red"]), 20)
+    assert (ids[0, :12] > 0).all() and (ids[0, 12:] == -1).all()
+    assert store.clips([999, int(ids[0, 0])])[0].id == ids[0, 0] and len(store.clips([999])) == 0
+    # The sidecar caption: searchable by vector, by keyword, attached to the first video's clips.
+    _, cap = store.search_captions(model.embed_text(["red"]), 1)
+    owner = store.caption_clip([int(cap[0, 0])])[int(cap[0, 0])]
+    assert store.clips([owner])[0].video_path == str(lib / "red_0.mp4")
+    assert store.keyword("spinning square", 5)[0][0] == owner
+    assert store.clips([owner])[0].caption == "a bright red square spinning"
+    assert store.keyword("green", 20)  # concept tags are in the FTS table too
+    assert store.keyword("", 5) == [] and store.keyword('"; DROP TABLE clips; --', 5) == []
+    video = store.video_by_path(lib / "green_1.mp4")
+    assert video.status == "indexed" and video.clips == 3 and video.paths == [str(lib / "green_1.mp4")]
+    assert store.video(video.id) == video and len(store.videos(limit=2)) == 2
+    assert store.video_clips(video.id) == sorted(store.video_clips(video.id))
+    with pytest.raises(KeyError):
+        store.clip_vector(10_000)
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no store here"):
+        Store.open(tmp_path / "nothing")
+
+
+def test_reconcile_adds_missing_and_drops_extra_vectors(tmp_path):
+    store_dir, _, model, _ = build(tmp_path)
+    path = store_dir / "clips.faiss"
+    index = faiss.read_index(str(path))
+    ids = faiss.vector_to_array(index.id_map)
+    index.remove_ids(faiss.IDSelectorBatch(ids[:4]))  # clips without vectors
+    index.add_with_ids(np.ones((1, model.dim), np.float32), np.array([777], np.int64))  # a vector without a clip
+    faiss.write_index(index, str(path))
+    rows = {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
+
+    reader = Store.open(store_dir)  # read-only: repaired in memory, the file is left alone
+    assert set(reader._kinds["clips"].index.ids().tolist()) == rows
+    _, found = reader.search_clips(np.ones((1, model.dim), np.float32), 20)
+    assert 777 not in found and set(found[0][found[0] >= 0].tolist()) == rows
+    assert 777 in faiss_ids(path)
+
+    StoreWriter.open(store_dir).close()  # the writer saves the repair
+    assert faiss_ids(path) == rows
+
+
+def test_lost_vectors_are_embedded_again_by_the_next_run(tmp_path):
+    store_dir, lib, model, _ = build(tmp_path)
+    clip_id, video_id = sql(store_dir, "SELECT id, video_id FROM clips ORDER BY id LIMIT 1")[0]
+    with sqlite3.connect(store_dir / "store.db") as conn:
+        conn.execute("UPDATE clips SET vector = NULL WHERE id = ?", (clip_id,))
+    index = faiss.read_index(str(store_dir / "clips.faiss"))
+    index.remove_ids(faiss.IDSelectorBatch(np.array([clip_id], np.int64)))
+    faiss.write_index(index, str(store_dir / "clips.faiss"))
+
+    StoreWriter.open(store_dir).close()
+    assert sql(store_dir, "SELECT status FROM videos WHERE id = ?", video_id)[0][0] == "pending"
+    report = index_paths([lib], store_dir, model, reader=fake_reader(model.sampling))
+    assert len(report.indexed) == 1 and len(report.skipped) == 3
+    with Store.open(store_dir) as store:
+        assert store.counts() == {"videos": 4, "clips": 12, "failed": 0, "captions": 1, "pending": 0}
+        assert sql(store_dir, "SELECT count(*) FROM clips WHERE vector IS NULL")[0][0] == 0
+        assert set(store._kinds["clips"].index.ids().tolist()) == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
+
+
+def test_other_model_is_refused_and_reindex_rebuilds(tmp_path):
+    store_dir, lib, model, _ = build(tmp_path)
+    other = FakeModel(name="other")
+    with pytest.raises(StoreError, match="model_hash.*--reindex"):
+        index_paths([lib], store_dir, other, reader=fake_reader(other.sampling))
+    with pytest.raises(StoreError, match="fps"):
+        index_paths([lib], store_dir, model, reader=fake_reader(model.sampling), fps=5.0)
+    report = index_paths([lib], store_dir, other, reader=fake_reader(other.sampling), reindex=True)
+    assert len(report.indexed) == 4
+    with Store.open(store_dir) as store:
+        assert store.config.model_hash == other.identity["hash"]
+        assert store.counts()["clips"] == 12 and min(store.video_clips(1)) >= 1
+
+
+def test_one_writer_at_a_time(tmp_path):
+    store_dir, *_ = build(tmp_path)
+    writer = StoreWriter.open(store_dir)
+    try:
+        with pytest.raises(StoreError, match="another process is writing"):
+            StoreWriter.open(store_dir)
+    finally:
+        writer.close()
+    StoreWriter.open(store_dir).close()
+
+
+def test_remove_cascades_to_clips_captions_fts_and_vectors(tmp_path):
+    store_dir, lib, model, _ = build(tmp_path)
+    removed = remove_paths([lib / "red_0.mp4"], store_dir)
+    assert removed == [str(lib / "red_0.mp4")]
+    assert sql(store_dir, "SELECT count(*) FROM clips")[0][0] == 9
+    assert sql(store_dir, "SELECT count(*) FROM captions")[0][0] == 0
+    assert sql(store_dir, "SELECT count(*) FROM clip_text")[0][0] == 9
+    assert faiss_ids(store_dir / "clips.faiss") == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
+    assert len(list((store_dir / "thumbs").iterdir())) == 9
+    with Store.open(store_dir) as store:
+        assert store.keyword("spinning", 5) == []
+    assert remove_paths([lib], store_dir) == sorted(str(p) for p in lib.glob("*.mp4") if "red" not in p.name)
+
+
+def test_refresh_and_readers_during_writes(tmp_path):
+    store_dir, lib, model, _ = build(tmp_path, colours=("red",))
+    reader = Store.open(store_dir)
+    assert reader.refresh() is False
+    errors, stop = [], threading.Event()
+
+    def read_loop():
+        while not stop.is_set():
+            try:
+                reader.refresh()
+                _, ids = reader.search_clips(model.embed_text(["green"]), 5)
+                found = [int(i) for i in ids[0] if i >= 0]
+                # Every id a search returns resolves to a clip row: nothing dangling mid-write.
+                assert [r.id for r in reader.clips(found)] == found
+            except Exception as e:  # collected and re-raised in the test thread
+                errors.append(e)
+                return
+
+    t = threading.Thread(target=read_loop)
+    t.start()
+    try:
+        for i in range(6):
+            write_fake_video(lib / f"more_{i}.mp4", list(COLOURS)[i % 4], 3.0 + i)
+            index_paths([lib], store_dir, model, reader=fake_reader(model.sampling), commit_every=1)
+        remove_paths([lib / "more_0.mp4"], store_dir)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    reader.refresh()
+    assert reader.counts()["videos"] == 6
+    with Store.open(store_dir) as fresh:
+        assert fresh.counts() == reader.counts()
+
+
+def test_index_types(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    exact = VectorIndex.build(32, "Flat", [(ids, x)])
+    _, truth = exact.search(x[:50], 10)
+    for spec in ("IVF16,Flat", "HNSW16"):
+        from indexer.faiss_index import train_size
+
+        index = VectorIndex.build(32, spec, [(ids, x)], sample=x[:train_size(spec)])
+        _, got = index.search(x[:50], 10)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)])
+        assert recall >= 0.9, (spec, recall)
+        index.write(str(tmp_path / "i.faiss"))
+        again = VectorIndex.read(str(tmp_path / "i.faiss"), 32, spec)
+        assert again.ntotal == 3000 and again.spec == spec
+    hnsw = VectorIndex.build(32, "HNSW16", [(ids, x)])
+    assert hnsw.remove([1, 2]) == 0 and hnsw.stale  # HNSW cannot remove: the writer rebuilds it
+    with pytest.raises(StoreError, match="not usable"):
+        from indexer.faiss_index import check_index_type
+
+        check_index_type("IVF16,PQ5", 32)
+
+
+def test_store_keeps_exact_until_trainable_then_switches(tmp_path):
+    model = FakeModel(dim=8)
+    config_kw = dict(index_type="IVF4,Flat")
+    store_dir, lib, _, _ = build(tmp_path, colours=("red", "green"), model=model, **config_kw)
+    with Store.open(store_dir) as store:
+        assert store.meta["clip_index"] == "Flat"  # 6 clips: too few to train 4 lists
+    for i in range(50):
+        write_fake_video(lib / f"x{i}.mp4", list(COLOURS)[i % 4], 4.0 + (i % 7))
+    index_paths([lib], store_dir, model, reader=fake_reader(model.sampling))
+    with Store.open(store_dir) as store:
+        assert store.meta["clip_index"] == "IVF4,Flat"
+        assert store.counts()["clips"] >= 156
+        _, ids = store.search_clips(model.embed_text(["white"]), 5)
+        assert all(r.tags[0][0] == "white" for r in store.clips(ids[0]))
+    with open(store_dir / "store.json") as f:
+        assert json.load(f)["index_type"] == "IVF4,Flat"
+
+
+def test_auto_switches_to_ivf_past_threshold(tmp_path):
+    model = FakeModel(dim=8)
+    colours = [list(COLOURS)[i % 4] for i in range(60)]
+    store_dir, lib, _, _ = build(tmp_path, colours=colours, model=model)
+    writer = StoreWriter.open(store_dir)
+    assert writer._kinds["clips"].index.spec == "Flat"
+    writer.config.auto_threshold = 100  # a tiny threshold so 180 clips count as a large store
+    writer.flush(force=True)
+    assert writer._kinds["clips"].index.spec == "IVF4,Flat"
+    writer.close()
+    with Store.open(store_dir) as store:
+        assert store.meta["clip_index"] == "IVF4,Flat" and store.meta["caption_index"] == "Flat"
+        _, ids = store.search_clips(model.embed_text(["blue"]), 5)
+        assert all(r.tags[0][0] == "blue" for r in store.clips(ids[0]))
