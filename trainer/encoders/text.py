@@ -34,6 +34,7 @@ class TextEncoder:
 
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = pick_device(device)
         self.name_or_path, local = resolve_model_ref(name_or_path or default_text_model_dir(), "text encoder")
         try:
             with quiet_loading():
@@ -45,7 +46,6 @@ class TextEncoder:
         if info.get("missing_keys"):
             missing = sorted(info["missing_keys"])
             raise ValueError(f"text model {self.name_or_path!r} lacks weights, e.g. {missing[:3]}")
-        self.device = pick_device(device)
         self.model = model.eval().to(self.device)
         self.dim = int(model.config.hidden_size)
         self.batch_size = int(batch_size)
