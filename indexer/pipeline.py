@@ -407,8 +407,9 @@ class _WriteStage:
             self._encoded(item)
         else:
             self._job(item)
-        self.uncommitted += 1
-        if (self.uncommitted >= self.commit_every
+        if not (isinstance(item, Job) and item.kind == "skip"):  # a skip writes nothing
+            self.uncommitted += 1
+        if self.uncommitted and (self.uncommitted >= self.commit_every
                 or time.monotonic() - self.last_commit >= self.commit_seconds):
             self.commit()
         self._progress()

@@ -115,7 +115,8 @@ class StoreWriter(Store):
     next open repairs the FAISS files from SQLite.
     """
 
-    flush_seconds = 30.0
+    flush_seconds = 30.0  # least time between FAISS file writes during a run...
+    small_index = 20_000  # ...unless the indexes are this small, then they are written at every commit
 
     def __init__(self, store_dir, lock_fd: int):
         self._lock_fd = lock_fd
@@ -425,7 +426,8 @@ class StoreWriter(Store):
         for p in self._tx_thumbs:
             p.unlink(missing_ok=True)
         self._clear_tx()
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        small = all(k.index.ntotal <= self.small_index for k in self._kinds.values())
+        if small or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def _clear_tx(self) -> None:
