@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -15,6 +16,7 @@ from .fusion import best_per_group, merge_max, page, reciprocal_rank_fusion, set
 MODES = ("dense", "keyword", "hybrid")
 GROUPS = ("clip", "video")
 MAX_K = 100
+TEXT_CACHE = 256   # query vectors kept, so paging through one query embeds it once
 
 
 class QueryError(ValueError):
@@ -70,6 +72,8 @@ class Engine:
         self.model = model if model is not None else _load_recorded_model(store)
         self.config = config or EngineConfig()
         self._lock = _ReadWriteLock()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
         self._checked = time.monotonic()
         from .rerank import FeatureCache
         self._features = FeatureCache(self.model, self.sampling, self.config.feature_cache)
@@ -90,7 +94,7 @@ class Engine:
         _check_page(k, offset, group)
         if mode not in MODES:
             raise QueryError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        vector = None if mode == "keyword" else self.model.embed_text([q]).astype(np.float32)
+        vector = None if mode == "keyword" else self._text_vector(q)
         with self._reading():
             source = self._text_source(q, vector, mode)
             depth = offset + k
@@ -128,16 +132,28 @@ class Engine:
             hits = self._collect(source, offset + k, group, prefix, skip_video=own_video)
         return _shape(hits, group, offset, k)
 
+    def _text_vector(self, q: str) -> np.ndarray:
+        """(1, dim) query vector, remembered for the next pages of the same query."""
+        with self._text_lock:
+            cached = self._text_cache.get(q)
+            if cached is not None:
+                self._text_cache.move_to_end(q)
+                return cached
+        vector = np.asarray(self.model.embed_text([q]), dtype=np.float32).reshape(1, -1)
+        with self._text_lock:
+            self._text_cache[q] = vector
+            while len(self._text_cache) > TEXT_CACHE:
+                self._text_cache.popitem(last=False)
+        return vector
+
     def embed_video(self, path) -> np.ndarray:
         """(Q, dim) vectors of a query video's clips, decoded, cut and embedded the way the indexer embeds clips."""
-        from trainer.media import decode
-        sampling = self.sampling
-        decoded = decode(str(path), sampling)
-        clips = decoded.clips(sampling)
-        if not clips:
-            from trainer.media import MediaError
+        from trainer.media import MediaError, decode
+        decoded = decode(str(path), self.sampling)
+        stacks = clip_features(self.model, decoded, self.sampling)
+        if not stacks:
             raise MediaError(str(path), "no frames could be sampled")
-        return np.asarray(self.model.embed_clips([c.frames for c in clips]), dtype=np.float32)
+        return np.asarray(self.model.embed_clips([f for _, _, f in stacks], features=True), dtype=np.float32)
 
     # ---- lookups the web layer needs, under the same refresh discipline ---------------------------------------
     def clip(self, clip_id: int):
@@ -240,6 +256,19 @@ class Engine:
         self.refresh()
         with self._lock.reading():
             yield
+
+
+def clip_features(model, decoded, sampling) -> list[tuple[float, float, np.ndarray]]:
+    """(start, end, (T, F) frame features) of each clip of a decoded video.
+
+    All frames are encoded in one batch and then cut into clips, as the indexer does, so that query-time and
+    index-time vectors of the same file agree.
+    """
+    if len(decoded.frames) == 0:
+        return []
+    feats = np.asarray(model.encode_frames(decoded.frames))
+    times = np.asarray(decoded.times)
+    return [(c.start, c.end, feats[np.searchsorted(times, c.times)]) for c in decoded.clips(sampling)]
 
 
 def _shape(hits: list[Hit], group: str, offset: int, k: int) -> list[Hit]:

@@ -15,11 +15,10 @@ class FeatureCache:
     all of its clips are encoded, and the features are kept for later queries.
     """
 
-    def __init__(self, model, sampling, capacity: int = 4096, workers: int = 2, timeout: float = 120.0):
+    def __init__(self, model, sampling, capacity: int = 4096, timeout: float = 120.0):
         self.model = model
         self.sampling = sampling    # as the indexer cut the clips, so cached clips line up with stored ones
         self.capacity = capacity
-        self.workers = workers
         self.timeout = timeout
         self._videos: OrderedDict[str, list[tuple[float, float, np.ndarray]]] = OrderedDict()
         self._size = 0
@@ -69,15 +68,18 @@ class FeatureCache:
         return min(clips, key=lambda c: abs(c[0] - start))[2]
 
     def _load(self, paths: list[str]) -> None:
-        from trainer.media import DecodePool, MediaError
-        sampling = self.sampling
-        with DecodePool(workers=min(self.workers, len(paths)), sampling=sampling, timeout=self.timeout) as pool:
-            for path, decoded in pool.imap(paths):
-                if isinstance(decoded, MediaError):
-                    self._put(path, [])
-                    continue
-                clips = decoded.clips(sampling)
-                self._put(path, [(c.start, c.end, np.asarray(self.model.encode_frames(c.frames))) for c in clips])
+        from trainer.media import MediaError, decode
+
+        from .engine import clip_features
+        # One video at a time through the shared decoder processes: they stay warm between calls, which
+        # matters more for a handful of short candidate videos than decoding several at once.
+        for path in paths:
+            try:
+                decoded = decode(path, self.sampling, timeout=self.timeout)
+            except MediaError:
+                self._put(path, [])
+                continue
+            self._put(path, clip_features(self.model, decoded, self.sampling))
 
     def _put(self, path: str, clips: list) -> None:
         with self._lock:

@@ -1,0 +1,105 @@
+"""The engine and `vidsearch search` on the real tiny store: recorded model, all query kinds, re-ranking, the CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from search import Engine, Hit, QueryError, UnknownId
+from webui.cli import main
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_store_dir):
+    return Engine(tiny_store_dir)
+
+
+@pytest.fixture(scope="module")
+def first_video(engine):
+    return next(v for v in engine.videos(limit=100) if v.status == "indexed")
+
+
+def test_engine_loads_the_model_the_store_records(engine, tiny_store_dir):
+    from pathlib import Path
+    assert Path(engine.model.identity["path"]).resolve() == Path(engine.store.config.model_path).resolve()
+    assert engine.model.dim == engine.store.config.dim
+
+
+@pytest.mark.parametrize("mode", ["dense", "keyword", "hybrid"])
+def test_text_modes_return_stored_clips(engine, mode):
+    hits = engine.text("a red circle moving", k=5, mode=mode)
+    assert hits and all(isinstance(h, Hit) for h in hits)
+    records = {r.id: r for r in engine.store.clips([h.clip_id for h in hits])}
+    for h in hits:
+        r = records[h.clip_id]
+        assert (h.video_id, h.video_path, h.start, h.end, h.caption) == (r.video_id, r.video_path, r.start, r.end,
+                                                                           r.caption)
+
+
+def test_keyword_finds_a_caption_verbatim(engine):
+    caption = next(h.caption for h in engine.text("shape", k=50, mode="dense") if h.caption)
+    top = engine.text(caption, k=3, mode="keyword")
+    assert caption in [h.caption for h in top]
+
+
+def test_video_query_is_embedded_like_the_index(engine, first_video):
+    # The same file, decoded and embedded at query time, must land on its own stored clips.
+    hits = engine.video(first_video.path, k=first_video.clips)
+    assert {h.video_id for h in hits} == {first_video.id}
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+    vectors = engine.embed_video(first_video.path)
+    stored = np.stack([engine.store.clip_vector(c) for c in engine.store.video_clips(first_video.id)])
+    assert vectors.shape == stored.shape
+    np.testing.assert_allclose(vectors, stored, atol=1e-3)
+
+
+def test_similar_and_grouping(engine, first_video):
+    clip_id = engine.store.video_clips(first_video.id)[0]
+    hits = engine.similar(clip_id, k=5)
+    assert clip_id not in [h.clip_id for h in hits]
+    grouped = engine.similar(clip_id, k=5, group="video")
+    assert first_video.id not in [h.video_id for h in grouped]
+    assert len({h.video_id for h in grouped}) == len(grouped)
+    with pytest.raises(UnknownId):
+        engine.similar(10 ** 9)
+
+
+def test_rerank_scores_are_alignment_probabilities(tiny_store_dir, engine):
+    from search import EngineConfig
+    # A short re-rank list keeps the decoding quick; the same model instance avoids loading it again.
+    short = Engine(tiny_store_dir, model=engine.model, config=EngineConfig(rerank_top=4))
+    plain = short.text("a blue square", k=6, mode="dense")
+    reranked = short.text("a blue square", k=6, mode="dense", rerank=True)
+    head, tail = reranked[:4], reranked[4:]
+    assert {h.clip_id for h in head} == {h.clip_id for h in plain[:4]}      # only the top 4 are re-scored
+    assert [h.clip_id for h in tail] == [h.clip_id for h in plain[4:]]
+    assert all(0.0 <= h.score <= 1.0 for h in head)
+    assert [h.score for h in head] == sorted((h.score for h in head), reverse=True)
+    probs = short.model.match(["a blue square"] * 4, short._features.features(plain[:4]), features=True)
+    assert sorted(float(p) for p in probs) == pytest.approx(sorted(h.score for h in head), abs=1e-5)
+
+
+def test_engine_rejects_bad_queries(engine):
+    with pytest.raises(QueryError):
+        engine.text("", k=5)
+    with pytest.raises(QueryError):
+        engine.text("x", k=500)
+
+
+def test_search_cli_text_json(tiny_store_dir, capsys):
+    assert main(["search", "--store", str(tiny_store_dir), "a red circle", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["query"] == "a red circle" and len(out["results"]) == 3
+    assert set(out["results"][0]) == {"clip_id", "video_id", "video_path", "start", "end", "score", "caption"}
+
+
+def test_search_cli_table_video_and_errors(tiny_store_dir, first_video, capsys):
+    assert main(["search", "--store", str(tiny_store_dir), "circle", "--mode", "keyword", "-k", "2"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("  1.") and "clip" in table
+    assert main(["search", "--store", str(tiny_store_dir), "--video", first_video.path, "-k", "1"]) == 0
+    assert first_video.path in capsys.readouterr().out
+    assert main(["search", "--store", str(tiny_store_dir), "x", "-k", "0"]) == 2
+    assert "k must be" in capsys.readouterr().err
+    assert main(["search", "--store", str(tiny_store_dir)]) == 2
+    assert main(["search", "--store", str(tiny_store_dir), "--video", "/no/such.mp4"]) == 2
+    assert "/no/such.mp4" in capsys.readouterr().err
