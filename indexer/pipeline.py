@@ -51,6 +51,7 @@ class Encoded:
     clips: list[ClipData] = field(default_factory=list)
     captions: list[CaptionData] = field(default_factory=list)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. a sidecar that could not be read
 
 
 @dataclass
@@ -63,6 +64,7 @@ class IndexReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     removed: list[str] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)  # directories that could not be walked
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # indexed, but e.g. without a bad sidecar
     clips: int = 0
     captions: int = 0
     video_seconds: float = 0.0
@@ -82,11 +84,12 @@ class IndexReport:
                  f"{self.seconds:.1f} s ({rate:.1f} video-s/s)"]
         lines += [f"  failed: {p}: {r}" for p, r in self.failed]
         lines += [f"  not walked: {p}: {r}" for p, r in self.notes]
+        lines += [f"  warning: {p}: {r}" for p, r in self.warnings]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"indexed": self.indexed, "skipped": self.skipped, "duplicates": self.duplicates,
-                "failed": self.failed, "removed": self.removed, "notes": self.notes, "clips": self.clips,
+                "failed": self.failed, "removed": self.removed, "notes": self.notes, "warnings": self.warnings, "clips": self.clips,
                 "captions": self.captions, "video_seconds": self.video_seconds, "seconds": self.seconds,
                 "exit_code": self.exit_code}
 
@@ -357,14 +360,23 @@ def encode_videos(items: list[tuple[Job, object]], encoder, settings: EncodeSett
     return out + empty
 
 
-def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
-    from trainer.captions import read_sidecar
+def _sidecar(e: Encoded) -> list:
+    """Captions of the video's .srt/.vtt/.txt sidecar; a bad sidecar is a warning, not a failed video."""
+    from trainer.captions import CaptionError, read_sidecar
 
+    try:
+        return [(c, "sidecar") for c in read_sidecar(e.job.state.path)]
+    except CaptionError as err:
+        e.warnings.append(f"sidecar captions skipped ({err})")
+        return []
+
+
+def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
     pairs = []
     for e in encoded:
         caps = list(e.job.captions)
         if settings.sidecars:
-            caps += [(c, "sidecar") for c in read_sidecar(e.job.state.path)]
+            caps += _sidecar(e)
         caps = [c if isinstance(c, tuple) else (c, "manifest") for c in caps]
         attached = _attach([c for c, _ in caps], e.clips)
         pairs += [(e, c, src, at) for (c, src), (_, at) in zip(caps, attached) if c.text.strip()]
@@ -449,6 +461,7 @@ class _WriteStage:
 
     def _encoded(self, e: Encoded) -> None:
         st = e.job.state
+        self.report.warnings += [(st.path, w) for w in e.warnings]
         if e.error is not None:
             self.sink.add_failure(st, e.error)
             self.report.failed.append((st.path, e.error))

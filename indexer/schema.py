@@ -132,29 +132,42 @@ FTS_DDL = (
 )
 
 
-def _set_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys = ON")
-    cur.execute("PRAGMA busy_timeout = 30000")
-    cur.close()
+def _on_connect(readonly: bool):
+    def setup(dbapi_conn, _record) -> None:
+        # The driver's own transaction handling is off (it would not BEGIN before SELECT or DDL); the
+        # "begin" listener below starts every transaction instead, so a session reads one snapshot.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not readonly:
+            cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.close()
+    return setup
+
+
+def _on_begin(conn) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def make_engine(db_path: str, readonly: bool) -> Engine:
-    """An engine for the store's SQLite file with foreign keys on (and WAL, set once by the writer)."""
+    """An engine for the store's SQLite file: WAL (set by the writer), foreign keys on, real transactions."""
     if readonly:
         url = f"sqlite:///file:{db_path}?mode=ro&uri=true"
     else:
         url = f"sqlite:///{db_path}"
     engine = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _set_pragmas)
+    event.listen(engine, "connect", _on_connect(readonly))
+    event.listen(engine, "begin", _on_begin)
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create the tables, the FTS5 table and its trigger, and switch the file to WAL mode."""
+def create_schema(engine: Engine, meta: list[dict] = ()) -> None:
+    """Create the tables, the FTS5 table, its trigger and the `meta` rows in one transaction (SQLite DDL
+    is transactional), so that a crash while creating a store leaves all of it or none."""
     with engine.begin() as conn:
-        conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-    Base.metadata.create_all(engine)
-    with engine.begin() as conn:
+        Base.metadata.create_all(conn)
         for ddl in FTS_DDL:
             conn.exec_driver_sql(ddl)
+        if meta:
+            conn.execute(Meta.__table__.insert(), list(meta))

@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,15 +91,27 @@ def _wipe(store_dir: Path) -> None:
 
 
 def _init_db(store_dir: Path, config: StoreConfig) -> None:
+    """Create the schema and the meta rows in one transaction: a store either has both or neither."""
     engine = make_engine(str(store_dir / DB_FILE), readonly=False)
     try:
-        create_schema(engine)
-        with engine.begin() as conn:
-            conn.execute(Meta.__table__.insert(), [{"key": "config", "value": config.to_json()},
-                                                   {"key": "generation", "value": "0"}])
+        create_schema(engine, meta=[{"key": "config", "value": config.to_json()},
+                                    {"key": "generation", "value": "0"}])
     finally:
         engine.dispose()
     config.save(store_dir)
+
+
+def _initialised(db: Path) -> bool:
+    """True when `db` holds a store's meta config (a crash while creating a store leaves it without)."""
+    if not db.is_file():
+        return False
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM meta WHERE key = 'config'").fetchone() is not None
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        conn.close()
 
 
 def _mismatch(old: StoreConfig, new: StoreConfig) -> list[str]:
@@ -124,6 +137,7 @@ class StoreWriter(Store):
         self._tx_remove = {"clips": [], "captions": []}
         self._tx_thumbs: list[Path] = []
         self._dirty = False
+        self._touched = False  # the open transaction has changes
         self._last_flush = time.monotonic()
         super().__init__(store_dir, readonly=False)
         self.session = self.Session()
@@ -151,25 +165,21 @@ class StoreWriter(Store):
         config.index_type = check_index_type(config.index_type, config.dim)
         fd = _lock(store_dir)
         try:
-            if (store_dir / DB_FILE).is_file() and not reindex:
-                writer = cls(store_dir, fd)
-                diffs = _mismatch(writer.config, config)
-                if diffs:
-                    writer.close()
-                    raise StoreError(f"{store_dir}: this store was built differently ({'; '.join(diffs)}); "
-                                     "use --reindex to rebuild it, or another --store")
-                writer._update_config(config)
-                return writer
-            _wipe(store_dir)
-            (store_dir / THUMB_DIR).mkdir()
-            _init_db(store_dir, config)
-            return cls(store_dir, fd)
+            if reindex or not _initialised(store_dir / DB_FILE):
+                _wipe(store_dir)
+                (store_dir / THUMB_DIR).mkdir()
+                _init_db(store_dir, config)
+            writer = cls(store_dir, fd)  # from here on the writer owns the lock
         except BaseException:
-            try:
-                os.close(fd)
-            except OSError:  # already closed by a writer that failed to open
-                pass
+            os.close(fd)
             raise
+        diffs = _mismatch(writer.config, config)
+        if diffs:
+            writer.abort()
+            raise StoreError(f"{store_dir}: this store was built differently ({'; '.join(diffs)}); "
+                             "use --reindex to rebuild it, or another --store")
+        writer._update_config(config)
+        return writer
 
     def _update_config(self, config: StoreConfig) -> None:
         """Take the settings that may change between runs (index type, path of the same model, search knobs)."""
@@ -223,7 +233,7 @@ class StoreWriter(Store):
         if getattr(self, "session", None) is not None:
             try:
                 self.commit()
-                self.flush(force=True)
+                self.flush()
             finally:
                 self.session.close()
                 self.session = None
@@ -292,6 +302,7 @@ class StoreWriter(Store):
 
     def detach(self, path: str) -> bool:
         """Forget `path`; its video goes too when no other path holds it. True if the path was known."""
+        self._touched = True
         row = self.session.execute(select(VideoPath.id, VideoPath.video_id).where(VideoPath.path == path)).first()
         if row is None:
             return False
@@ -312,6 +323,7 @@ class StoreWriter(Store):
 
     def add_failure(self, state: FileState | str, reason: str) -> int:
         """Record a file that could not be indexed: a `failed` video row with the reason."""
+        self._touched = True
         if isinstance(state, str):
             state = FileState(state, None, None)
         self.detach(state.path)
@@ -324,12 +336,14 @@ class StoreWriter(Store):
 
     def add_alias(self, state: FileState, video_id: int) -> None:
         """Record `state.path` as one more path of an indexed video with the same content."""
+        self._touched = True
         self.detach(state.path)
         self.session.add(VideoPath(video_id=video_id, path=state.path, size=state.size, mtime=state.mtime))
         self.session.flush()
 
     def touch(self, state: FileState) -> None:
         """Same content under a new mtime: update the recorded size and mtime only."""
+        self._touched = True
         self.session.execute(update(VideoPath).where(VideoPath.path == state.path)
                              .values(size=state.size, mtime=state.mtime))
         self.session.execute(update(Video).where(Video.path == state.path)
@@ -347,6 +361,7 @@ class StoreWriter(Store):
         video.clips.extend(rows)
         self.session.add(video)
         self.session.flush()
+        self._absorb_pending(video.id, state.hash)
         for row, clip in zip(rows, clips):
             if clip.thumbnail is not None:
                 row.thumbnail = self._write_thumb(row.id, clip.thumbnail)
@@ -363,6 +378,7 @@ class StoreWriter(Store):
 
     def add_captions(self, video_id: int, captions: list[CaptionData]) -> int:
         """Add captions (of the same content) to an indexed video, skipping ones it has; returns how many."""
+        self._touched = True
         have = {tuple(r) for r in self.session.execute(
             select(Caption.text, Caption.start, Caption.end).where(Caption.video_id == video_id))}
         new = [c for c in captions if (c.text, c.start, c.end) not in have]
@@ -382,6 +398,17 @@ class StoreWriter(Store):
                                           "WHERE rowid = :id"), {"t": row.text, "id": target})
         self._tx_add["captions"].append(([r.id for r in rows], [c.vector for c in new]))
         return len(rows)
+
+    def _absorb_pending(self, video_id: int, content_hash: str | None) -> None:
+        """A pending video of the same content (embedded again now) hands its other paths over and goes."""
+        if content_hash is None:
+            return
+        old = list(self.session.scalars(select(Video.id).where(Video.hash == content_hash, Video.status == PENDING)))
+        for vid in old:
+            self.session.execute(update(VideoPath).where(VideoPath.video_id == vid).values(video_id=video_id))
+            self._tx_remove["clips"] += list(self.session.scalars(select(Clip.id).where(Clip.video_id == vid)))
+            self._tx_remove["captions"] += list(self.session.scalars(select(Caption.id).where(Caption.video_id == vid)))
+            self.session.execute(delete(Video).where(Video.id == vid))
 
     def _write_thumb(self, clip_id: int, jpeg: bytes) -> str:
         rel = f"{THUMB_DIR}/{clip_id}.jpg"
@@ -412,8 +439,10 @@ class StoreWriter(Store):
         """Commit the open transaction, then apply its vector changes to the in-memory FAISS indexes."""
         if self.session is None:
             return
-        self._bump()
+        if self._touched:
+            self._bump()
         self.session.commit()
+        self._touched = False
         crash_point("commit")
         with self._lock:
             for name, kind in self._kinds.items():

@@ -179,6 +179,16 @@ def test_manifest_captions_attach_by_time_and_update(tmp_path):
         assert list(dict(s.keyword("flash", 5))) == [s.video_clips(1)[2]]
 
 
+def test_bad_sidecar_is_a_warning(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_fake_video(lib / "a.mp4", "red", 3.0)
+    (lib / "a.srt").write_text("1\nnot a time line\nhello\n")
+    report = run(lib, tmp_path / "store")
+    assert report.indexed == [str(lib / "a.mp4")] and report.exit_code == 0
+    assert report.warnings and "sidecar" in report.warnings[0][1] and "warning" in report.summary()
+
+
 def test_progress_and_report_dict(tmp_path, capsys):
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 
@@ -117,7 +118,10 @@ def test_reconcile_adds_missing_and_drops_extra_vectors(tmp_path):
 
 def test_lost_vectors_are_embedded_again_by_the_next_run(tmp_path):
     store_dir, lib, model, _ = build(tmp_path)
-    clip_id, video_id = sql(store_dir, "SELECT id, video_id FROM clips ORDER BY id LIMIT 1")[0]
+    clip_id, video_id, path = sql(store_dir, "SELECT clips.id, video_id, path FROM clips JOIN videos "
+                                  "ON videos.id = video_id ORDER BY clips.id LIMIT 1")[0]
+    shutil.copy(path, lib / "a copy.mp4")  # the video that loses a vector has two paths
+    index_paths([lib], store_dir, model, reader=fake_reader(model.sampling))
     with sqlite3.connect(store_dir / "store.db") as conn:
         conn.execute("UPDATE clips SET vector = NULL WHERE id = ?", (clip_id,))
     index = faiss.read_index(str(store_dir / "clips.faiss"))
@@ -126,10 +130,15 @@ def test_lost_vectors_are_embedded_again_by_the_next_run(tmp_path):
 
     StoreWriter.open(store_dir).close()
     assert sql(store_dir, "SELECT status FROM videos WHERE id = ?", video_id)[0][0] == "pending"
+    with Store.open(store_dir) as store:
+        assert store.counts()["pending"] == 1 and store.counts()["videos"] == 3
     report = index_paths([lib], store_dir, model, reader=fake_reader(model.sampling))
-    assert len(report.indexed) == 1 and len(report.skipped) == 3
+    # Both paths of the pending video are planned again; its content is embedded once, under one video.
+    assert path in report.indexed and set(report.indexed) <= {path, str(lib / "a copy.mp4")}
+    assert len(report.skipped) == 3
     with Store.open(store_dir) as store:
         assert store.counts() == {"videos": 4, "clips": 12, "failed": 0, "captions": 1, "pending": 0}
+        assert store.video_by_path(lib / "a copy.mp4").paths == [path, str(lib / "a copy.mp4")]
         assert sql(store_dir, "SELECT count(*) FROM clips WHERE vector IS NULL")[0][0] == 0
         assert set(store._kinds["clips"].index.ids().tolist()) == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
 
