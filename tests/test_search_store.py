@@ -103,3 +103,36 @@ def test_search_cli_table_video_and_errors(tiny_store_dir, first_video, capsys):
     assert main(["search", "--store", str(tiny_store_dir)]) == 2
     assert main(["search", "--store", str(tiny_store_dir), "--video", "/no/such.mp4"]) == 2
     assert "/no/such.mp4" in capsys.readouterr().err
+
+
+@pytest.fixture
+def store_copy(tiny_store_dir, tmp_path):
+    import shutil
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store_dir, copy)
+    return copy
+
+
+def test_engine_sees_newly_indexed_videos_without_restart(store_copy, engine, tmp_path):
+    from indexer import index_paths
+    from search import EngineConfig
+    from tests.fixtures.store import make_mp4
+    from webui import create_app
+
+    live = Engine(store_copy, model=engine.model, config=EngineConfig(refresh_seconds=0.0))
+    before = live.counts()
+    new = make_mp4(tmp_path / "new.mp4", seconds=3.0)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\0\1\2 definitely not a video" * 20)
+    report = index_paths([new, broken], store_copy, engine.model, workers=1)
+    assert report.exit_code != 0                          # the broken file failed, the new one was indexed
+    after = live.counts()
+    assert after["videos"] == before["videos"] + 1 and after["failed"] == before["failed"] + 1
+    hits = live.video(new, k=1)
+    assert hits[0].video_path == str(new) and hits[0].score == pytest.approx(1.0, abs=1e-3)
+    # The library page shows the failure and its reason.
+    page = create_app(store_copy, engine=live).test_client().get("/library").get_data(as_text=True)
+    assert "broken.mp4" in page and 'class="status-failed"' in page
+    failed = next(v for v in live.videos(limit=100) if v.status == "failed")
+    from markupsafe import escape
+    assert str(escape(failed.error)) in page
