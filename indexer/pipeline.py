@@ -6,52 +6,22 @@ the sink (the store writer) as parameters: tests pass fakes, `index_paths` passe
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .discover import Found
-from .schema import INDEXED
-from .writer import CaptionData, ClipData, FileState
+from .encode import EncodeSettings, Encoded, encode_isolated
+from .plan import Job, content_hash, plan_jobs  # noqa: F401  (content_hash, plan_jobs: part of this module's API)
+from .writer import FileState
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the run could not start or stopped (bad store, wrong model, interrupted)
 EXIT_USAGE = 2  # bad command line
 EXIT_FAILED = 3  # the run finished, every good file is indexed, and at least one file failed
 
-_HASH_BLOCK = 1 << 20
 _DONE = object()
-
-
-@dataclass
-class Job:
-    """One file's planned work. kind: "decode", "alias" (same content as an indexed video), "touch"
-    (unchanged content, new mtime), "skip" (unchanged), "fail" (cannot be read)."""
-
-    kind: str
-    state: FileState
-    captions: list = field(default_factory=list)
-    reason: str | None = None
-    aliases: list[FileState] = field(default_factory=list)  # same content seen later in this run
-
-
-@dataclass
-class Encoded:
-    """A decoded video's clips and captions, embedded; or why it failed."""
-
-    job: Job
-    info: object = None  # trainer.media.VideoInfo
-    clips: list[ClipData] = field(default_factory=list)
-    captions: list[CaptionData] = field(default_factory=list)
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)  # e.g. a sidecar that could not be read
 
 
 @dataclass
@@ -93,60 +63,6 @@ class IndexReport:
                 "captions": self.captions, "video_seconds": self.video_seconds, "seconds": self.seconds,
                 "exit_code": self.exit_code}
 
-
-def content_hash(path: str) -> str:
-    """BLAKE2b-256 of the file's bytes, hex."""
-    h = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ---- planning ------------------------------------------------------------------------------------------
-
-def plan_jobs(files: Iterable[Found], sink, problems: Iterable[tuple[str, str]] = (),
-              pending: Iterable[str] = ()) -> Iterator[Job]:
-    """Decide per file: skip if size and mtime match, else hash it; unchanged content is touched, content
-    already indexed under another path becomes an alias, anything else is decoded. Lazy: files are
-    stat'ed and hashed only as the decoder asks for more work."""
-    for path, reason in problems:
-        yield Job("fail", FileState(path, None, None), reason=reason)
-    redo = set(pending)
-    for found in files:
-        yield _plan_one(found, sink, found.path in redo)
-    for path in redo - {f.path for f in files}:
-        if os.path.lexists(path):
-            yield _plan_one(Found(path), sink, True)
-
-
-def _caption_keys(captions) -> set[tuple[str, float | None, float | None]]:
-    return {(c.text.strip(), c.start, c.end) for c in captions if c.text.strip()}
-
-
-def _plan_one(found: Found, sink, redo: bool) -> Job:
-    path = found.path
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        return Job("fail", FileState(path, None, None), reason=f"cannot stat file ({e.strerror})")
-    state = FileState(path, st.st_size, st.st_mtime)
-    known = sink.lookup(path)
-    wanted = _caption_keys(found.captions)
-    new_captions = bool(wanted - sink.caption_keys(known[0])) if known and wanted else bool(wanted)
-    fresh = known is not None and known[1] == INDEXED and not redo
-    if fresh and (known[2], known[3]) == (st.st_size, st.st_mtime) and not new_captions:
-        return Job("skip", state)
-    try:
-        state.hash = content_hash(path)
-    except OSError as e:
-        return Job("fail", state, reason=f"cannot read file ({e.strerror or e})")
-    if fresh and known[4] == state.hash and not new_captions:
-        return Job("touch", state)
-    other = sink.find_content(state.hash, committed=True)
-    if other is not None and (known is None or known[0] != other) and not (wanted - sink.caption_keys(other)):
-        return Job("alias", state)
-    return Job("decode", state, captions=list(found.captions))
 
 
 # ---- stages --------------------------------------------------------------------------------------------
@@ -250,7 +166,7 @@ def _frames_in(item) -> int:
 def _encode_batch(batch: list, encoder, settings: EncodeSettings) -> list:
     """Encoded results for the decoded videos of `batch`, with everything else passed through in order."""
     decoded = [it for it in batch if isinstance(it, tuple) and hasattr(it[1], "frames")]
-    results = iter(_encode_isolated(decoded, encoder, settings)) if decoded else iter(())
+    results = iter(encode_isolated(decoded, encoder, settings)) if decoded else iter(())
     by_path = {e.job.state.path: e for e in results}
     out = []
     for it in batch:
@@ -260,145 +176,6 @@ def _encode_batch(batch: list, encoder, settings: EncodeSettings) -> list:
             out.append(Encoded(it[0], error=getattr(it[1], "reason", str(it[1]))))
         else:
             out.append(it)
-    return out
-
-
-def _clip_tags(encoder, features: np.ndarray, frames: np.ndarray, top: int) -> list[tuple[str, float]]:
-    """Concept tags of one clip: per-frame ImageNet label probabilities averaged over its frames, best first.
-
-    Uses the frame features already computed when the frame encoder can label them, so frames are not
-    run through the network a second time; otherwise asks the model (`tags(frames)`).
-    """
-    labels = getattr(getattr(encoder, "frame_encoder", None), "labels_from_features", None)
-    if labels is None:
-        return list(encoder.tags(frames, top=top))
-    per_frame = labels(features, top=top)
-    scores: dict[str, float] = {}
-    for row in per_frame:
-        for name, p in row:
-            scores[name] = scores.get(name, 0.0) + p / len(per_frame)
-    return sorted(scores.items(), key=lambda kv: -kv[1])[:top]
-
-
-def _thumbnail(frames: np.ndarray, size: int) -> bytes:
-    """JPEG of the clip's middle sampled frame, its long side at most `size` pixels."""
-    from PIL import Image
-
-    image = Image.fromarray(np.ascontiguousarray(frames[len(frames) // 2]))
-    image.thumbnail((size, size))
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
-def _attach(captions: list, clips: list) -> list[tuple[object, int | None]]:
-    """Pair each caption with the clip it overlaps most (None for untimed captions of a many-clip video)."""
-    out = []
-    for c in captions:
-        if c.start is None or c.end is None:
-            out.append((c, 0 if len(clips) == 1 else None))
-            continue
-        overlaps = [min(c.end, k.end) - max(c.start, k.start) for k in clips]
-        best = int(np.argmax(overlaps)) if overlaps else -1
-        out.append((c, best if best >= 0 and overlaps[best] > 0 else None))
-    return out
-
-
-@dataclass
-class EncodeSettings:
-    sampling: object  # trainer.media.SamplingConfig
-    batch_size: int = 64  # frames per encode_frames call, clips per embed_clips call
-    top_tags: int = 5
-    thumb_size: int = 320
-    sidecars: bool = True
-
-
-def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
-    """Frame features of several videos, encoded together in batches of `batch` frames."""
-    sizes = [len(v.frames) for v in videos]
-    feats, chunk, held = [], [], 0
-    for v in videos:
-        for i in range(0, len(v.frames), batch):
-            part = v.frames[i:i + batch]
-            chunk.append(part)
-            held += len(part)
-            if held >= batch:
-                feats.append(encoder.encode_frames(np.concatenate(chunk)))
-                chunk, held = [], 0
-    if chunk:
-        feats.append(encoder.encode_frames(np.concatenate(chunk)))
-    allf = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
-    return np.split(allf, np.cumsum(sizes)[:-1])
-
-
-def _embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> np.ndarray:
-    out = [encoder.embed_clips(feature_stacks[i:i + batch], features=True)
-           for i in range(0, len(feature_stacks), batch)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-
-
-def encode_videos(items: list[tuple[Job, object]], encoder, settings: EncodeSettings) -> list[Encoded]:
-    """Embed a batch of decoded videos: frames, clips, tags, thumbnails and captions."""
-    empty = [Encoded(job, error="no frames could be decoded") for job, v in items if len(v.frames) == 0]
-    items = [(job, v) for job, v in items if len(v.frames) > 0]
-    if not items:
-        return empty
-    feats = _encode_frames(encoder, [v for _, v in items], settings.batch_size)
-    per_video = [(job, v, v.clips(settings.sampling), f) for (job, v), f in zip(items, feats)]
-    stacks = [f[np.searchsorted(v.times, c.times)] for _, v, clips, f in per_video for c in clips]
-    vectors = iter(_embed_clips(encoder, stacks, settings.batch_size))
-    stacks = iter(stacks)
-    out = []
-    for job, v, clips, _ in per_video:
-        data = []
-        for c in clips:
-            data.append(ClipData(c.start, c.end, next(vectors), _clip_tags(encoder, next(stacks), c.frames,
-                                                                         settings.top_tags),
-                                 _thumbnail(c.frames, settings.thumb_size)))
-        out.append(Encoded(job, v.info, data))
-    _embed_captions(out, encoder, settings)
-    return out + empty
-
-
-def _sidecar(e: Encoded) -> list:
-    """Captions of the video's .srt/.vtt/.txt sidecar; a bad sidecar is a warning, not a failed video."""
-    from trainer.captions import CaptionError, read_sidecar
-
-    try:
-        return [(c, "sidecar") for c in read_sidecar(e.job.state.path)]
-    except CaptionError as err:
-        e.warnings.append(f"sidecar captions skipped ({err})")
-        return []
-
-
-def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
-    pairs = []
-    for e in encoded:
-        caps = list(e.job.captions)
-        if settings.sidecars:
-            caps += _sidecar(e)
-        caps = [c if isinstance(c, tuple) else (c, "manifest") for c in caps]
-        attached = _attach([c for c, _ in caps], e.clips)
-        pairs += [(e, c, src, at) for (c, src), (_, at) in zip(caps, attached) if c.text.strip()]
-    if not pairs:
-        return
-    texts = [c.text.strip() for _, c, _, _ in pairs]
-    vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size])
-                           for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
-    for (e, c, src, at), text, vec in zip(pairs, texts, vecs):
-        e.captions.append(CaptionData(text, c.start, c.end, vec, at, src))
-
-
-def _encode_isolated(items, encoder, settings) -> list[Encoded]:
-    """Encode a batch; if it fails, encode each video alone so one bad video fails by itself."""
-    try:
-        return encode_videos(items, encoder, settings)
-    except Exception as e:
-        if len(items) == 1:
-            return [Encoded(items[0][0], error=f"encoding failed ({type(e).__name__}: {e})")]
-    out = []
-    for item in items:
-        out += _encode_isolated([item], encoder, settings)
     return out
 
 
