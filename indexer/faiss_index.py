@@ -222,14 +222,14 @@ class VectorIndex:
         """(scores, ids), each (Q, k); missing results have id -1 and score -inf."""
         q = _as_matrix(queries, self.dim)
         k = max(1, int(k))
+        # Searches hold the lock too: a reader's refresh may add to this index in place.
         with self._lock:
             if self.ntotal == 0:
                 return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
             if self._gpu is None:
                 self._gpu = to_gpu(self.index)
-            index = self._gpu
-        _apply_params(index, params or SearchParams())
-        scores, ids = index.search(q, k)
+            _apply_params(self._gpu, params or SearchParams())
+            scores, ids = self._gpu.search(q, k)
         scores[ids < 0] = -np.inf
         return scores, ids
 

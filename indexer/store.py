@@ -73,6 +73,7 @@ class _Kind:
     unremoved: int = 0  # vectors without a row that this index type could not drop (filtered at search)
     lost: list[int] = field(default_factory=list)  # rows whose vector is nowhere
     changed: bool = False  # the loaded FAISS file did not match SQLite (or was missing)
+    max_id: int = 0  # highest row id the index has caught up with (ids only grow: AUTOINCREMENT)
 
 
 def vector_bytes(v: np.ndarray) -> bytes:
@@ -149,14 +150,20 @@ class Store:
         if config.format_version > FORMAT_VERSION:
             raise StoreError(f"{self.dir}: store format {config.format_version} is newer than this "
                              f"vidsearch understands ({FORMAT_VERSION})")
-        state = self._disk_state()
-        loaded = {name: self._reconcile(kind, config) for name, kind in self._kinds.items()}
+        old, state = self._state, self._disk_state()
+        loaded = {}
+        for i, (name, kind) in enumerate(self._kinds.items()):
+            if old is not None and kind.index is not None and old[i + 1] == state[i + 1]:
+                self._catch_up(kind)  # same FAISS file as loaded: only apply the commits since
+            else:
+                loaded[name] = self._reconcile(kind, config)
         with self._lock:
             self.config = config
             self._meta = meta
-            for name, (index, unremoved, lost, changed) in loaded.items():
+            for name, (index, unremoved, lost, changed, max_id) in loaded.items():
                 kind = self._kinds[name]
                 kind.index, kind.unremoved, kind.lost, kind.changed = index, unremoved, lost, changed
+                kind.max_id = max_id
             self._state = state
 
     def _disk_state(self) -> tuple:
@@ -181,10 +188,11 @@ class Store:
                 return None
         return None
 
-    def _reconcile(self, kind: _Kind, config: StoreConfig) -> tuple[VectorIndex, int, list[int], bool]:
+    def _reconcile(self, kind: _Kind, config: StoreConfig) -> tuple[VectorIndex, int, list[int], bool, int]:
         """Load kind's FAISS file and bring it in line with SQLite.
 
-        Returns (index, vectors it could not drop, ids of rows with no vector anywhere, whether it changed).
+        Returns (index, vectors it could not drop, ids of rows with no vector anywhere, whether it changed,
+        highest row id).
         """
         index = self._read_index(kind, config)
         changed = index is None
@@ -197,7 +205,32 @@ class Store:
         missing = np.setdiff1d(row_ids, have, assume_unique=True)
         unremoved = len(extra) - index.remove(extra) if len(extra) else 0
         lost = self._add_from_blobs(kind, index, missing)
-        return index, unremoved, lost, changed or len(extra) > 0 or len(missing) > len(lost)
+        max_id = int(row_ids.max()) if len(row_ids) else 0
+        return index, unremoved, lost, changed or len(extra) > 0 or len(missing) > len(lost), max_id
+
+    def _catch_up(self, kind: _Kind) -> None:
+        """Bring an already loaded index up to date in place: add rows newer than `max_id` from their
+        blobs; only if rows were also deleted (the counts disagree) compare all ids."""
+        model = kind.model
+        while True:
+            with self.Session() as s:
+                rows = s.execute(select(model.id, model.vector).where(model.id > kind.max_id)
+                                 .order_by(model.id).limit(_CHUNK)).all()
+            if not rows:
+                break
+            good = [(i, v) for i, v in rows if v is not None]
+            kind.lost += [i for i, v in rows if v is None]
+            if good:
+                kind.index.add([i for i, _ in good], np.stack([bytes_vector(v) for _, v in good]))
+            kind.max_id = rows[-1][0]
+        with self.Session() as s:
+            count = s.scalar(select(func.count()).select_from(model))
+        if count != kind.index.ntotal - kind.unremoved + len(kind.lost):
+            with self.Session() as s:
+                row_ids = np.fromiter(s.scalars(select(model.id)), dtype=np.int64)
+            extra = np.setdiff1d(kind.index.ids(), row_ids, assume_unique=True)
+            if len(extra):
+                kind.unremoved += len(extra) - kind.index.remove(extra)
 
     def _add_from_blobs(self, kind: _Kind, index: VectorIndex, ids: np.ndarray) -> list[int]:
         """Add rows' stored vectors to `index`; returns the ids that have no stored vector."""

@@ -274,3 +274,34 @@ def test_auto_switches_to_ivf_past_threshold(tmp_path):
         assert store.meta["clip_index"] == "IVF4,Flat" and store.meta["caption_index"] == "Flat"
         _, ids = store.search_clips(model.embed_text(["blue"]), 5)
         assert all(r.tags[0][0] == "blue" for r in store.clips(ids[0]))
+
+
+def test_refresh_catches_up_in_place_when_the_faiss_file_is_unchanged(tmp_path, monkeypatch):
+    from indexer.writer import ClipData, FileState
+    from tests.fixtures.store import fake_decode
+
+    store_dir, lib, model, _ = build(tmp_path, colours=("red", "green"))
+    reader = Store.open(store_dir)
+    index = reader._kinds["clips"].index
+    # A large store's writer leaves the FAISS files alone between its periodic flushes.
+    monkeypatch.setattr(StoreWriter, "small_index", 0)
+    monkeypatch.setattr(StoreWriter, "flush_seconds", 3600.0)
+    writer = StoreWriter.open(store_dir)
+    stat = (store_dir / "clips.faiss").stat().st_mtime_ns
+    video = fake_decode(str(write_fake_video(lib / "blue.mp4", "blue", 4.0)), model.sampling)
+    clips = [ClipData(c.start, c.end, model.embed_clips([c.frames])[0], model.tags(c.frames))
+             for c in video.clips(model.sampling)]
+    writer.add_video(FileState(str(lib / "blue.mp4"), 1, 1.0, "h-blue"), video.info, clips, [])
+    writer.detach(str(lib / "red_0.mp4"))
+    writer.commit()
+    try:
+        assert (store_dir / "clips.faiss").stat().st_mtime_ns == stat
+        assert reader.refresh() is True
+        rows = {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
+        assert reader._kinds["clips"].index is index  # caught up in place, not reloaded
+        assert set(index.ids().tolist()) == rows and len(rows) == 5
+        _, ids = reader.search_clips(model.embed_text(["blue"]), 2)
+        assert [r.video_path for r in reader.clips(ids[0])] == [str(lib / "blue.mp4")] * 2
+    finally:
+        writer.close()
+    assert reader.refresh() is True and set(reader._kinds["clips"].index.ids().tolist()) == rows
