@@ -33,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
     if sum(chosen) != 1:
         print("vidsearch search: give exactly one of QUERY text, --video FILE or --similar CLIP_ID", file=sys.stderr)
         return 2
-    from search import Engine, QueryError, UnknownId
+    from indexer import StoreError
+    from search import QueryError, UnknownId
     from trainer.media import MediaError
     try:
         engine = _open(args)
         hits = _query(engine, args)
-    except (QueryError, UnknownId, MediaError, FileNotFoundError) as e:
+    except (QueryError, UnknownId, MediaError, StoreError, OSError, ValueError) as e:
         print(f"vidsearch search: {e}", file=sys.stderr)
         return 2
     if args.json:

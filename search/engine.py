@@ -70,6 +70,7 @@ class Engine:
             store = Store.open(store, readonly=True)
         self.store = store
         self.model = model if model is not None else _load_recorded_model(store)
+        check_model_matches(store, self.model)
         self.config = config or EngineConfig()
         self._lock = _ReadWriteLock()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -322,6 +323,21 @@ def _load_recorded_model(store):
     if not path:
         raise ValueError("the store records no model path; pass a model explicitly")
     return trainer.load(path)
+
+
+def check_model_matches(store, model) -> None:
+    """Refuse a model whose vectors cannot be compared with the store's: another dimension or another model."""
+    config = getattr(store, "config", None)
+    dim = getattr(config, "dim", 0)
+    if dim and getattr(model, "dim", dim) != dim:
+        raise ValueError(f"the model makes {model.dim}-d vectors but the store {getattr(store, 'dir', '')} holds "
+                         f"{dim}-d ones; search it with the model it was indexed with")
+    recorded = getattr(config, "model_hash", "")
+    actual = (getattr(model, "identity", None) or {}).get("hash", "")
+    if recorded and actual and recorded != actual:
+        raise ValueError(f"model {model.identity.get('path', '')} is not the one the store "
+                         f"{getattr(store, 'dir', '')} was indexed with ({getattr(config, 'model_path', '')}); "
+                         f"search with that model or re-index with `vidsearch index --reindex`")
 
 
 def recorded_model_path(store) -> str | None:

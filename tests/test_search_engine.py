@@ -254,3 +254,19 @@ def test_concurrent_queries_during_refreshes(store):
         t.join(10)
     assert not errors
     assert engine.counts()["clips"] == 36
+
+
+def test_engine_refuses_a_model_the_store_was_not_built_with(store):
+    from types import SimpleNamespace
+    model = VectorModel({})
+    model.dim = DIM
+    store.config = SimpleNamespace(dim=DIM, model_hash="aaa", model_path="/models/a")
+    model.identity = {"hash": "bbb", "path": "/models/b"}
+    with pytest.raises(ValueError, match="re-index"):
+        Engine(store, model=model)
+    model.identity = {"hash": "aaa", "path": "/models/a-moved"}
+    model.dim = DIM * 2
+    with pytest.raises(ValueError, match="16-d vectors"):
+        Engine(store, model=model)
+    model.dim = DIM
+    assert Engine(store, model=model).model is model

@@ -101,6 +101,8 @@ def test_search_cli_table_video_and_errors(tiny_store_dir, first_video, capsys):
     assert main(["search", "--store", str(tiny_store_dir), "x", "-k", "0"]) == 2
     assert "k must be" in capsys.readouterr().err
     assert main(["search", "--store", str(tiny_store_dir)]) == 2
+    assert main(["search", "--store", str(tiny_store_dir.parent / "nothing"), "x"]) == 2
+    assert "no store here" in capsys.readouterr().err
     assert main(["search", "--store", str(tiny_store_dir), "--video", "/no/such.mp4"]) == 2
     assert "/no/such.mp4" in capsys.readouterr().err
 

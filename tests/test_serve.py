@@ -29,6 +29,8 @@ def test_serve_rejects_bad_arguments(tmp_path, capsys):
     assert "store directory not found" in capsys.readouterr().err
     assert main(["serve", "--store", str(tmp_path), "--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
+    assert main(["serve", "--store", str(tmp_path)]) == 2          # a directory that holds no store
+    assert "no store here" in capsys.readouterr().err
 
 
 class Server:

@@ -30,9 +30,15 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.store).is_dir():
         print(f"vidsearch serve: store directory not found: {args.store}", file=sys.stderr)
         return 2
+    from indexer import StoreError
+
     from . import create_app
-    app = create_app(args.store, model_dir=args.model,
-                     config={"MAX_UPLOAD_BYTES": int(args.max_upload_mb * 1024 * 1024)})
+    try:
+        app = create_app(args.store, model_dir=args.model,
+                         config={"MAX_UPLOAD_BYTES": int(args.max_upload_mb * 1024 * 1024)})
+    except (StoreError, OSError, ValueError) as e:
+        print(f"vidsearch serve: {e}", file=sys.stderr)
+        return 2
     serve(app, host=args.host, port=args.port, threads=args.threads)
     return 0
 
