@@ -112,13 +112,16 @@ def to_gpu(index):
 
 
 def _apply_params(index, params: SearchParams) -> None:
-    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    """Set nprobe (IVF) or efSearch (HNSW) on the base index under the id map, CPU or GPU."""
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     try:
         ivf = faiss.extract_index_ivf(inner)
-    except Exception:  # not an IVF index
-        ivf = None
+    except Exception:  # not a CPU IVF index; a GPU IVF index carries nprobe itself
+        ivf = inner if hasattr(inner, "nprobe") else None
     if ivf is not None:
-        ivf.nprobe = min(ivf.nlist, params.nprobe or max(16, ivf.nlist // 16))
+        nlist = int(getattr(ivf, "nlist", 0) or 0)
+        want = params.nprobe or max(16, nlist // 16)
+        ivf.nprobe = min(nlist, want) if nlist else want
     if hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = params.ef_search
 

@@ -305,3 +305,17 @@ def test_refresh_catches_up_in_place_when_the_faiss_file_is_unchanged(tmp_path, 
     finally:
         writer.close()
     assert reader.refresh() is True and set(reader._kinds["clips"].index.ids().tolist()) == rows
+
+
+def test_hnsw_store_rebuilds_after_removals(tmp_path):
+    model = FakeModel(dim=8)
+    store_dir, lib, _, _ = build(tmp_path, colours=("red", "green", "blue"), model=model, index_type="HNSW16")
+    with Store.open(store_dir) as store:
+        assert store.meta["clip_index"] == "HNSW16"
+    remove_paths([lib / "green_1.mp4"], store_dir)  # HNSW cannot remove ids: the writer rebuilds it
+    rows = {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
+    assert faiss_ids(store_dir / "clips.faiss") == rows and len(rows) == 6
+    with Store.open(store_dir) as store:
+        assert store.meta["clip_index"] == "HNSW16"
+        _, ids = store.search_clips(model.embed_text(["green"]), 6)
+        assert set(ids[0].tolist()) == rows
