@@ -361,6 +361,7 @@ class _ReadWriteLock:
 
     @contextmanager
     def reading(self):
+        """Hold a shared read lock for the block."""
         with self._cond:
             while self._writing or self._waiting_writers:
                 self._cond.wait()
@@ -375,6 +376,7 @@ class _ReadWriteLock:
 
     @contextmanager
     def writing(self):
+        """Hold the exclusive lock for the block, once current readers are done."""
         with self._cond:
             self._waiting_writers += 1
             while self._writing or self._readers:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
-
 DEFAULTS = {
     "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,   # largest query video accepted by POST /api/search/video
     "UPLOAD_DIR": None,                      # where uploads are spooled while searched; None = system temp dir
@@ -14,12 +12,15 @@ DEFAULTS = {
 }
 
 
-def create_app(store_dir, model_dir=None, config: dict | None = None, engine=None) -> Flask:
+def create_app(store_dir, model_dir=None, config: dict | None = None, engine=None):
     """Build the app over the store at `store_dir`; loads the search engine once, never starts a server.
 
     `model_dir` overrides the model the store was indexed with. `config` overrides `DEFAULTS` and Flask settings.
     An already-built `engine` may be passed to share it between apps (tests do).
     """
+    # Imported here, not at module level, so that `vidsearch --help` (webui.cli) stays instant.
+    from flask import Flask
+
     from search import Engine, EngineConfig
 
     app = Flask(__name__)

@@ -176,7 +176,7 @@ def health():
     eng = engine()
     counts = eng.counts()
     identity = getattr(eng.model, "identity", None) or {}
-    model = identity.get("name") or identity.get("path") or recorded_model_path(eng.store) or ""
+    model = identity.get("path") or recorded_model_path(eng.store) or identity.get("name") or ""
     return jsonify(status="ok", videos=int(counts.get("videos", 0)), clips=int(counts.get("clips", 0)),
                    model=str(model), index=index_name(eng.store))
 

@@ -62,6 +62,7 @@ SCHEMAS = {
 
 
 def _paths() -> dict:
+    """Path item objects for every JSON and media endpoint."""
     clip_id = _param("clip_id", "path", {"type": "integer"}, "Clip id")
     video_id = _param("video_id", "path", {"type": "integer"}, "Video id")
     return {
