@@ -128,7 +128,10 @@ class Engine:
             if not records:
                 raise UnknownId(f"unknown clip id {clip_id}")
             own_video = records[0].video_id if group == "video" else None
-            vector = np.asarray(self.store.clip_vector(clip_id), dtype=np.float32).reshape(1, -1)
+            try:
+                vector = np.asarray(self.store.clip_vector(clip_id), dtype=np.float32).reshape(1, -1)
+            except KeyError:   # removed since the lookup above, or its vector was lost and awaits re-indexing
+                raise UnknownId(f"clip {clip_id} has no stored vector") from None
             source = self._vector_source(vector, exclude=clip_id)
             hits = self._collect(source, offset + k, group, prefix, skip_video=own_video)
         return _shape(hits, group, offset, k)
@@ -179,6 +182,12 @@ class Engine:
         if record is None:
             raise UnknownId(f"unknown video id {video_id}")
         return record
+
+    def video_clips(self, video_id: int) -> list[int]:
+        """Clip ids of a video in time order."""
+        video_id = _check_id(video_id, "video")
+        with self._reading():
+            return list(self.store.video_clips(video_id))
 
     def counts(self) -> dict:
         """{"videos", "clips", "failed"} as the store counts them now."""

@@ -81,6 +81,8 @@ def test_watch_page_player_starts_at_the_clip(client):
 def test_library_page_lists_status(client):
     html = client.get("/library").get_data(as_text=True)
     assert "Library" in html and "indexed" in html and html.count('<tr class="status-') >= 1
+    first = re.search(r'<a class="file" title="([^"]+)" href="/watch/(\d+)"', html)
+    assert first and client.get(f"/watch/{first.group(2)}").status_code == 200
 
 
 def test_html_errors(client):

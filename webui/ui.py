@@ -91,6 +91,10 @@ def library_page():
     page = int_param(request.args, "page", 1, 1, 100_000)
     eng = engine()
     videos = [record_json(v) for v in eng.videos(offset=(page - 1) * size, limit=size + 1)]
+    for v in videos[:size]:
+        # Indexed videos link to the watch page of their first clip.
+        clips = eng.video_clips(v["id"]) if v.get("status") == "indexed" and v.get("clips") else []
+        v["first_clip"] = clips[0] if clips else None
     return render_template("library.html", videos=videos[:size], page=page, more=len(videos) > size,
                            counts=eng.counts())
 
