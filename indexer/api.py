@@ -89,8 +89,9 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
 
 
 def _close_after_error(writer: StoreWriter) -> None:
-    """Keep what was written before an error (Ctrl-C, a stage failure); drop it if committing fails too."""
+    """After an error (Ctrl-C, a stage failure): drop the unfinished batch, keep and save what was committed."""
     try:
+        writer.rollback()
         writer.close()
     except Exception:
         writer.abort()

@@ -74,19 +74,21 @@ class EncodeSettings:
 
 
 def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
-    """Frame features of several videos, encoded together in batches of `batch` frames."""
+    """Frame features of several videos, encoded together in calls of exactly `batch` frames (the last
+    call may hold fewer), so short videos share a call and long ones are split."""
     sizes = [len(v.frames) for v in videos]
-    feats, chunk, held = [], [], 0
+    feats, pending, held = [], [], 0
     for v in videos:
-        for i in range(0, len(v.frames), batch):
-            part = v.frames[i:i + batch]
-            chunk.append(part)
-            held += len(part)
-            if held >= batch:
-                feats.append(encoder.encode_frames(np.concatenate(chunk)))
-                chunk, held = [], 0
-    if chunk:
-        feats.append(encoder.encode_frames(np.concatenate(chunk)))
+        start = 0
+        while start < len(v.frames):
+            take = min(batch - held, len(v.frames) - start)
+            pending.append(v.frames[start:start + take])
+            held, start = held + take, start + take
+            if held == batch:
+                feats.append(encoder.encode_frames(np.concatenate(pending)))
+                pending, held = [], 0
+    if pending:
+        feats.append(encoder.encode_frames(np.concatenate(pending)))
     allf = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
     return np.split(allf, np.cumsum(sizes)[:-1])
 

@@ -188,14 +188,17 @@ class _WriteStage:
         self.sink, self.report, self.bar = sink, report, bar
         self.commit_every, self.commit_seconds = commit_every, commit_seconds
         self.uncommitted = 0
+        self.busy = False
         self.last_commit = time.monotonic()
         self.started = time.monotonic()
 
     def handle(self, item) -> None:
+        self.busy = True  # an error now leaves this item half-written: the batch must be rolled back
         if isinstance(item, Encoded):
             self._encoded(item)
         else:
             self._job(item)
+        self.busy = False
         if not (isinstance(item, Job) and item.kind == "skip"):  # a skip writes nothing
             self.uncommitted += 1
         if self.uncommitted and (self.uncommitted >= self.commit_every
@@ -274,8 +277,9 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
                  report: IndexReport | None = None, total: int | None = None, progress: bool = False,
                  commit_every: int = 32, commit_seconds: float = 5.0, queue_size: int = 4) -> IndexReport:
     """Run jobs through reader -> encoder -> sink; returns the report. The sink's transaction is committed
-    every `commit_every` files or `commit_seconds`, and at the end. Errors in any stage stop the run and are
-    raised here after the committed work is kept."""
+    every `commit_every` files or `commit_seconds`, and at the end. An error in any stage (or Ctrl-C) stops
+    the run and is raised here; files finished before it are committed first unless the error struck while
+    one was being written, in which case the caller must roll the open batch back."""
     from tqdm import tqdm
 
     report = report or IndexReport()
@@ -295,6 +299,10 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
         while (item := flow.get(encoded_q)) is not _DONE:
             writer.handle(item)
         writer.commit()
+    except BaseException:
+        if not writer.busy:  # stopped between files (Ctrl-C while encoding): keep the finished ones
+            writer.commit()
+        raise
     finally:
         flow.stop.set()
         for t in threads:

@@ -133,9 +133,7 @@ class StoreWriter(Store):
 
     def __init__(self, store_dir, lock_fd: int):
         self._lock_fd = lock_fd
-        self._tx_add = {"clips": [], "captions": []}
-        self._tx_remove = {"clips": [], "captions": []}
-        self._tx_thumbs: list[Path] = []
+        self._clear_tx()
         self._dirty = False
         self._touched = False  # the open transaction has changes
         self._last_flush = time.monotonic()
@@ -245,7 +243,7 @@ class StoreWriter(Store):
     def abort(self) -> None:
         """Drop the open transaction and release the store without writing anything more."""
         if getattr(self, "session", None) is not None:
-            self._rollback()
+            self.rollback()
             self.session.close()
             self.session = None
         super().close()
@@ -415,6 +413,7 @@ class StoreWriter(Store):
         tmp = self.dir / f"{rel}.tmp"
         tmp.write_bytes(jpeg)
         os.replace(tmp, self.dir / rel)
+        self._tx_new_thumbs.append(self.dir / rel)
         return rel
 
     def _add_fts(self, rows: list[Clip], captions: list[CaptionData]) -> None:
@@ -462,10 +461,15 @@ class StoreWriter(Store):
     def _clear_tx(self) -> None:
         self._tx_add = {"clips": [], "captions": []}
         self._tx_remove = {"clips": [], "captions": []}
-        self._tx_thumbs = []
+        self._tx_thumbs = []  # thumbnails of deleted clips, removed once the deletion commits
+        self._tx_new_thumbs = []  # thumbnails written by this transaction, removed if it rolls back
 
-    def _rollback(self) -> None:
+    def rollback(self) -> None:
+        """Drop the open transaction's changes, and the thumbnails it wrote."""
         self.session.rollback()
+        for p in self._tx_new_thumbs:
+            p.unlink(missing_ok=True)
+        self._touched = False
         self._clear_tx()
 
     def flush(self, force: bool = False) -> None:

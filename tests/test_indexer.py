@@ -63,10 +63,21 @@ def test_pipeline_batches_frames_across_videos_and_isolates_failures(tmp_path):
     with Store.open(tmp_path / "store") as store:
         failed_rows = store.videos(status="failed")
         assert {(v.path, v.error) for v in failed_rows} == set(report.failed)
-    # 4 frames per video: with room for 64 frames per batch, videos share encoder calls.
-    model2 = FakeModel()
-    run(lib, tmp_path / "store2", model2, batch_size=64)
-    assert model2.frame_calls < 6
+
+
+
+def test_encoder_batches_frames_across_videos(tmp_path):
+    from indexer.encode import EncodeSettings, encode_videos
+    from tests.fixtures.store import fake_decode
+
+    model = FakeModel()
+    items = [(Job("decode", FileState(str(p), 1, 1.0, "h")), fake_decode(str(p), model.sampling))
+             for p in (write_fake_video(tmp_path / f"{i}.mp4", "red", 3.0) for i in range(5))]
+    out = encode_videos(items, model, EncodeSettings(model.sampling, batch_size=64))
+    assert model.frame_calls == 1  # 5 videos x 6 frames in one encoder call
+    assert [len(e.clips) for e in out] == [2] * 5 and all(e.clips[0].thumbnail for e in out)
+    out = encode_videos(items, model, EncodeSettings(model.sampling, batch_size=4))
+    assert model.frame_calls == 1 + 8  # 30 frames in batches of at most 4
 
 
 def test_run_pipeline_with_fake_sink(tmp_path):
@@ -207,3 +218,33 @@ def test_bad_arguments(tmp_path):
 
     with pytest.raises(StoreError, match="needs a model"):
         index_paths([tmp_path], tmp_path / "store2")
+
+
+def test_error_mid_run_keeps_finished_files_and_drops_the_half_written_one(tmp_path):
+    """A failure while a video is being written rolls back its batch; files committed before stay."""
+    lib, store = tmp_path / "lib", tmp_path / "store"
+    lib.mkdir()
+    for i in range(4):
+        write_fake_video(lib / f"v{i}.mp4", "red", 2.0)
+    from indexer.writer import StoreWriter
+
+    calls = []
+    original = StoreWriter.add_video
+
+    def failing(self, state, info, clips, captions):
+        calls.append(state.path)
+        if len(calls) == 3:
+            original(self, state, info, clips, captions)
+            raise KeyboardInterrupt  # after its rows were written, before the batch committed
+        return original(self, state, info, clips, captions)
+
+    StoreWriter.add_video = failing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(lib, store, commit_every=2)
+    finally:
+        StoreWriter.add_video = original
+    with Store.open(store) as s:
+        assert [v.path for v in s.videos()] == [str(lib / "v0.mp4"), str(lib / "v1.mp4")]
+        assert len(list((store / "thumbs").iterdir())) == s.counts()["clips"] == 2
+    assert len(run(lib, store).indexed) == 2
