@@ -111,6 +111,7 @@ class Store:
         db = self.dir / DB_FILE
         if not db.is_file():
             raise StoreError(f"{self.dir}: no store here (missing {DB_FILE}); create one with `vidsearch index`")
+        self._db_ino = db.stat().st_ino
         self.engine = make_engine(str(db), readonly=readonly)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.RLock()
@@ -246,8 +247,22 @@ class Store:
         return lost
 
     def refresh(self) -> bool:
-        """Reload if the writer committed or replaced a FAISS file since the last load; True if it did."""
-        if self._disk_state() == self._state:
+        """Reload if the writer committed or replaced a FAISS file since the last load; True if it did.
+
+        A store rebuilt under the reader (`--reindex` makes a new database file) is reopened from scratch.
+        """
+        db = self.dir / DB_FILE
+        try:
+            ino = db.stat().st_ino
+        except FileNotFoundError:  # being rebuilt right now: keep serving what was loaded
+            return False
+        if ino != self._db_ino:
+            old = self.engine
+            self.engine = make_engine(str(db), readonly=self.readonly)
+            self.Session = sessionmaker(self.engine, expire_on_commit=False)
+            self._db_ino, self._state = ino, None  # no state: everything is loaded afresh
+            old.dispose()
+        elif self._disk_state() == self._state:
             return False
         self._load()
         return True

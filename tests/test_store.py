@@ -150,8 +150,11 @@ def test_other_model_is_refused_and_reindex_rebuilds(tmp_path):
         index_paths([lib], store_dir, other, reader=fake_reader(other.sampling))
     with pytest.raises(StoreError, match="fps"):
         index_paths([lib], store_dir, model, reader=fake_reader(model.sampling), fps=5.0)
+    reader = Store.open(store_dir)
     report = index_paths([lib], store_dir, other, reader=fake_reader(other.sampling), reindex=True)
     assert len(report.indexed) == 4
+    assert reader.refresh() is True and reader.config.model_hash == other.identity["hash"]  # reopened
+    assert reader.counts()["clips"] == 12
     with Store.open(store_dir) as store:
         assert store.config.model_hash == other.identity["hash"]
         assert store.counts()["clips"] == 12 and min(store.video_clips(1)) >= 1
