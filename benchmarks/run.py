@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 import tempfile
@@ -37,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run_one(name: str, quick: bool, workdir: str) -> Section:
     """Run one benchmark module; a failure becomes a 'not measured' section naming the error, not a crash."""
     start = time.perf_counter()
+    load_before = os.getloadavg()[0]
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     try:
         module = importlib.import_module(f"benchmarks.{name}")
@@ -45,6 +47,11 @@ def run_one(name: str, quick: bool, workdir: str) -> Section:
         traceback.print_exc()
         section = Section(name, TITLES[name], skipped=f"the benchmark failed: {type(exc).__name__}: {exc}")
     section.data["seconds"] = time.perf_counter() - start
+    section.data["load"] = (load_before, os.getloadavg()[0])
+    if not section.skipped:
+        section.findings.append(f"_Section took {section.data['seconds']:.0f} s; 1-minute load average "
+                                f"{load_before:.1f} at its start and {section.data['load'][1]:.1f} at its end "
+                                f"({os.cpu_count()} cores; anything above that is other work competing for them)._")
     print(f"[bench] {name} done in {section.data['seconds']:.0f} s", file=sys.stderr, flush=True)
     return section
 

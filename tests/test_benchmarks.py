@@ -1,0 +1,60 @@
+"""Smoke test of the benchmark harness: tiny sizes, real measurements, report has its sections and numbers."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from benchmarks import common, decode, run, search_scale
+
+
+def test_percentile_and_median_match_numpy():
+    values = [5.0, 1.0, 3.0, 9.0, 7.0, 2.0]
+    assert common.median(values) == pytest.approx(np.median(values))
+    for q in (0, 50, 90, 99, 100):
+        assert common.percentile(values, q) == pytest.approx(np.percentile(values, q))
+    assert common.ratio(3.0, 2.0) == "1.50x"
+
+
+def test_mixture_is_normalised_and_clustered():
+    data = search_scale.mixture(3000, seed=0)
+    assert data.shape == (3000, search_scale.DIM) and data.dtype == np.float32
+    assert np.allclose(np.linalg.norm(data, axis=1), 1.0, atol=1e-4)
+    sims = data[:200] @ data.T
+    np.fill_diagonal(sims[:, :200], -1)
+    # Clustered: each vector has near neighbours, far above the similarity of random directions (~0).
+    assert np.median(sims.max(axis=1)) > 0.5
+    assert abs(float(np.median(sims))) < 0.2
+
+
+def test_recommend_prefers_exact_then_fastest_removable():
+    base = {"n": 10, "removable": True, "recall": 0.99}
+    rows = [dict(base, factory="Flat", param=None, p50_ms=30.0),
+            dict(base, factory="IVF", param="nprobe", p50_ms=8.0),
+            dict(base, factory="HNSW32", param="efSearch", p50_ms=5.0, removable=False)]
+    assert search_scale.recommend(rows)["factory"] == "IVF"
+    rows[0]["p50_ms"] = 15.0
+    assert search_scale.recommend(rows)["factory"] == "Flat"
+
+
+def test_quick_harness_writes_report(tmp_path, monkeypatch):
+    """The harness end to end on tiny inputs: one real clip, one generated clip, 2,000 vectors."""
+    monkeypatch.setattr(search_scale, "QUICK_SIZES", (2000,))
+    monkeypatch.setattr(decode, "QUICK", {"real": ["carphone_pristine.mp4"], "codecs": ["H.264"], "seconds": 1})
+    out = tmp_path / "BENCH.md"
+    assert run.main(["--quick", "--only", "decode,search_scale", "--out", str(out),
+                     "--workdir", str(tmp_path / "work")]) == 0
+    text = out.read_text()
+    assert "# vidsearch benchmarks" in text and "CPU cores" in text and "Date:" in text
+    assert "## Decode" in text and "## Search at scale" in text
+    assert "## Indexing" not in text          # --only keeps the others out
+    decode_rows = [line for line in text.splitlines() if line.startswith("| real") or line.startswith("| generated")]
+    assert len(decode_rows) == 2
+    for line in decode_rows:
+        assert re.search(r"\d+\.\d+x \| \d+\.\d+x", line), line     # both ratios present and numeric
+    for factory in ("`Flat`", "`IVF128,Flat`", "`IVF128,SQ8`", "`HNSW32`"):
+        assert factory in text
+    assert "Recommended at 2,000 vectors" in text or "no removable index type" in text
+    recalls = [float(m) for m in re.findall(r"\| (\d\.\d{3}) \|", text)]
+    assert recalls and recalls[0] == 1.0 and all(0.0 <= r <= 1.0 for r in recalls)
