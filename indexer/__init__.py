@@ -1,4 +1,15 @@
-"""indexer: build and read a video store (SQLite + FAISS); the names below are its front door."""
+"""indexer: build and read a video store (SQLite + FAISS); the names below are its front door.
+
+A store is one directory:
+    store.db          SQLite, WAL, foreign keys on: videos, video_paths, clips, captions, meta, clip_text (FTS5)
+    clips.faiss       IndexIDMap2 of clip embeddings; FAISS id == clips.id
+    captions.faiss    IndexIDMap2 of caption embeddings; FAISS id == captions.id
+    thumbs/<id>.jpg   one JPEG per clip (its middle sampled frame)
+    store.json        StoreConfig: model path + hash + dim, sampling, index type and search settings
+    .lock             held by the one process writing (flock)
+Vectors are also kept as float32 blobs in clips.vector / captions.vector, the source the FAISS files are
+repaired or rebuilt from.
+"""
 from __future__ import annotations
 
 import importlib
