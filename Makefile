@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo
 PORT ?= 8000
 
-.PHONY: install test test-fast demo bench bench-quick browser clean
+.PHONY: install test test-fast demo bench bench-quick browser bench-tools clean
 
 install: $(STAMP)
 
@@ -20,11 +20,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q -e ".[test,bench]"
 	touch $(STAMP)
 
-# Debian's chromium for the browser test; never a downloaded browser build.
+# Debian packages, installed only when their command is missing: chromium for the browser test (never a
+# downloaded browser build), ffmpeg and wrk for the benchmarks' references.
+apt-install = @command -v $(1) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  else echo "$(1) is missing: run 'sudo apt-get install $(2)'"; fi; }
+
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing: run 'sudo apt-get install chromium'"; fi; }
+	$(call apt-install,chromium,chromium)
+
+bench-tools:
+	$(call apt-install,ffmpeg,ffmpeg)
+	$(call apt-install,wrk,wrk)
 
 test: install browser
 	$(PY) -m pytest -q -ra
@@ -35,10 +42,10 @@ test-fast: install
 demo: install
 	$(VENV)/bin/vidsearch demo --dir $(DEMO_DIR) --port $(PORT)
 
-bench: install
+bench: install bench-tools
 	$(PY) -m benchmarks.run --out BENCHMARKS.md
 
-bench-quick: install
+bench-quick: install bench-tools
 	$(PY) -m benchmarks.run --quick --out bench-out/BENCHMARKS-quick.md
 
 clean:
