@@ -102,9 +102,10 @@ class Engine:
             if rerank:
                 depth = max(depth, self.config.rerank_top)
             hits = self._collect(source, depth, group, prefix)
-            if rerank:
-                head = self._features.rerank(q, hits[: self.config.rerank_top])
-                hits = head + hits[self.config.rerank_top:]
+        if rerank:
+            # Outside the store lock: decoding candidates can take a while and must not hold up a refresh.
+            head = self._features.rerank(q, hits[: self.config.rerank_top])
+            hits = head + hits[self.config.rerank_top:]
         return _shape(hits, group, offset, k)
 
     def video(self, path, k: int = 10, offset: int = 0, group: str = "clip", prefix: str | None = None) -> list[Hit]:
