@@ -138,3 +138,15 @@ def test_engine_sees_newly_indexed_videos_without_restart(store_copy, engine, tm
     failed = next(v for v in live.videos(limit=100) if v.status == "failed")
     from markupsafe import escape
     assert str(escape(failed.error)) in page
+
+
+def test_rerank_puts_clips_of_unreadable_videos_last(engine, tmp_path):
+    from dataclasses import replace
+
+    from search.rerank import FeatureCache
+    good = engine.text("a red circle", k=2, mode="dense")
+    gone = replace(good[0], clip_id=-5, video_path=str(tmp_path / "moved-away.mp4"), score=9.0)
+    cache = FeatureCache(engine.model, engine.sampling)
+    reranked = cache.rerank("a red circle", [gone, *good])
+    assert [h.clip_id for h in reranked][-1] == -5 and reranked[-1].score == 0.0
+    assert all(0.0 <= h.score <= 1.0 for h in reranked)
