@@ -218,9 +218,6 @@ class VectorIndex:
                 self.stale = True
                 return 0
 
-    def reconstruct(self, clip_id: int) -> np.ndarray:
-        return self.index.reconstruct(int(clip_id))
-
     def search(self, queries, k: int, params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (Q, k); missing results have id -1 and score -inf."""
         q = _as_matrix(queries, self.dim)
