@@ -35,6 +35,7 @@ class Section:
     title: str
     notes: list[str] = field(default_factory=list)       # paragraphs printed before the tables
     tables: list[tuple[str, Table]] = field(default_factory=list)   # (caption, table)
+    table_notes: dict[str, str] = field(default_factory=dict)       # caption -> paragraph printed under it
     findings: list[str] = field(default_factory=list)    # conclusions printed after the tables
     data: dict = field(default_factory=dict)             # raw numbers, for tests and other tools
     skipped: str | None = None                           # "not measured: <reason>" when nothing was measured
@@ -49,6 +50,8 @@ class Section:
         for caption, table in self.tables:
             if caption:
                 out += [f"**{caption}**", ""]
+            if caption in self.table_notes:
+                out += [self.table_notes[caption], ""]
             out += [table.markdown(), ""]
         for finding in self.findings:
             out += [finding, ""]

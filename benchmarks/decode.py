@@ -59,7 +59,8 @@ def ffprobe(path: str) -> tuple[int, int, float, int]:
         capture_output=True, text=True, check=True).stdout
     info = json.loads(out)
     stream = info["streams"][0]
-    return int(stream["width"]), int(stream["height"]), float(info["format"]["duration"]), int(stream["nb_read_packets"])
+    width, height, frames = int(stream["width"]), int(stream["height"]), int(stream["nb_read_packets"])
+    return width, height, float(info["format"]["duration"]), frames
 
 
 def encode(src_args: list[str], codec: str, out: Path) -> None:

@@ -50,7 +50,8 @@ def _clip_stacks(model, decoded: list, feats: list[np.ndarray]) -> list[tuple]:
 def _videobert(model, stacks: list, batch: int = 64) -> tuple[float, np.ndarray]:
     feats = [s[3] for s in stacks]
     start = time.perf_counter()
-    vectors = np.concatenate([model.embed_clips(feats[i:i + batch], features=True) for i in range(0, len(feats), batch)])
+    vectors = np.concatenate([model.embed_clips(feats[i:i + batch], features=True)
+                              for i in range(0, len(feats), batch)])
     return time.perf_counter() - start, vectors
 
 

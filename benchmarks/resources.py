@@ -11,7 +11,9 @@ from pathlib import Path
 from .common import module_available
 
 # Full: the issue's quality setting (about 800 generated training clips, 120 test clips, default training options).
+# `benchmarks.run --split/--epochs` replace these for a shorter full run.
 FULL_SPLIT = {"train": 800, "test": 120}
+FULL_TRAIN_ARGS: list[str] = []
 QUICK_SPLIT = {"train": 48, "test": 16}
 QUICK_TRAIN_ARGS = ["--epochs", "1"]
 REPO = Path(__file__).resolve().parent.parent
@@ -37,8 +39,8 @@ def synth_split(workdir: str, quick: bool) -> dict[str, Path]:
     """Generated train/test split (trainer.synth.generate_split), cached in the work directory."""
     from trainer.synth import generate_split
 
-    out = Path(workdir) / ("synth-quick" if quick else "synth")
     sizes = QUICK_SPLIT if quick else FULL_SPLIT
+    out = Path(workdir) / f"synth-{sizes['train']}-{sizes['test']}"
     done = out / "holdout.json"
     if not done.exists():
         generate_split(out, train=sizes["train"], test=sizes["test"], seed=0)
@@ -51,11 +53,12 @@ def trained_model(workdir: str, quick: bool) -> dict:
 
     Returns {"dir": Path, "seconds": wall time of the training command, "metrics": epoch rows}."""
     split = synth_split(workdir, quick)
-    out = Path(workdir) / ("model-quick" if quick else "model")
+    extra = QUICK_TRAIN_ARGS if quick else FULL_TRAIN_ARGS
+    out = Path(workdir) / ("model-" + "-".join([split["dir"].name, *extra]).replace("--", ""))
     record = out / "bench-train.json"
     if not record.exists():
         args = ["train", str(split["train"]), "--out", str(out), "--cache-dir", str(Path(workdir) / "feature-cache"),
-                "--no-progress"] + (QUICK_TRAIN_ARGS if quick else [])
+                "--no-progress"] + extra
         start = time.perf_counter()
         vidsearch(*args)
         seconds = time.perf_counter() - start
@@ -79,7 +82,7 @@ def library(workdir: str, quick: bool) -> list[str]:
 
 def store_dir(workdir: str, quick: bool) -> Path:
     """Where the indexing benchmark leaves its last end-to-end store, for the HTTP benchmark to serve."""
-    return Path(workdir) / ("store-quick" if quick else "store")
+    return Path(workdir) / ("store-" + trained_model(workdir, quick)["dir"].name)
 
 
 def indexed_store(workdir: str, quick: bool) -> Path:

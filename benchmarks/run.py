@@ -1,4 +1,7 @@
-"""Run the benchmarks and write one markdown report: `python -m benchmarks.run [--quick] [--only NAME,...] --out FILE`."""
+"""Run the benchmarks and write one markdown report.
+
+    python -m benchmarks.run [--quick] [--only NAME,...] --out FILE
+"""
 from __future__ import annotations
 
 import argparse
@@ -27,12 +30,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(BENCHMARKS)}")
     parser.add_argument("--out", required=True, help="markdown report to write")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the sections not run (see --only) from the existing report at --out")
+    parser.add_argument("--split", default=None, metavar="TRAIN,TEST",
+                        help="generated clips for training and test in a full run (default 800,120)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs of the quality model in a full run (default: `vidsearch train`'s)")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHMARKS)
     unknown = sorted(set(args.only) - set(BENCHMARKS))
     if unknown:
         parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if args.split is not None:
+        try:
+            train, test = (int(x) for x in args.split.split(","))
+        except ValueError:
+            parser.error(f"--split must be TRAIN,TEST (two integers), got {args.split!r}")
+        if train < 1 or test < 1:
+            parser.error(f"--split sizes must be >= 1, got {args.split!r}")
+        args.split = {"train": train, "test": test}
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
     return args
+
+
+def apply_overrides(args: argparse.Namespace) -> None:
+    """Point the shared inputs at the --split/--epochs settings."""
+    from . import resources
+
+    if args.split:
+        resources.FULL_SPLIT = args.split
+    if args.epochs:
+        resources.FULL_TRAIN_ARGS = ["--epochs", str(args.epochs)]
 
 
 def run_one(name: str, quick: bool, workdir: str) -> Section:
@@ -49,21 +78,25 @@ def run_one(name: str, quick: bool, workdir: str) -> Section:
     section.data["seconds"] = time.perf_counter() - start
     section.data["load"] = (load_before, os.getloadavg()[0])
     if not section.skipped:
-        section.findings.append(f"_Section took {section.data['seconds']:.0f} s; 1-minute load average "
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        section.findings.append(f"_Measured {stamp}; the section took {section.data['seconds']:.0f} s; "
+                                f"1-minute load average "
                                 f"{load_before:.1f} at its start and {section.data['load'][1]:.1f} at its end "
                                 f"({os.cpu_count()} cores; anything above that is other work competing for them)._")
     print(f"[bench] {name} done in {section.data['seconds']:.0f} s", file=sys.stderr, flush=True)
     return section
 
 
-def header(argv: list[str], quick: bool) -> str:
-    """Report preamble: command, date and machine."""
+def header(argv: list[str], quick: bool, kept: dict[str, str]) -> str:
+    """Report preamble: command, date and machine (and where kept sections come from)."""
     m = machine()
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv)
+    origin = [f"- {title}: kept from the earlier report ({source})" for title, source in kept.items()]
     return "\n".join([
         "# vidsearch benchmarks", "",
         f"- Command: `{command}`" + (" (quick sizes)" if quick else ""),
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        *origin,
         f"- Machine: {m['cpu']}, {m['cores']} CPU cores, {m['memory_gib']} GiB memory, GPU: {m['gpu']}; "
         f"{m['os']}, Python {m['python']}",
         "- Every figure is the median of several runs and is quoted beside a reference measured in the same run, "
@@ -71,25 +104,52 @@ def header(argv: list[str], quick: bool) -> str:
     ])
 
 
-def report(sections: list[Section], argv: list[str], quick: bool) -> str:
-    """The whole markdown report."""
-    return header(argv, quick) + "\n" + "\n".join(s.markdown() for s in sections)
+def report(parts: list[Section | str], argv: list[str], quick: bool, kept: dict[str, str]) -> str:
+    """The whole markdown report; a part is a Section just run or the markdown of a kept one."""
+    body = [p if isinstance(p, str) else p.markdown() for p in parts]
+    return header(argv, quick, kept) + "\n" + "\n".join(body)
+
+
+def previous_sections(path: Path) -> tuple[dict[str, str], str]:
+    """Sections ("## Title" to the next "## ") of an existing report, by title, and its command and date."""
+    if not path.exists():
+        return {}, ""
+    text = path.read_text()
+    sections, current = {}, None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = ""
+        if current is not None:
+            sections[current] += line
+    meta = [line[2:].strip() for line in text.splitlines() if line.startswith(("- Command:", "- Date:"))]
+    return sections, "; ".join(meta[:2])
 
 
 def main(argv=None) -> int:
     """Entry point; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    sections = []
+    apply_overrides(args)
+    out = Path(args.out)
+    fresh = {}
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
         workdir = args.workdir or tmp
         Path(workdir).mkdir(parents=True, exist_ok=True)
         for name in BENCHMARKS:
             if name in args.only:
-                sections.append(run_one(name, args.quick, workdir))
-    out = Path(args.out)
+                fresh[name] = run_one(name, args.quick, workdir)
+    # The earlier report is read only now, so a run started before it was written still keeps its sections.
+    old, source = previous_sections(out) if args.keep else ({}, "")
+    parts, kept = [], {}
+    for name in BENCHMARKS:
+        if name in fresh:
+            parts.append(fresh[name])
+        elif TITLES[name] in old:
+            parts.append(old[TITLES[name]].rstrip() + "\n")
+            kept[TITLES[name]] = source
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report(sections, argv, args.quick))
+    out.write_text(report(parts, argv, args.quick, kept))
     print(f"[bench] wrote {out}", file=sys.stderr)
     return 0
 

@@ -238,7 +238,8 @@ def run(quick: bool, workdir: str) -> Section:
         "spectrum); queries are held-out samples of the same mixture. Each query's latency includes encoding a "
         f"real query sentence with {encoder_name} and one single-vector FAISS search (top {K}), as a server "
         f"answers one request. Recall@10 is against exact search over the same vectors. FAISS "
-        f"{faiss.__version__}; builds use {faiss.omp_get_max_threads()} threads, each query one thread. Parameters (nprobe, efSearch) are the "
+        f"{faiss.__version__}; builds use {faiss.omp_get_max_threads()} threads, each query one thread. "
+        "Parameters (nprobe, efSearch) are the "
         f"smallest whose recall@10 reaches {TARGET_RECALL} on 200 tuning queries; recall and latency are then "
         f"measured on {n_latency} other queries, latency as the median over {runs} passes. "
         "IVF k-means trains on at most 200k of the vectors. Reference: exact `Flat` at the same size.",
