@@ -53,8 +53,34 @@ def test_quick_harness_writes_report(tmp_path, monkeypatch):
     assert len(decode_rows) == 2
     for line in decode_rows:
         assert re.search(r"\d+\.\d+x \| \d+\.\d+x", line), line     # both ratios present and numeric
-    for factory in ("`Flat`", "`IVF128,Flat`", "`IVF128,SQ8`", "`HNSW32`"):
+    from indexer.faiss_index import auto_nlist
+    nlist = auto_nlist(2000)
+    for factory in ("`Flat`", f"`IVF{nlist},Flat`", f"`IVF{nlist},SQ8`", "`HNSW32`"):
         assert factory in text
     assert "Recommended at 2,000 vectors" in text or "no removable index type" in text
     recalls = [float(m) for m in re.findall(r"\| (\d\.\d{3}) \|", text)]
     assert recalls and recalls[0] == 1.0 and all(0.0 <= r <= 1.0 for r in recalls)
+
+
+def test_keep_takes_unrun_sections_from_the_earlier_report(tmp_path):
+    earlier = tmp_path / "BENCH.md"
+    earlier.write_text("# vidsearch benchmarks\n\n- Command: `python -m benchmarks.run --out X`\n- Date: D1\n\n"
+                       "## Decode\n\nold decode table\n\n## Search at scale\n\n| a |\n|---|\n| 1 |\n")
+    sections, source = run.previous_sections(earlier)
+    assert set(sections) == {"Decode", "Search at scale"}
+    assert "| 1 |" in sections["Search at scale"] and "old decode" not in sections["Search at scale"]
+    assert "Date: D1" in source
+    fresh = common.Section("decode", "Decode", notes=["new decode"])
+    text = run.report([fresh, sections["Search at scale"]], ["--only", "decode", "--keep"], False,
+                      {"Search at scale": source})
+    assert "new decode" in text and "old decode" not in text and "| 1 |" in text
+    assert "Search at scale: kept from the earlier report" in text
+
+
+def test_bad_options_are_named():
+    with pytest.raises(SystemExit):
+        run.parse_args(["--out", "x.md", "--only", "nosuch"])
+    with pytest.raises(SystemExit):
+        run.parse_args(["--out", "x.md", "--split", "10"])
+    args = run.parse_args(["--out", "x.md", "--split", "24,6", "--epochs", "2"])
+    assert args.split == {"train": 24, "test": 6} and args.epochs == 2
