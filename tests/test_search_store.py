@@ -150,3 +150,35 @@ def test_rerank_puts_clips_of_unreadable_videos_last(engine, tmp_path):
     reranked = cache.rerank("a red circle", [gone, *good])
     assert [h.clip_id for h in reranked][-1] == -5 and reranked[-1].score == 0.0
     assert all(0.0 <= h.score <= 1.0 for h in reranked)
+
+
+def test_searches_in_threads_while_the_store_grows(store_copy, engine, tmp_path):
+    import threading
+
+    from indexer import index_paths
+    from search import EngineConfig
+    from tests.fixtures.store import make_mp4
+
+    live = Engine(store_copy, model=engine.model, config=EngineConfig(refresh_seconds=0.0))
+    before = live.counts()["videos"]
+    errors, stop = [], threading.Event()
+
+    def search(query):
+        try:
+            while not stop.is_set():
+                assert live.text(query, k=5, mode="hybrid")
+        except Exception as e:   # reported below; an exception in a thread would otherwise go unseen
+            errors.append(e)
+
+    threads = [threading.Thread(target=search, args=(q,)) for q in ("a red circle", "blue square", "moves left")]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(2):
+            index_paths([make_mp4(tmp_path / f"grow{i}.mp4", seconds=2.0 + i)], store_copy, engine.model, workers=1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors
+    assert live.counts()["videos"] == before + 2
