@@ -42,7 +42,7 @@ class VideoBertConfig(PretrainedConfig):
                  sep_token_id=102, mask_token_id=103, visual_vocab_size=144, feature_dim=6400,
                  motion_features=True, max_frames=16, trainable_layers=0, text_adapter=True,
                  mlm_weight=0.5, mvp_weight=0.5, align_weight=1.0, nce_weight=1.0, reverse_negatives=True,
-                 init_temperature=0.05, sampling=None, frame_encoder="efficientnet-lite0", **kwargs):
+                 init_temperature=0.05, joint_pairs=8, sampling=None, frame_encoder="efficientnet-lite0", **kwargs):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -70,6 +70,7 @@ class VideoBertConfig(PretrainedConfig):
         self.nce_weight = nce_weight
         self.reverse_negatives = reverse_negatives      # time-reversed clips as hard negatives
         self.init_temperature = init_temperature
+        self.joint_pairs = joint_pairs                  # pairs per batch given to the joint objectives (0 = all)
         self.sampling = dict(sampling or {})            # how clips were sampled for training (SamplingConfig fields)
         self.frame_encoder = frame_encoder              # frame-encoder spec, for trainer.encoders.load_frame_encoder
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -111,6 +112,7 @@ class ResidualAdapter(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.linear = nn.Linear(dim, dim)
+        self.linear.zero_init = True        # read by _init_weights, whatever order modules are visited in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.linear(x)
@@ -125,9 +127,9 @@ class VideoBertPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, ResidualAdapter):
-            module.linear.weight.zero_()
-            module.linear.bias.zero_()
+        if getattr(module, "zero_init", False):
+            module.weight.zero_()
+            module.bias.zero_()
         elif isinstance(module, VideoBertModel):
             module.logit_scale.fill_(math.log(1.0 / self.config.init_temperature))
 
@@ -298,6 +300,8 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
 
         mlm_text_ids/mlm_labels (B, Lt): masked captions and their targets (-100 elsewhere);
         mvp_visual_ids/mvp_labels (B, T): visual ids with MASKED_FRAME at masked frames and their targets.
+        The token objectives and the alignment classifier share one joint pass over the (masked) positive
+        pairs, as BERT's next-sentence objective did; a second joint pass scores one negative per caption.
         """
         base, cfg = self.videobert, self.config
         text = base.get_text_embeddings(text_ids, text_mask)
@@ -307,13 +311,22 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         if return_loss and cfg.nce_weight:
             extra = self._reversed_embeddings(visual_ids, features, frame_mask) if cfg.reverse_negatives else None
             terms["nce_loss"] = losses.info_nce(text, video, base.logit_scale, extra_video=extra)
-        if return_loss and cfg.align_weight:
-            terms["align_loss"] = self._alignment_loss(text, video, text_ids, text_mask,
-                                                       visual_ids, features, frame_mask)
-        if mlm_labels is not None or mvp_labels is not None:
-            terms.update(self._masked_losses(mlm_text_ids if mlm_labels is not None else text_ids, text_mask,
-                                             mvp_visual_ids if mvp_labels is not None else visual_ids,
-                                             features, frame_mask, mlm_labels, mvp_labels))
+        align = return_loss and bool(cfg.align_weight)
+        if mlm_labels is not None or mvp_labels is not None or align:
+            # The joint objectives see the first `joint_pairs` pairs (batches are shuffled): a joint pass
+            # costs several times a single-modality pass, and retrieval quality comes from InfoNCE.
+            j = slice(0, cfg.joint_pairs or None)
+            joint_text = (mlm_text_ids if mlm_labels is not None else text_ids)[j]
+            vis_all = mvp_visual_ids if mvp_labels is not None else visual_ids
+            joint_vis = vis_all[j]
+            hidden = base(joint_text, text_mask[j], joint_vis, features[j], frame_mask[j])   # (J, Lt + T + 1, H)
+            terms.update(self._token_losses(hidden, text_ids.shape[1], None if mlm_labels is None else mlm_labels[j],
+                                            None if mvp_labels is None else mvp_labels[j]))
+            if align:
+                negative = self._negative_logits(text, video, joint_text, text_mask[j], vis_all, features, frame_mask)
+                logits = torch.cat([self.align_head(hidden[:, 0]), negative])
+                labels = torch.cat([torch.ones(len(hidden)), torch.zeros(len(negative))]).to(logits.device)
+                terms["align_loss"] = losses.alignment_loss(logits, labels)
         weights = {"nce_loss": cfg.nce_weight, "align_loss": cfg.align_weight,
                    "mlm_loss": cfg.mlm_weight, "mvp_loss": cfg.mvp_weight}
         for name, value in terms.items():
@@ -330,42 +343,55 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         ids, feats, fmask = visual_ids[rows], features[rows], frame_mask[rows]
         return self.videobert.get_video_embeddings(reverse_time(ids, fmask), reverse_time(feats, fmask), fmask)
 
-    def _alignment_loss(self, text, video, text_ids, text_mask, visual_ids, features, frame_mask):
-        """Positives, the hardest other clip in the batch, and the clip played backwards, for every caption."""
-        b = text_ids.shape[0]
-        tids, tmask = [text_ids], [text_mask]
-        ids, feats, fmask, labels = [visual_ids], [features], [frame_mask], [torch.ones(b)]
+    def _negative_logits(self, text, video, text_ids, text_mask, visual_ids, features, frame_mask):
+        """Alignment logits of the first J captions, each with one wrong clip -> (J,).
+
+        Captions alternate between two kinds of hard negative: their own clip played backwards (left becomes
+        right, growing becomes shrinking) and the other clip of the whole batch closest to them in embedding
+        space. `visual_ids` (B, T) are masked the same way as the positives', so masking tells nothing.
+        """
+        b, j = video.shape[0], text_ids.shape[0]
+        rows = torch.arange(j, device=text_ids.device)
+        moving = frame_mask[:j].sum(1) >= 2
         if b > 1:
             with torch.no_grad():
-                sim = text @ video.T
-                sim.fill_diagonal_(float("-inf"))
-                hard = sim.argmax(1)                                     # (B,) hardest wrong clip per caption
-            tids.append(text_ids); tmask.append(text_mask)
-            ids.append(visual_ids[hard]); feats.append(features[hard]); fmask.append(frame_mask[hard])
-            labels.append(torch.zeros(b))
-        rows = _moving_rows(frame_mask) if self.config.reverse_negatives else []
-        if len(rows):
-            tids.append(text_ids[rows]); tmask.append(text_mask[rows])
-            ids.append(reverse_time(visual_ids[rows], frame_mask[rows]))
-            feats.append(reverse_time(features[rows], frame_mask[rows]))
-            fmask.append(frame_mask[rows]); labels.append(torch.zeros(len(rows)))
-        logits = self.alignment_logits(torch.cat(tids), torch.cat(tmask), torch.cat(ids),
-                                       torch.cat(feats), torch.cat(fmask))
-        return losses.alignment_loss(logits, torch.cat(labels).to(logits.device))
+                sim = text[:j] @ video.T
+                sim[rows, rows] = float("-inf")
+                other = sim.argmax(1)                                      # (J,) hardest wrong clip per caption
+            use_rev = moving & (rows % 2 == 0) & self.config.reverse_negatives
+        else:
+            # A lone pair has no other clip: only its reversal can serve, if it moves at all.
+            use_rev = moving & self.config.reverse_negatives
+            if not use_rev.any():
+                return text.new_zeros(0)
+            other = rows
+        pick = use_rev.view(j, 1)
+        fmask = frame_mask[:j]
+        neg_ids = torch.where(pick, reverse_time(visual_ids[:j], fmask), visual_ids[other])
+        neg_feats = torch.where(pick.unsqueeze(-1), reverse_time(features[:j], fmask), features[other])
+        neg_mask = torch.where(pick, fmask, frame_mask[other])
+        return self.alignment_logits(text_ids, text_mask, neg_ids, neg_feats, neg_mask)
 
-    def _masked_losses(self, text_ids, text_mask, visual_ids, features, frame_mask, mlm_labels, mvp_labels):
-        """One joint pass over masked inputs: MLM on caption tokens, visual-word prediction on frames."""
-        hidden = self.videobert(text_ids, text_mask, visual_ids, features, frame_mask)
-        lt = text_ids.shape[1]
+    def _token_losses(self, hidden, text_len: int, mlm_labels, mvp_labels) -> dict:
+        """MLM on caption positions and visual-word prediction on frame positions of a joint pass.
+
+        Logits are computed only at masked positions: a full (B, L, 30k) logit tensor would cost more than
+        the encoder itself.
+        """
         terms = {}
         if mlm_labels is not None:
             table = self.videobert.bert.embeddings.word_embeddings.weight
-            terms["mlm_loss"] = losses.token_loss(self.mlm_head(hidden[:, :lt], table), mlm_labels)
+            terms["mlm_loss"] = _masked_token_loss(self.mlm_head, hidden[:, :text_len], table, mlm_labels)
         if mvp_labels is not None:
             table = self.videobert.visual_embeddings.weight
-            frames = hidden[:, lt:lt + visual_ids.shape[1]]
-            terms["mvp_loss"] = losses.token_loss(self.mvp_head(frames, table), mvp_labels)
+            frames = hidden[:, text_len:text_len + mvp_labels.shape[1]]
+            terms["mvp_loss"] = _masked_token_loss(self.mvp_head, frames, table, mvp_labels)
         return terms
+
+
+def _masked_token_loss(head, hidden, table, labels) -> torch.Tensor:
+    keep = labels != -100                                              # (B, L)
+    return losses.token_loss(head(hidden[keep], table), labels[keep])  # (K, V) logits vs (K,) targets
 
 
 def _register_auto_classes() -> None:

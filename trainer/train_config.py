@@ -18,8 +18,8 @@ class TrainConfig:
     warmup: float = 0.1               # fraction of optimizer steps spent warming up
     grad_clip: float = 1.0
     grad_accum: int = 1
-    fps: float = 2.0
-    frames: int = 8                   # frames per clip the model sees (longer clips are subsampled)
+    fps: float = 1.0
+    frames: int = 4                   # frames per clip the model sees (longer clips are subsampled)
     clip_seconds: float = 4.0
     size: int = 224                   # decode size (short side); the frame encoder resizes to its own input
     branching: int = 12               # visual vocabulary: branching ** depth words

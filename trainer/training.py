@@ -445,11 +445,15 @@ def _visual_vocabulary(feats, cfg: TrainConfig, out_dir: Path, dist: Dist) -> Vi
 
 def fit(texts: list[str], feats: list[np.ndarray], out_dir, cfg: TrainConfig, dist: Dist | None = None) -> Path:
     """Train on captions and their clips' (T, F) frame features; writes the model dir and returns its path."""
-    from transformers import AutoTokenizer
-
     cfg.check()
     dist = dist or setup_distributed(cfg.device)
-    out_dir = Path(out_dir)
+    with _threads(cfg, dist):
+        return _fit(texts, feats, Path(out_dir), cfg, dist)
+
+
+def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist) -> Path:
+    from transformers import AutoTokenizer
+
     out_dir.mkdir(parents=True, exist_ok=True)
     feats = [np.ascontiguousarray(resample_frames(f, cfg.frames), dtype=np.float32) for f in feats]
     vocab = _visual_vocabulary(feats, cfg, out_dir, dist)
@@ -497,20 +501,33 @@ def train(manifests, out_dir, config: TrainConfig | None = None) -> Path:
     cfg.check()
     manifests = [manifests] if isinstance(manifests, (str, os.PathLike)) else list(manifests)
     dist = setup_distributed(cfg.device)
-    _set_threads(cfg, dist)
-    encoder = None
-    if dist.main:
-        from .encoders import load_frame_encoder
+    with _threads(cfg, dist):
+        encoder = None
+        if dist.main:
+            from .encoders import load_frame_encoder
 
-        encoder = load_frame_encoder(cfg.frame_encoder, dist.device)
-    texts, feats = load_examples(manifests, cfg, dist, encoder)
-    del encoder
-    return fit(texts, feats, out_dir, cfg, dist)
+            encoder = load_frame_encoder(cfg.frame_encoder, dist.device)
+        texts, feats = load_examples(manifests, cfg, dist, encoder)
+        del encoder
+        return fit(texts, feats, out_dir, cfg, dist)
 
 
-def _set_threads(cfg: TrainConfig, dist: Dist) -> None:
-    """Split the CPU cores between the processes of a run instead of oversubscribing them."""
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    elif dist.world > 1 and dist.device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))))
+class _threads:
+    """Set torch's CPU threads for one run and restore them after, so a caller's process is left as it was.
+
+    The default splits the cores between the processes of a DDP run instead of oversubscribing them.
+    """
+
+    def __init__(self, cfg: TrainConfig, dist: Dist):
+        self.want = cfg.threads
+        if not self.want and dist.world > 1 and dist.device.type == "cpu":
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
+            self.want = max(1, (os.cpu_count() or 1) // local)
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.want:
+            torch.set_num_threads(int(self.want))
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)

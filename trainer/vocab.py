@@ -82,7 +82,8 @@ def _kmeans(points: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
         # Too few points to split: each point becomes a centroid, the rest repeat them, so that
         # every tree node still has exactly k children and ids stay a fixed-base number.
         return points[np.arange(k) % n].copy()
-    km = faiss.Kmeans(points.shape[1], k, niter=niter, seed=seed, verbose=False,
+    # A few restarts keep one unlucky initialisation from merging two clear clusters.
+    km = faiss.Kmeans(points.shape[1], k, niter=niter, nredo=3, seed=seed, verbose=False,
                       min_points_per_centroid=1, max_points_per_centroid=1 << 20)
     km.train(np.ascontiguousarray(points, dtype=np.float32))
     return km.centroids.reshape(k, -1).copy()
