@@ -192,13 +192,16 @@ def measure_size(n: int, encode, workdir: str, runs: int, n_latency: int) -> lis
 
 
 def recommend(rows: list[dict]) -> dict | None:
-    """The index type to use at this size: exact search when it meets the targets, else the fastest removable
-    type that meets both the latency and recall targets (removal is needed by `vidsearch remove`)."""
-    meets = [r for r in rows if r["p50_ms"] < TARGET_P50_MS and r["recall"] >= TARGET_RECALL and r["removable"]]
-    exact = [r for r in meets if r["param"] is None]
+    """The index type to use at this size: exact search while it meets the latency target, else the removable
+    type (`vidsearch remove` needs remove_ids) with the fastest search among those reaching the recall target.
+
+    The choice goes by the search part of the latency: the text encoder costs the same whatever the index,
+    and on a loaded machine it can push every row over the target; `_finding` says whether the target held."""
+    exact = [r for r in rows if r["param"] is None and r["p50_ms"] < TARGET_P50_MS]
     if exact:
         return exact[0]
-    return min(meets, key=lambda r: r["p50_ms"]) if meets else None
+    good = [r for r in rows if r["recall"] >= TARGET_RECALL and r["removable"] and r["param"] is not None]
+    return min(good, key=lambda r: r["search_p50_ms"]) if good else None
 
 
 def _setting(row: dict) -> str:
@@ -256,8 +259,10 @@ def run(quick: bool, workdir: str) -> Section:
 
 def _finding(n: int, best: dict | None) -> str:
     if best is None:
-        return (f"At {n:,} vectors no removable index type met p50 < {TARGET_P50_MS:g} ms with recall@10 >= "
-                f"{TARGET_RECALL} on this machine.")
+        return f"At {n:,} vectors no removable index type reached recall@10 >= {TARGET_RECALL} in its sweep."
+    met = best["p50_ms"] < TARGET_P50_MS and best["recall"] >= TARGET_RECALL
     return (f"**Recommended at {n:,} vectors: `{best['factory']}` ({_setting(best)})**: p50 {best['p50_ms']:.1f} ms "
-            f"including the text encoder, p99 {best['p99_ms']:.1f} ms, recall@10 {best['recall']:.3f}, "
-            f"{best['bytes_per_vector']:.0f} bytes/vector, built in {best['build_s']:.1f} s.")
+            f"including the text encoder ({best['encoder_p50_ms']:.1f} ms of it; search alone "
+            f"{best['search_p50_ms']:.2f} ms), p99 {best['p99_ms']:.1f} ms, recall@10 {best['recall']:.3f}, "
+            f"{best['bytes_per_vector']:.0f} bytes/vector, built in {best['build_s']:.1f} s. Target p50 < "
+            f"{TARGET_P50_MS:g} ms with recall@10 >= {TARGET_RECALL}: {'met' if met else 'not met in this run'}.")

@@ -30,10 +30,11 @@ def test_mixture_is_normalised_and_clustered():
 
 def test_recommend_prefers_exact_then_fastest_removable():
     base = {"n": 10, "removable": True, "recall": 0.99}
-    rows = [dict(base, factory="Flat", param=None, p50_ms=30.0),
-            dict(base, factory="IVF", param="nprobe", p50_ms=8.0),
-            dict(base, factory="HNSW32", param="efSearch", p50_ms=5.0, removable=False)]
-    assert search_scale.recommend(rows)["factory"] == "IVF"
+    rows = [dict(base, factory="Flat", param=None, p50_ms=30.0, search_p50_ms=25.0),
+            dict(base, factory="IVF,SQ8", param="nprobe", p50_ms=9.0, search_p50_ms=2.0, recall=0.93),
+            dict(base, factory="IVF,Flat", param="nprobe", p50_ms=10.0, search_p50_ms=3.0),
+            dict(base, factory="HNSW32", param="efSearch", p50_ms=8.0, search_p50_ms=1.0, removable=False)]
+    assert search_scale.recommend(rows)["factory"] == "IVF,Flat"
     rows[0]["p50_ms"] = 15.0
     assert search_scale.recommend(rows)["factory"] == "Flat"
 
