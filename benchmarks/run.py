@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -131,6 +132,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     apply_overrides(args)
+    # SIGTERM unwinds like Ctrl-C, so servers and worker processes the benchmarks started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
     fresh = {}
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
