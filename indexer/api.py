@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -46,18 +47,22 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 workers: int = 2, batch_size: int = 64, index_type: str | None = None, fps: float | None = None,
                 clip_seconds: float | None = None, stride_seconds: float | None = None, reindex: bool = False,
                 prune: bool = False, timeout: float = 120.0, progress: bool = False,
-                reader: Callable | None = None, commit_every: int = 32) -> IndexReport:
+                reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0) -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records.
     A new store takes the model's sampling unless `fps`/`clip_seconds`/`stride_seconds` say otherwise; an
-    existing one must match them (or pass `reindex=True` to rebuild it). `reader` replaces the decoder
-    pool: a callable from an iterable of paths to (path, DecodedVideo | MediaError) pairs, in order.
+    existing one must match them (or pass `reindex=True` to rebuild it). Videos are decoded in segments of
+    about `chunk_seconds`, so memory stays flat on long videos; `timeout` is the time allowed for one segment.
+    `reader` replaces the decoder pool: a callable from an iterable of paths to, in order, (path, VideoChunk)
+    items ending with the last chunk or a MediaError, or one (path, DecodedVideo | MediaError) per path.
     Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
     """
     store_dir = Path(store_dir)
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
+    if not chunk_seconds > 0:
+        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
     model = _load_model(model, store_dir, reindex)
     config = store_config(model, store_dir, reindex, index_type=index_type, fps=fps, clip_seconds=clip_seconds,
                           stride_seconds=stride_seconds)
@@ -73,7 +78,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             from trainer.media import DecodePool
 
             pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout)
-            reader = pool.imap
+            reader = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
                                   thumb_size=writer.config.thumb_size)
         run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,

@@ -74,8 +74,8 @@ class EncodeSettings:
 
 
 def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
-    """Frame features of several videos, encoded together in calls of exactly `batch` frames (the last
-    call may hold fewer), so short videos share a call and long ones are split."""
+    """Frame features of several videos or chunks, encoded together in calls of exactly `batch` frames
+    (the last call may hold fewer), so short videos share a call and long ones are split."""
     sizes = [len(v.frames) for v in videos]
     feats, pending, held = [], [], 0
     for v in videos:
@@ -99,27 +99,101 @@ def _embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> np.nd
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-def encode_videos(items: list[tuple[Job, object]], encoder, settings: EncodeSettings) -> list[Encoded]:
-    """Embed a batch of decoded videos: frames, clips, tags, thumbnails and captions."""
-    empty = [Encoded(job, error="no frames could be decoded") for job, v in items if len(v.frames) == 0]
-    items = [(job, v) for job, v in items if len(v.frames) > 0]
-    if not items:
-        return empty
-    feats = _encode_frames(encoder, [v for _, v in items], settings.batch_size)
-    per_video = [(job, v, v.clips(settings.sampling), f) for (job, v), f in zip(items, feats)]
-    stacks = [f[np.searchsorted(v.times, c.times)] for _, v, clips, f in per_video for c in clips]
+def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData]]:
+    """Clip data (vector, tags, thumbnail) of each VideoChunk's clips; the frames of all chunks go through
+    the frame encoder together, in calls of `settings.batch_size` frames."""
+    feats = _encode_frames(encoder, chunks, settings.batch_size)
+    per_chunk = [(ch.clips(), ch, f) for ch, f in zip(chunks, feats)]
+    stacks = [f[np.searchsorted(ch.times, c.times)] for clips, ch, f in per_chunk for c in clips]
     vectors = iter(_embed_clips(encoder, stacks, settings.batch_size))
     stacks = iter(stacks)
+    return [[ClipData(c.start, c.end, next(vectors),
+                      _clip_tags(encoder, next(stacks), c.frames, settings.top_tags),
+                      _thumbnail(c.frames, settings.thumb_size)) for c in clips]
+            for clips, _, _ in per_chunk]
+
+
+def encode_chunks_isolated(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData] | str]:
+    """`encode_chunks`, but if the batch fails each chunk is encoded alone, so one bad chunk fails by
+    itself: its entry is then the reason (a str) instead of its clips."""
+    try:
+        return encode_chunks(chunks, encoder, settings)
+    except Exception as e:
+        if len(chunks) == 1:
+            return [f"encoding failed ({type(e).__name__}: {e})"]
     out = []
-    for job, v, clips, _ in per_video:
-        data = []
-        for c in clips:
-            data.append(ClipData(c.start, c.end, next(vectors), _clip_tags(encoder, next(stacks), c.frames,
-                                                                         settings.top_tags),
-                                 _thumbnail(c.frames, settings.thumb_size)))
-        out.append(Encoded(job, v.info, data))
-    _embed_captions(out, encoder, settings)
-    return out + empty
+    for chunk in chunks:
+        out += encode_chunks_isolated([chunk], encoder, settings)
+    return out
+
+
+class VideoAssembler:
+    """Collects a video's clip data chunk by chunk and hands back the whole video's `Encoded` at its last
+    chunk, so the writer records a long video in one transaction while only its small per-clip data
+    (vector, tags, thumbnail) is held, never all its frames."""
+
+    def __init__(self, encoder, settings: EncodeSettings):
+        self.encoder, self.settings = encoder, settings
+        self.open: dict[str, Encoded] = {}  # path -> the video being assembled
+        self.frames: dict[str, int] = {}
+
+    def encode(self, items: list[tuple[Job, object]]) -> list[Encoded]:
+        """Feed (job, VideoChunk | MediaError) items in stream order; returns the videos they complete."""
+        todo = [ch for job, ch in items if hasattr(ch, "windows") and len(ch.frames)
+                and self._video(job).error is None]
+        results = dict(zip(map(id, todo), encode_chunks_isolated(todo, self.encoder, self.settings)))
+        done = []
+        for job, chunk in items:
+            video = self._video(job)
+            if not hasattr(chunk, "windows"):  # a MediaError, possibly after some chunks
+                del self.open[job.state.path], self.frames[job.state.path]
+                done.append(Encoded(job, error=getattr(chunk, "reason", str(chunk))))
+                continue
+            clips = results.get(id(chunk), [])
+            if isinstance(clips, str):
+                video.error = video.error or clips
+            elif video.error is None:
+                video.clips += clips
+                self.frames[job.state.path] += len(chunk.frames)
+            if chunk.last:
+                done.append(self._finish(job, chunk.info))
+        try:  # captions of all finished videos in shared calls...
+            _embed_captions([e for e in done if e.error is None], self.encoder, self.settings)
+            return done
+        except Exception:  # ...or, if that fails, video by video so only the bad one fails
+            return [self._captions(e) for e in done]
+
+    def _captions(self, video: Encoded) -> Encoded:
+        if video.error is not None:
+            return video
+        video.captions, video.warnings = [], []
+        try:
+            _embed_captions([video], self.encoder, self.settings)
+        except Exception as e:
+            return Encoded(video.job, error=f"encoding failed ({type(e).__name__}: {e})", warnings=video.warnings)
+        return video
+
+    def _video(self, job: Job) -> Encoded:
+        if job.state.path not in self.open:
+            self.open[job.state.path] = Encoded(job)
+            self.frames[job.state.path] = 0
+        return self.open[job.state.path]
+
+    def _finish(self, job: Job, info) -> Encoded:
+        video = self.open.pop(job.state.path)
+        if self.frames.pop(job.state.path) == 0 and video.error is None:
+            video.error = "no frames could be decoded"
+        if video.error is not None:
+            return Encoded(job, error=video.error)
+        video.info = info
+        return video
+
+
+def encode_videos(items: list[tuple[Job, object]], encoder, settings: EncodeSettings) -> list[Encoded]:
+    """Embed a batch of whole decoded videos: frames, clips, tags, thumbnails and captions."""
+    from trainer.media.types import whole_chunk
+
+    return VideoAssembler(encoder, settings).encode([(job, whole_chunk(v, settings.sampling)) for job, v in items])
 
 
 def _sidecar(e: Encoded) -> list:
@@ -149,16 +223,3 @@ def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -
                            for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
     for (e, c, src, at), text, vec in zip(pairs, texts, vecs):
         e.captions.append(CaptionData(text, c.start, c.end, vec, at, src))
-
-
-def encode_isolated(items, encoder, settings) -> list[Encoded]:
-    """Encode a batch; if it fails, encode each video alone so one bad video fails by itself."""
-    try:
-        return encode_videos(items, encoder, settings)
-    except Exception as e:
-        if len(items) == 1:
-            return [Encoded(items[0][0], error=f"encoding failed ({type(e).__name__}: {e})")]
-    out = []
-    for item in items:
-        out += encode_isolated([item], encoder, settings)
-    return out

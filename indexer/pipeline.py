@@ -1,7 +1,8 @@
 """The indexing loop: plan -> decode (reader) -> batched frame encoding and clip embedding (encoder) -> one writer.
 
-Each stage runs in its own thread and hands off through bounded queues, so at most a few decoded videos
-are held in memory however large the library. The loop takes the reader, the encoder (the model) and
+Each stage runs in its own thread and hands off through bounded queues of video chunks (a minute or so of
+sampled frames), so at most a few chunks' frames are held in memory however long the videos and however
+large the library; a long video's clips are still written to the store in one transaction. The loop takes the reader, the encoder (the model) and
 the sink (the store writer) as parameters: tests pass fakes, `index_paths` passes the real ones.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .encode import EncodeSettings, Encoded, encode_isolated
+from .encode import EncodeSettings, Encoded, VideoAssembler
 from .plan import Job, content_hash, plan_jobs  # noqa: F401  (content_hash, plan_jobs: part of this module's API)
 from .writer import FileState
 
@@ -104,9 +105,12 @@ class _Flow:
                 continue
 
 
-def _read_stage(jobs: Iterable[Job], reader: Callable, out: queue.Queue, flow: _Flow) -> None:
-    """Pass decode jobs through `reader` (paths in, (path, DecodedVideo | MediaError) out, in order);
-    other jobs go straight on. A second path with content already queued rides along with the first."""
+def _read_stage(jobs: Iterable[Job], reader: Callable, sampling, out: queue.Queue, flow: _Flow) -> None:
+    """Pass decode jobs through `reader` (paths in; out, in order, (path, VideoChunk) items ending with the
+    last chunk or a MediaError, or one (path, DecodedVideo | MediaError) per path); other jobs go straight on.
+    A second path with content already queued rides along with the first."""
+    from trainer.media.types import VideoChunk, whole_chunk
+
     waiting: dict[str, Job] = {}
     by_hash: dict[str, Job] = {}
 
@@ -127,7 +131,11 @@ def _read_stage(jobs: Iterable[Job], reader: Callable, out: queue.Queue, flow: _
 
     try:
         for path, result in reader(feed()):
-            flow.put(out, (waiting.pop(path), result))
+            if hasattr(result, "frames") and not isinstance(result, VideoChunk):  # a whole DecodedVideo
+                result = whole_chunk(result, sampling)
+            final = not isinstance(result, VideoChunk) or result.last
+            flow.put(out, (waiting.pop(path) if final else waiting[path], result))
+            del result  # hold no frames while waiting for the next chunk
         flow.put(out, _DONE)
     except _Stop:
         pass
@@ -136,7 +144,9 @@ def _read_stage(jobs: Iterable[Job], reader: Callable, out: queue.Queue, flow: _
 
 
 def _encode_stage(inq: queue.Queue, out: queue.Queue, encoder, settings: EncodeSettings, flow: _Flow) -> None:
-    """Group decoded videos into batches of about `batch_size` frames and embed them; keep input order."""
+    """Group chunks (of one or several videos) into batches of about `batch_size` frames and embed them;
+    a video is handed on whole once its last chunk is encoded. Keeps input order."""
+    assembler = VideoAssembler(encoder, settings)
     try:
         done = False
         while not done:
@@ -149,8 +159,9 @@ def _encode_stage(inq: queue.Queue, out: queue.Queue, encoder, settings: EncodeS
                     break
                 frames += _frames_in(batch[-1])
             done = batch[-1] is _DONE
-            for item in _encode_batch(batch, encoder, settings):
+            for item in _encode_batch(batch, assembler):
                 flow.put(out, item)
+            del batch
     except _Stop:
         pass
     except BaseException as e:
@@ -163,18 +174,17 @@ def _frames_in(item) -> int:
     return 0
 
 
-def _encode_batch(batch: list, encoder, settings: EncodeSettings) -> list:
-    """Encoded results for the decoded videos of `batch`, with everything else passed through in order."""
-    decoded = [it for it in batch if isinstance(it, tuple) and hasattr(it[1], "frames")]
-    results = iter(encode_isolated(decoded, encoder, settings)) if decoded else iter(())
-    by_path = {e.job.state.path: e for e in results}
-    out = []
-    for it in batch:
-        if isinstance(it, tuple) and hasattr(it[1], "frames"):
-            out.append(by_path[it[0].state.path])
-        elif isinstance(it, tuple):  # (job, MediaError)
-            out.append(Encoded(it[0], error=getattr(it[1], "reason", str(it[1]))))
-        else:
+def _encode_batch(batch: list, assembler: VideoAssembler) -> list:
+    """Finished videos of `batch` (as Encoded), with everything else passed through in order. Chunks of a
+    video are contiguous in the stream, so a video is finished before any later job passes through."""
+    out, run = [], []
+    for it in batch + [None]:
+        if isinstance(it, tuple):
+            run.append(it)
+            continue
+        out += assembler.encode(run) if run else []
+        run = []
+        if it is not None:
             out.append(it)
     return out
 
@@ -286,8 +296,8 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
     flow = _Flow()
     decoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
     encoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
-    threads = [threading.Thread(target=_read_stage, args=(jobs, reader, decoded_q, flow), daemon=True,
-                                name="vidsearch-read"),
+    threads = [threading.Thread(target=_read_stage, args=(jobs, reader, settings.sampling, decoded_q, flow),
+                                daemon=True, name="vidsearch-read"),
                threading.Thread(target=_encode_stage, args=(decoded_q, encoded_q, encoder, settings, flow),
                                 daemon=True, name="vidsearch-encode")]
     bar = tqdm(total=total, unit="video", disable=not progress, dynamic_ncols=True) if progress else None

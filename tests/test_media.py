@@ -240,8 +240,9 @@ def test_nearest_sampler_rule():
     sampler = NearestSampler(fps=2.0)
     starts = [0.0, 0.25, 0.75, 0.75, 0.6, 1.25, 3.0]  # a repeated and a backwards timestamp are ignored
     picked = [p[0] for i, t in enumerate(starts) for p in sampler.push(i, t)] + [p[0] for p in sampler.finish(3.5)]
-    # targets 0, .5 (tie .25/.75 -> earlier), 1.0 and 1.5 and 2.0 (-> 1.25, once), 2.5 and 3.0 (-> 3.0)
-    assert picked == [0, 1, 5, 6]
+    # targets 0, .5 (tie .25/.75 -> earlier), 1.0 (tie .75/1.25 -> earlier), 1.5 and 2.0 (-> 1.25, once),
+    # 2.5 and 3.0 (-> 3.0)
+    assert picked == [0, 1, 2, 5, 6]
 
 
 # --- clips ----------------------------------------------------------------------------------------------------------

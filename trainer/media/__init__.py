@@ -1,10 +1,12 @@
-"""Video decoding for the pipeline: probe files, sample resized frames at a target fps, cut them into clips."""
+"""Video decoding for the pipeline: probe files, sample resized frames at a target fps, cut them into clips
+(whole files, or time segments of whole clip windows for long videos)."""
 from .types import (
     VIDEO_EXTENSIONS,
     Clip,
     DecodedVideo,
     MediaError,
     SamplingConfig,
+    VideoChunk,
     VideoInfo,
     cut_clips,
 )
@@ -17,6 +19,7 @@ __all__ = [
     "DecodedVideo",
     "MediaError",
     "SamplingConfig",
+    "VideoChunk",
     "VideoInfo",
     "cut_clips",
     "decode",

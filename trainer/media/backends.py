@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .types import VIDEO_EXTENSIONS, DecodedVideo, MediaError, SamplingConfig, VideoInfo
+from .types import VIDEO_EXTENSIONS, ChunkCutter, DecodedVideo, MediaError, SamplingConfig, VideoInfo
 
 # Frames fetched per decord get_batch call: bounds decord's scratch memory on long videos.
 _BATCH = 32
@@ -188,7 +188,8 @@ def probe_file(path: str, backend: str = "auto") -> VideoInfo:
         raise MediaError(path, f"cannot read video packets ({_describe(e)})") from None
 
 
-def _decode_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int) -> DecodedVideo:
+def _frames_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int):
+    """Generator of sampled (time, frame) pairs in time order; returns the VideoInfo when exhausted."""
     out_w, out_h = sampling.frame_size(header.width, header.height)
     reader = _decord_reader(path, out_w, out_h, threads)
     if len(reader) == 0:
@@ -198,13 +199,12 @@ def _decode_decord(path: str, header: _Header, sampling: SamplingConfig, threads
     sampler = NearestSampler(sampling.fps)
     picked = [p for i, t in enumerate(starts) for p in sampler.push(i, t)] + sampler.finish(duration)
     indices = [p[0] for p in picked]
-    frames = np.empty((len(indices), out_h, out_w, 3), np.uint8)
     for lo in range(0, len(indices), _BATCH):
         # get_batch seeks to the nearest keyframe and decodes forward, once per batch.
-        frames[lo:lo + _BATCH] = reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
+        batch = reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
+        yield from zip(starts[indices[lo:lo + _BATCH]], batch)
     fps = round(float(reader.get_avg_fps()), 6)
-    info = VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
-    return DecodedVideo(info, starts[indices], frames)
+    return VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
 
 
 def _frame_seconds(frame, tb: float, prev: float | None, step: float) -> float:
@@ -213,13 +213,15 @@ def _frame_seconds(frame, tb: float, prev: float | None, step: float) -> float:
     return 0.0 if prev is None else prev + step  # no timestamp: assume the nominal frame rate
 
 
-def _decode_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: int) -> DecodedVideo:
-    """Decode every frame in order (inter-coded video needs it) and convert only the sampled ones."""
+def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: int):
+    """Decode every frame in order (inter-coded video needs it) and convert only the sampled ones.
+
+    Generator of sampled (time, frame) pairs; returns the VideoInfo when exhausted."""
     import av
 
     out_w, out_h = sampling.frame_size(header.width, header.height)
     sampler = NearestSampler(sampling.fps)
-    picked, count, first, t, last_dur = [], 0, None, None, 0.0
+    count, first, t, last_dur = 0, None, None, 0.0
     with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -231,21 +233,45 @@ def _decode_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
             first = raw if first is None else first
             t = round(raw - first, 6)
             last_dur = (frame.duration or 0) * tb or step
-            picked += _to_rgb(sampler.push(count, t, frame), out_w, out_h)
+            yield from _to_rgb(sampler.push(count, t, frame), out_w, out_h)
             count += 1
     if count == 0:
         raise MediaError(path, "no video frames could be decoded")
     duration = round(t + last_dur, 6)
     _check_complete(path, header, count, duration)
-    picked += _to_rgb(sampler.finish(duration), out_w, out_h)
+    yield from _to_rgb(sampler.finish(duration), out_w, out_h)
     fps = round(rate or count / duration, 6)
-    info = VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav")
-    times = np.array([p[0] for p in picked], np.float64)
-    return DecodedVideo(info, times, np.stack([p[1] for p in picked]))
+    return VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav")
 
 
 def _to_rgb(picked, width: int, height: int) -> list[tuple[float, np.ndarray]]:
     return [(t, frame.to_ndarray(width=width, height=height, format="rgb24")) for _, t, frame in picked]
+
+
+def _collect(frames) -> DecodedVideo:
+    """Drain a frame generator into one DecodedVideo."""
+    times, stack = [], []
+    while True:
+        try:
+            t, frame = next(frames)
+        except StopIteration as stop:
+            info = stop.value
+            break
+        times.append(t)
+        stack.append(frame)
+    return DecodedVideo(info, np.array(times, np.float64), np.stack(stack))
+
+
+def _chunked(frames, sampling: SamplingConfig, chunk_seconds: float):
+    """Group a frame generator's output into VideoChunks; the last one carries the VideoInfo."""
+    cutter = ChunkCutter(sampling, chunk_seconds)
+    while True:
+        try:
+            t, frame = next(frames)
+        except StopIteration as stop:
+            yield cutter.finish(stop.value)
+            return
+        yield from cutter.push(t, frame)
 
 
 def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
@@ -256,12 +282,46 @@ def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend:
     header = _stream_header(path)
     if backend in ("auto", "decord"):
         try:
-            return _decode_decord(path, header, sampling, threads)
+            return _collect(_frames_decord(path, header, sampling, threads))
         except Exception as e:
             if backend == "decord":
                 raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
     try:
-        return _decode_pyav(path, header, sampling, threads)
+        return _collect(_frames_pyav(path, header, sampling, threads))
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(path, f"decoding failed ({_describe(e)})") from None
+
+
+def decode_chunks_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
+                       threads: int = 0, chunk_seconds: float = 60.0, skip: int = 0):
+    """Generator of the video's VideoChunks, each decoded only when the previous one was taken.
+
+    Decord first; if it fails, PyAV goes on from the first chunk not yet produced. `skip` chunks are
+    dropped first (a retry after a crashed decoder, which had already delivered them).
+    """
+    path = os.fspath(path)
+    check_file(path)
+    header = _stream_header(path)
+    done = skip  # chunks already delivered
+    if backend in ("auto", "decord"):
+        try:
+            for chunk in _chunked(_frames_decord(path, header, sampling, threads), sampling, chunk_seconds):
+                if chunk.index >= done:
+                    done = chunk.index + 1
+                    yield chunk
+                del chunk  # not held while the next one is decoded
+            return
+        except Exception as e:
+            if backend == "decord":
+                raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
+    try:
+        for chunk in _chunked(_frames_pyav(path, header, sampling, threads), sampling, chunk_seconds):
+            if chunk.index >= done:
+                done = chunk.index + 1
+                yield chunk
+            del chunk
     except MediaError:
         raise
     except Exception as e:

@@ -120,13 +120,94 @@ def cut_clips(times: np.ndarray, frames: np.ndarray, duration: float, sampling: 
     Windows that hold no sampled frame (possible when sampling fps is below 1 / clip_seconds) are skipped.
     Clip arrays are views into `times` and `frames`, not copies.
     """
+    return cut_windows(times, frames, clip_windows(duration, sampling.clip_seconds, sampling.stride_seconds))
+
+
+def cut_windows(times: np.ndarray, frames: np.ndarray, windows: list[tuple[float, float]]) -> list[Clip]:
+    """Clips of the given (start, end) windows: the frames with time in [start, end); empty windows skipped."""
     times = np.asarray(times, dtype=np.float64)
     if len(times) != len(frames):
         raise ValueError(f"cut_clips: {len(times)} times but {len(frames)} frames")
     clips = []
-    for start, end in clip_windows(duration, sampling.clip_seconds, sampling.stride_seconds):
+    for start, end in windows:
         # The last window closes at the duration, so the final frame (time < duration) always belongs to it.
         lo, hi = np.searchsorted(times, [start, end], side="left")
         if hi > lo:
             clips.append(Clip(start=round(start, 6), end=round(end, 6), times=times[lo:hi], frames=frames[lo:hi]))
     return clips
+
+
+@dataclass
+class VideoChunk:
+    """A time segment of a video: the sampled frames of a run of whole clip windows, decoded on its own.
+
+    Chunks of one file come in order; together their windows are exactly `clip_windows` of the video, so
+    `chunk.clips()` over all chunks equals `DecodedVideo.clips()`. Frames of overlapping windows (stride <
+    clip length) appear in both chunks. `info` is set on the last chunk only, when the duration is known.
+    """
+
+    index: int  # 0, 1, ... within the file
+    windows: list[tuple[float, float]]  # (start, end) clip windows this chunk holds the frames of
+    times: np.ndarray  # (N,) float64 seconds, increasing
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB
+    last: bool = False
+    info: VideoInfo | None = None
+
+    def clips(self) -> list[Clip]:
+        """The clips of this chunk's windows (views into its arrays)."""
+        return cut_windows(self.times, self.frames, self.windows)
+
+
+def whole_chunk(video: DecodedVideo, sampling: SamplingConfig) -> VideoChunk:
+    """A whole decoded video as its one and last chunk."""
+    windows = clip_windows(video.info.duration, sampling.clip_seconds, sampling.stride_seconds)
+    return VideoChunk(0, windows, video.times, video.frames, last=True, info=video.info)
+
+
+class ChunkCutter:
+    """Groups a stream of sampled frames into chunks of `chunk_seconds` worth of clip windows.
+
+    A chunk is sent once a frame past its last window has been seen: only then is the video known to be
+    longer than that window, so the window is a regular one and not the video's shortened last window.
+    At most one chunk's frames (plus the frames of the window overlap) are held.
+    """
+
+    def __init__(self, sampling: SamplingConfig, chunk_seconds: float):
+        if not chunk_seconds > 0:
+            raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
+        self.length, self.stride = sampling.clip_seconds, sampling.stride_seconds
+        self.per_chunk = max(1, round(chunk_seconds / self.stride))  # windows per chunk
+        self.first = 0  # index of the first window not yet sent
+        self.count = 0  # chunks made
+        self.times: list[float] = []
+        self.frames: list[np.ndarray] = []
+
+    def push(self, t: float, frame: np.ndarray) -> list[VideoChunk]:
+        """Add the next sampled frame (times increase); returns the chunks it completes."""
+        self.times.append(float(t))
+        self.frames.append(frame)
+        out = []
+        while True:
+            last = self.first + self.per_chunk - 1
+            end = last * self.stride + self.length
+            if t < end + _EPS:
+                return out
+            windows = [(k * self.stride, k * self.stride + self.length) for k in range(self.first, last + 1)]
+            out.append(self._emit(windows, end, keep_from=(last + 1) * self.stride))
+            self.first = last + 1
+
+    def finish(self, info: VideoInfo) -> VideoChunk:
+        """The last chunk: the remaining windows of a video of `info.duration` seconds."""
+        windows = clip_windows(info.duration, self.length, self.stride)[self.first:]
+        chunk = self._emit(windows, float("inf"), keep_from=float("inf"))
+        chunk.last, chunk.info = True, info
+        return chunk
+
+    def _emit(self, windows, end: float, keep_from: float) -> VideoChunk:
+        times = np.array(self.times, np.float64)
+        hi = int(np.searchsorted(times, end, side="left"))
+        frames = np.stack(self.frames[:hi]) if hi else np.zeros((0, 0, 0, 3), np.uint8)  # no frame: no clip
+        keep = int(np.searchsorted(times, keep_from, side="left"))
+        self.times, self.frames = self.times[keep:], self.frames[keep:]
+        self.count += 1
+        return VideoChunk(self.count - 1, windows, times[:hi], frames)

@@ -1,6 +1,7 @@
 """Worker processes that probe and decode videos with a per-file timeout, isolating decoder crashes and hangs."""
 from __future__ import annotations
 
+import inspect
 import json
 import multiprocessing.connection
 import os
@@ -12,10 +13,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .backends import check_file, decode_file, probe_file
-from .types import DecodedVideo, MediaError, SamplingConfig, VideoInfo
+from .backends import check_file, decode_chunks_file, decode_file, probe_file
+from .types import DecodedVideo, MediaError, SamplingConfig, VideoChunk, VideoInfo
 
 # Runs in the worker: take the parent's import path, then serve jobs on the inherited socket.
 _BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
@@ -31,7 +32,11 @@ def _worker_main(fd: int) -> None:
 
 
 def _serve(conn) -> None:
-    """Worker loop: receive (func, args), reply ("ok", value) or ("error", reason); stop on None or EOF."""
+    """Worker loop: receive (func, args), reply ("ok", value) or ("error", reason); stop on None or EOF.
+
+    A func that returns a generator streams: each item goes as ("part", item), after which the worker waits
+    for the caller to ask for the next one (True) or to stop (None); ("end", None) closes the stream.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it kills us on close
     while True:
         try:
@@ -45,12 +50,44 @@ def _serve(conn) -> None:
             return
         func, args = job
         try:
-            reply = ("ok", func(*args))
-        except MediaError as e:
-            reply = ("error", e.reason)
-        except Exception as e:  # any other decoder failure is still a per-file error, not a worker failure
-            reply = ("error", f"{type(e).__name__}: {e}")
-        conn.send(reply)
+            _run_job(conn, func, args)
+        except _Gone:  # the caller went away mid-stream
+            return
+
+
+class _Gone(Exception):
+    """The caller's end of the socket closed."""
+
+
+def _talk(op, *args):
+    try:
+        return op(*args)
+    except (EOFError, OSError):
+        raise _Gone from None
+
+
+def _run_job(conn, func, args) -> None:
+    try:
+        value = func(*args)
+        if inspect.isgenerator(value):
+            for part in value:
+                _talk(conn.send, ("part", part))
+                del part  # the next one is decoded only once the caller has this one
+                if not _talk(conn.recv):
+                    value.close()
+                    return
+            value = None
+            kind = "end"
+        else:
+            kind = "ok"
+        reply = (kind, value)
+    except _Gone:
+        raise
+    except MediaError as e:
+        reply = ("error", e.reason)
+    except Exception as e:  # any other decoder failure is still a per-file error, not a worker failure
+        reply = ("error", f"{type(e).__name__}: {e}")
+    _talk(conn.send, reply)
 
 
 def _crash_reason(exitcode: int | None) -> str:
@@ -89,10 +126,19 @@ class _Worker:
         self.conn = multiprocessing.connection.Connection(ours.detach())
         self.task: _Task | None = None
         self.deadline = 0.0
+        self.waiting = False  # a streaming task sent a part and waits to be asked for the next
 
     def submit(self, task: _Task, timeout: float) -> None:
-        self.task, self.deadline = task, time.monotonic() + timeout
+        self.task, self.deadline, self.waiting = task, time.monotonic() + timeout, False
         self.conn.send((task.func, task.args))
+
+    def more(self, timeout: float) -> None:
+        """Ask a waiting streaming task for its next part; the timeout runs again from now."""
+        self.waiting, self.deadline = False, time.monotonic() + timeout
+        try:
+            self.conn.send(True)
+        except OSError:
+            pass  # it died: the next wait sees EOF and handles it as a crash
 
     def collect(self):
         """Reply of the finished task, or None if the process died (read after `conn` became ready)."""
@@ -124,6 +170,20 @@ class _Worker:
 def _result(task: _Task, reply):
     kind, value = reply
     return value if kind == "ok" else MediaError(task.path, value)
+
+
+@dataclass
+class _Stream:
+    """Parts of one streaming task received and not yet handed on."""
+
+    parts: deque = field(default_factory=deque)
+    received: int = 0
+    ended: bool = False
+
+    def end(self, last) -> None:
+        if last is not None:
+            self.parts.append(last)
+        self.ended = True
 
 
 class _Runner:
@@ -167,6 +227,81 @@ class _Runner:
                     self._wait(queue, done)
         finally:
             self._reset_busy()
+
+    def run_stream(self, tasks: Iterable[_Task | MediaError]) -> Iterator[tuple[str, object]]:
+        """(path, part or MediaError) for tasks whose function is a generator, task after task in input order.
+
+        A worker sends one part and waits; it is asked for the next one only when that part is handed on,
+        so each task in flight holds at most one part here. The timeout applies to each part separately.
+        A task that fails after some parts ends with a MediaError item.
+        """
+        tasks = iter(tasks)
+        queue, streams = deque(), {}
+        next_in = next_out = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and next_in - next_out < self.max_ahead:
+                    item = next(tasks, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    streams[next_in] = _Stream()
+                    if isinstance(item, MediaError):
+                        streams[next_in].end((item.path, item))
+                    else:
+                        queue.append(item)
+                    next_in += 1
+                self._dispatch(queue)
+                head = streams.get(next_out)
+                if head is not None and head.parts:
+                    item = head.parts.popleft()
+                    self._ask_more(next_out)
+                    yield item
+                elif head is not None and head.ended:
+                    del streams[next_out]
+                    next_out += 1
+                elif exhausted and next_out == next_in:
+                    return
+                else:
+                    self._wait_stream(queue, streams)
+        finally:
+            self._reset_busy()
+
+    def _ask_more(self, index: int) -> None:
+        for worker in self.workers:
+            if worker.task is not None and worker.task.index == index and worker.waiting:
+                worker.more(self.timeout)
+
+    def _wait_stream(self, queue: deque, streams: dict) -> None:
+        busy = [w for w in self.workers if w.task is not None and not w.waiting]
+        if not busy:
+            return
+        wait_for = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+        ready = multiprocessing.connection.wait([w.conn for w in busy], timeout=wait_for)
+        for worker in busy:
+            task, stream = worker.task, streams[worker.task.index]
+            if worker.conn in ready:
+                try:
+                    kind, value = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._replace(worker)
+                    if task.fallback is not None:  # decord crashed: PyAV goes on from the next part
+                        args = (*task.fallback, stream.received)
+                        queue.appendleft(_Task(task.index, task.path, task.func, args, None))
+                    else:
+                        stream.end((task.path, MediaError(task.path, _crash_reason(worker.proc.returncode))))
+                    continue
+                if kind == "part":
+                    stream.parts.append((task.path, value))
+                    stream.received += 1
+                    worker.waiting = True
+                    continue
+                worker.task = None
+                stream.end(None if kind == "end" else (task.path, _result(task, (kind, value))))
+            elif time.monotonic() >= worker.deadline:
+                self._replace(worker)
+                stream.end((task.path, MediaError(task.path, f"timed out after {self.timeout:g} s")))
 
     def _dispatch(self, queue: deque) -> None:
         for worker in list(self.workers):
@@ -273,17 +408,19 @@ def decode(path, sampling: SamplingConfig = SamplingConfig(), timeout: float = 1
 
 
 class DecodePool:
-    """N decoder processes with a per-file timeout; `imap` yields (path, DecodedVideo | MediaError) in input order.
+    """N decoder processes with a per-file timeout; `imap` yields (path, DecodedVideo | MediaError) in input order,
+    `imap_chunks` yields the same decoded in time segments (see there).
 
     At most 2 * workers files are in flight (queued, decoding or waiting to be yielded), so memory stays flat
     however many paths are given. A crashed or hung worker is killed and replaced. Not thread-safe.
     """
 
     def __init__(self, workers: int = 2, sampling: SamplingConfig = SamplingConfig(), timeout: float = 120.0, *,
-                 decoder: Callable = decode_file):
+                 decoder: Callable = decode_file, chunk_decoder: Callable = decode_chunks_file):
         self._runner = _Runner(workers, timeout)
         self.sampling = sampling
         self.decoder = decoder
+        self.chunk_decoder = chunk_decoder
         # Split the cores between workers so N decoders do not each start one thread per core.
         self.threads = max(1, (os.cpu_count() or 1) // workers)
 
@@ -295,6 +432,23 @@ class DecodePool:
         fallback = (self.sampling, "pyav", self.threads)
         tasks = (_task(i, p, self.decoder, args, fallback) for i, p in enumerate(paths))
         yield from self._runner.run(tasks)
+
+    def imap_chunks(self, paths: Iterable, chunk_seconds: float = 60.0) -> Iterator[tuple[str, VideoChunk | MediaError]]:
+        """Decode `paths` lazily in time segments; yields (path, VideoChunk) for each segment of a file in
+        order, the last one with `last=True` and the VideoInfo, or ends the file with (path, MediaError),
+        possibly after some chunks. Files come in input order.
+
+        Chunks hold the clip windows of about `chunk_seconds` and are decoded only as they are taken, so
+        memory stays flat however long the videos are; the timeout applies to each chunk.
+        """
+        if self._runner is None:
+            raise RuntimeError("DecodePool is closed")
+        if not chunk_seconds > 0:
+            raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
+        args = (self.sampling, "auto", self.threads, float(chunk_seconds))
+        fallback = (self.sampling, "pyav", self.threads, float(chunk_seconds))
+        tasks = (_task(i, p, self.chunk_decoder, args, fallback) for i, p in enumerate(paths))
+        yield from self._runner.run_stream(tasks)
 
     def close(self) -> None:
         """Stop the worker processes."""
