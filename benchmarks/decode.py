@@ -64,9 +64,11 @@ def ffprobe(path: str) -> tuple[int, int, float, int]:
 
 
 def encode(src_args: list[str], codec: str, out: Path) -> None:
-    """Encode `src_args` (an ffmpeg input spec) with `codec`, without audio."""
-    args, _ = CODECS[codec]
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *src_args, "-an", *args, str(out)], check=True)
+    """Encode `src_args` (an ffmpeg input spec) with `codec`, without audio; `out` appears only when complete."""
+    args, ext = CODECS[codec]
+    partial = out.with_name(out.stem + ".partial" + ext)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *src_args, "-an", *args, str(partial)], check=True)
+    os.replace(partial, out)
 
 
 def build_corpus(workdir: str, real: list[str], codecs: list[str], seconds: float) -> list[MediaFile]:

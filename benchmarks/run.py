@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import shlex
 import signal
 import sys
@@ -111,10 +112,14 @@ def report(parts: list[Section | str], argv: list[str], quick: bool, kept: dict[
     return header(argv, quick, kept) + "\n" + "\n".join(body)
 
 
-def previous_sections(path: Path) -> tuple[dict[str, str], str]:
-    """Sections ("## Title" to the next "## ") of an existing report, by title, and its command and date."""
+_KEPT = re.compile(r"^- (.+): kept from the earlier report \((.*)\)$", re.M)
+
+
+def previous_sections(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Sections ("## Title" to the next "## ") of an existing report, by title, and where each came from:
+    {"": the report's own command and date, title: origin of a section that report itself had kept}."""
     if not path.exists():
-        return {}, ""
+        return {}, {"": ""}
     text = path.read_text()
     sections, current = {}, None
     for line in text.splitlines(keepends=True):
@@ -124,7 +129,9 @@ def previous_sections(path: Path) -> tuple[dict[str, str], str]:
         if current is not None:
             sections[current] += line
     meta = [line[2:].strip() for line in text.splitlines() if line.startswith(("- Command:", "- Date:"))]
-    return sections, "; ".join(meta[:2])
+    origins = {title: origin for title, origin in _KEPT.findall(text)}
+    origins[""] = "; ".join(meta[:2])
+    return sections, origins
 
 
 def main(argv=None) -> int:
@@ -135,26 +142,34 @@ def main(argv=None) -> int:
     # SIGTERM unwinds like Ctrl-C, so servers and worker processes the benchmarks started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
-    fresh = {}
+    fresh: dict[str, Section] = {}
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
         workdir = args.workdir or tmp
         Path(workdir).mkdir(parents=True, exist_ok=True)
         for name in BENCHMARKS:
             if name in args.only:
                 fresh[name] = run_one(name, args.quick, workdir)
-    # The earlier report is read only now, so a run started before it was written still keeps its sections.
-    old, source = previous_sections(out) if args.keep else ({}, "")
+                write_report(out, fresh, args, argv)      # after every section, so a stopped run keeps its numbers
+    print(f"[bench] wrote {out}", file=sys.stderr)
+    return 0
+
+
+def write_report(out: Path, fresh: dict[str, Section], args: argparse.Namespace, argv: list[str]) -> None:
+    """Write the report of the sections run so far, plus with --keep the others from the report at `out`."""
+    # The earlier report is read at each write, so a run started before it was written still keeps its sections.
+    old, source = previous_sections(out) if args.keep else ({}, {"": ""})
     parts, kept = [], {}
     for name in BENCHMARKS:
         if name in fresh:
             parts.append(fresh[name])
-        elif TITLES[name] in old:
+        elif TITLES[name] in old and name not in args.only:
             parts.append(old[TITLES[name]].rstrip() + "\n")
-            kept[TITLES[name]] = source
+            kept[TITLES[name]] = source.get(TITLES[name], source[""])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report(parts, argv, args.quick, kept))
-    print(f"[bench] wrote {out}", file=sys.stderr)
-    return 0
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(report(parts, argv, args.quick, kept))
+    os.replace(tmp, out)
+
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 from .common import Section, Table, median, ratio
 from .resources import missing, synth_split, vidsearch
 
-FULL = {"captions": 128, "epochs": 3}
+FULL = {"captions": 96, "epochs": 3}
 QUICK = {"captions": 32, "epochs": 2}
 
 

@@ -89,12 +89,16 @@ def test_keep_takes_unrun_sections_from_the_earlier_report(tmp_path):
     sections, source = run.previous_sections(earlier)
     assert set(sections) == {"Decode", "Search at scale"}
     assert "| 1 |" in sections["Search at scale"] and "old decode" not in sections["Search at scale"]
-    assert "Date: D1" in source
-    fresh = common.Section("decode", "Decode", notes=["new decode"])
-    text = run.report([fresh, sections["Search at scale"]], ["--only", "decode", "--keep"], False,
-                      {"Search at scale": source})
+    assert "Date: D1" in source[""]
+    fresh = {"decode": common.Section("decode", "Decode", notes=["new decode"])}
+    args = run.parse_args(["--only", "decode", "--keep", "--out", str(earlier)])
+    run.write_report(earlier, fresh, args, ["--only", "decode", "--keep", "--out", "BENCH.md"])
+    text = earlier.read_text()
     assert "new decode" in text and "old decode" not in text and "| 1 |" in text
-    assert "Search at scale: kept from the earlier report" in text
+    assert "- Search at scale: kept from the earlier report (Command: `python -m benchmarks.run --out X`" in text
+    # Kept again by a later run, a section still names the run that measured it.
+    run.write_report(earlier, fresh, args, ["--only", "decode", "--keep", "--out", "BENCH.md"])
+    assert run.previous_sections(earlier)[1]["Search at scale"].startswith("Command: `python -m benchmarks.run --out X`")
 
 
 def test_bad_options_are_named():
