@@ -98,7 +98,8 @@ def test_keep_takes_unrun_sections_from_the_earlier_report(tmp_path):
     assert "- Search at scale: kept from the earlier report (Command: `python -m benchmarks.run --out X`" in text
     # Kept again by a later run, a section still names the run that measured it.
     run.write_report(earlier, fresh, args, ["--only", "decode", "--keep", "--out", "BENCH.md"])
-    assert run.previous_sections(earlier)[1]["Search at scale"].startswith("Command: `python -m benchmarks.run --out X`")
+    origin = run.previous_sections(earlier)[1]["Search at scale"]
+    assert origin.startswith("Command: `python -m benchmarks.run --out X`")
 
 
 def test_bad_options_are_named():
