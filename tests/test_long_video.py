@@ -1,17 +1,22 @@
 """Long videos: chunked decoding gives the same clips as whole-file decoding, and indexing holds a bounded
-number of frames whatever the video's length."""
+number of frames whatever the video's length.
+
+The indexer is imported inside the tests that use it: decoder processes import this module for the chunk
+decoders below, and must start within the short timeouts the tests give them.
+"""
 from __future__ import annotations
 
+import ctypes
 import sqlite3
+import time
 import tracemalloc
 import weakref
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from indexer import index_paths
-from tests.fixtures.store import FakeModel
 from trainer.media import DecodePool, MediaError, SamplingConfig, VideoChunk, cut_clips, decode
 from trainer.media.backends import decode_chunks_file, decode_file
 from trainer.media.types import ChunkCutter
@@ -157,6 +162,9 @@ class _FrameCounter:
 
 @pytest.mark.timeout(180)
 def test_indexing_a_long_video_holds_a_bounded_number_of_frames(long_video, tmp_path):
+    from indexer import index_paths
+    from tests.fixtures.store import FakeModel
+
     model = FakeModel()  # 2 fps, 2 s clips: the ten minutes are 1200 frames and 300 clips
     with DecodePool(1, model.sampling) as pool:
         chunked = _FrameCounter(lambda paths: pool.imap_chunks(paths, chunk_seconds=30.0))
@@ -185,6 +193,9 @@ def _failing_reader(pool, bad: str):
 
 
 def test_a_video_failing_mid_stream_leaves_no_clips(tmp_path):
+    from indexer import index_paths
+    from tests.fixtures.store import FakeModel
+
     videos = [make_video(tmp_path / f"v{i}.mp4", 45, seed=i) for i in range(2)]
     model = FakeModel()
     with DecodePool(1, model.sampling) as pool:
@@ -200,6 +211,9 @@ def test_a_video_failing_mid_stream_leaves_no_clips(tmp_path):
 
 
 def test_an_encoder_failure_in_one_chunk_fails_the_whole_video(tmp_path):
+    from indexer import index_paths
+    from tests.fixtures.store import FakeModel
+
     videos = [make_video(tmp_path / f"v{i}.mp4", 40, seed=i) for i in range(2)]
 
     class FailsLate(FakeModel):
@@ -215,3 +229,55 @@ def test_an_encoder_failure_in_one_chunk_fails_the_whole_video(tmp_path):
                              reader=lambda paths: pool.imap_chunks(paths, chunk_seconds=8.0))
     assert [p for p, _ in report.failed] == [str(videos[0])] and "out of memory" in report.failed[0][1]
     assert report.indexed == [str(videos[1])] and report.clips == 20
+
+
+# Chunk decoders swapped in through `chunk_decoder=`; module-level so the worker process can import them.
+
+def crash_mid_stream_decoder(path, sampling, backend, threads, chunk_seconds, skip=0):
+    """Decord delivers two chunks, then the process segfaults; the PyAV retry goes on from there."""
+    if backend == "pyav":
+        yield from decode_chunks_file(path, sampling, "pyav", threads, chunk_seconds, skip)
+        return
+    for chunk in decode_chunks_file(path, sampling, "decord", threads, chunk_seconds):
+        if chunk.index == 2:
+            ctypes.string_at(0)
+        yield chunk
+
+
+def slow_decoder(path, sampling, backend, threads, chunk_seconds, skip=0):
+    """Takes 0.6 s a chunk and logs each chunk it has made; hangs for good on files named hang*."""
+    for chunk in decode_chunks_file(path, sampling, backend, threads, chunk_seconds, skip):
+        time.sleep(0.6)
+        if Path(path).name.startswith("hang") and chunk.index == 1:
+            time.sleep(3600)
+        with open(f"{path}.log", "a") as log:
+            log.write(f"{chunk.index}\n")
+        yield chunk
+
+
+@pytest.mark.timeout(60)
+def test_crash_mid_file_resumes_with_pyav_from_the_next_chunk(tmp_path):
+    path = make_video(tmp_path / "v.mp4", 60)
+    sampling = SamplingConfig(fps=1.0, size=32, clip_seconds=4.0, stride_seconds=4.0)
+    with DecodePool(1, sampling, timeout=20, chunk_decoder=crash_mid_stream_decoder) as pool:
+        chunks = [c for _, c in pool.imap_chunks([path], chunk_seconds=12.0)]
+    assert [c.index for c in chunks] == [0, 1, 2, 3, 4] and chunks[-1].info.backend == "pyav"
+    whole = decode(path, sampling)
+    assert [(c.start, c.end) for ch in chunks for c in ch.clips()] == [(c.start, c.end) for c in whole.clips(sampling)]
+
+
+@pytest.mark.timeout(60)
+def test_chunks_are_decoded_as_taken_and_timed_out_one_by_one(tmp_path):
+    sampling = SamplingConfig(fps=1.0, size=32, clip_seconds=4.0, stride_seconds=4.0)
+    slow = make_video(tmp_path / "slow.mp4", 40)
+    hang = make_video(tmp_path / "hang.mp4", 40, seed=1)
+    with DecodePool(1, sampling, timeout=2.5, chunk_decoder=slow_decoder) as pool:
+        events = pool.imap_chunks([slow, hang], chunk_seconds=8.0)
+        path, first = next(events)
+        time.sleep(2.0)  # while this chunk is in use, the worker makes at most one more, then waits
+        assert (tmp_path / "slow.mp4.log").read_text().split() == ["0", "1"]
+        rest = list(events)
+    # Each of the 5 chunks takes 0.6 s, 3 s in all, yet the 2.5 s timeout applies to one chunk at a time.
+    got = [(Path(p).name, c.index if isinstance(c, VideoChunk) else c.reason) for p, c in [(path, first)] + rest]
+    assert got[:5] == [("slow.mp4", i) for i in range(5)]
+    assert got[5:] == [("hang.mp4", 0), ("hang.mp4", "timed out after 2.5 s")]

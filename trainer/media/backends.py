@@ -188,8 +188,8 @@ def probe_file(path: str, backend: str = "auto") -> VideoInfo:
         raise MediaError(path, f"cannot read video packets ({_describe(e)})") from None
 
 
-def _frames_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int):
-    """Generator of sampled (time, frame) pairs in time order; returns the VideoInfo when exhausted."""
+def _decord_open(path: str, header: _Header, sampling: SamplingConfig, threads: int):
+    """Open with decord and pick the sampled frames: (reader, their indices, their times, VideoInfo)."""
     out_w, out_h = sampling.frame_size(header.width, header.height)
     reader = _decord_reader(path, out_w, out_h, threads)
     if len(reader) == 0:
@@ -199,12 +199,33 @@ def _frames_decord(path: str, header: _Header, sampling: SamplingConfig, threads
     sampler = NearestSampler(sampling.fps)
     picked = [p for i, t in enumerate(starts) for p in sampler.push(i, t)] + sampler.finish(duration)
     indices = [p[0] for p in picked]
+    fps = round(float(reader.get_avg_fps()), 6)
+    info = VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
+    return reader, indices, starts[indices], info
+
+
+def _decord_batches(reader, indices: list[int]):
+    """(offset, frames) of the picked frames, `_BATCH` at a time: bounds decord's scratch memory."""
     for lo in range(0, len(indices), _BATCH):
         # get_batch seeks to the nearest keyframe and decodes forward, once per batch.
-        batch = reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
-        yield from zip(starts[indices[lo:lo + _BATCH]], batch)
-    fps = round(float(reader.get_avg_fps()), 6)
-    return VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
+        yield lo, reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
+
+
+def _decode_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int) -> DecodedVideo:
+    reader, indices, times, info = _decord_open(path, header, sampling, threads)
+    out_w, out_h = sampling.frame_size(header.width, header.height)
+    frames = np.empty((len(indices), out_h, out_w, 3), np.uint8)
+    for lo, batch in _decord_batches(reader, indices):
+        frames[lo:lo + len(batch)] = batch
+    return DecodedVideo(info, times, frames)
+
+
+def _frames_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int):
+    """Generator of sampled (time, frame) pairs in time order; returns the VideoInfo when exhausted."""
+    reader, indices, times, info = _decord_open(path, header, sampling, threads)
+    for lo, batch in _decord_batches(reader, indices):
+        yield from zip(times[lo:lo + len(batch)], batch)
+    return info
 
 
 def _frame_seconds(frame, tb: float, prev: float | None, step: float) -> float:
@@ -282,7 +303,7 @@ def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend:
     header = _stream_header(path)
     if backend in ("auto", "decord"):
         try:
-            return _collect(_frames_decord(path, header, sampling, threads))
+            return _decode_decord(path, header, sampling, threads)
         except Exception as e:
             if backend == "decord":
                 raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
