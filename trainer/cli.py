@@ -63,6 +63,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (CPU runs repeat exactly)")
     p.add_argument("--cache-dir", default=None, help="frame-feature cache (default $VIDSEARCH_CACHE or ~/.cache/vidsearch)")
     p.add_argument("--workers", type=int, default=d["workers"], help="decoder processes")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores, split under DDP)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
@@ -77,7 +78,7 @@ def run_train(args: argparse.Namespace) -> int:
                       fps=args.fps, frames=args.frames, clip_seconds=args.clip_seconds, branching=args.branching,
                       depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
                       device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
-                      resume=args.resume, progress=not args.no_progress)
+                      threads=args.threads, resume=args.resume, progress=not args.no_progress)
     out = train(args.manifests, args.out, cfg)
     print(out)
     return 0
