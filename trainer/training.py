@@ -453,7 +453,10 @@ def fit(texts: list[str], feats: list[np.ndarray], out_dir, cfg: TrainConfig, di
 
 def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist) -> Path:
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    if not cfg.progress:
+        hf_logging.disable_progress_bar()       # no per-file bars when saving and loading weights either
     out_dir.mkdir(parents=True, exist_ok=True)
     feats = [np.ascontiguousarray(resample_frames(f, cfg.frames), dtype=np.float32) for f in feats]
     vocab = _visual_vocabulary(feats, cfg, out_dir, dist)
