@@ -102,6 +102,24 @@ def test_batcher_masks_caption_tokens_and_frames():
     assert batch["features"].shape == (6, 4, FEATURE_DIM) and batch["frame_mask"].all()
 
 
+def test_word_dropout_keeps_words_in_order_and_only_when_training():
+    from transformers import AutoTokenizer
+
+    from trainer.encoders import default_text_model_dir
+
+    tok = AutoTokenizer.from_pretrained(default_text_model_dir())
+    words = "one two three four five six seven eight".split()
+    batcher = Batcher(tok, [" ".join(words)], [np.zeros((1, 4), np.float32)], [np.zeros(1, np.int64)], 0.0,
+                      word_dropout=0.5)
+    gen = torch.Generator().manual_seed(0)
+    seen = [batcher._caption(0, gen).split() for _ in range(20)]
+    assert any(len(kept) < len(words) for kept in seen)
+    for kept in seen:
+        positions = [words.index(w) for w in kept]
+        assert kept and positions == sorted(set(positions))          # a non-empty subsequence
+    assert batcher._caption(0, None) == " ".join(words)
+
+
 def test_choose_respects_allowed_positions():
     allowed = torch.tensor([[True, False, True], [False, False, False]])
     pick = _choose(allowed, 0.0, torch.Generator().manual_seed(0))

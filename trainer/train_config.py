@@ -29,6 +29,7 @@ class TrainConfig:
     random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
     model: dict = field(default_factory=dict)   # VideoBertConfig overrides (e.g. hidden_size for tiny models)
     mask_prob: float = 0.15
+    word_dropout: float = 0.0         # chance of dropping each caption word per step (phrasing robustness)
     device: str = "auto"
     seed: int = 0
     cache_dir: str | None = None
@@ -52,8 +53,9 @@ class TrainConfig:
         for name in ("lr", "fps", "clip_seconds"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.mask_prob < 1.0:
-            raise ValueError(f"TrainConfig.mask_prob must be in [0, 1), got {self.mask_prob!r}")
+        for name in ("mask_prob", "word_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
 
 
 def defaults() -> dict:

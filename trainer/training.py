@@ -109,14 +109,29 @@ def load_examples(manifests, cfg: TrainConfig, dist: Dist, encoder=None) -> tupl
 class Batcher:
     """Turns example indices into padded tensors, with seeded masking for the two token objectives."""
 
-    def __init__(self, tokenizer, texts, feats, visual_ids, mask_prob: float, max_text: int = 64):
+    def __init__(self, tokenizer, texts, feats, visual_ids, mask_prob: float, max_text: int = 64,
+                 word_dropout: float = 0.0):
         self.tok = tokenizer
         self.texts, self.feats, self.visual_ids = texts, feats, visual_ids
         self.mask_prob = mask_prob
         self.max_text = max_text
+        self.word_dropout = word_dropout
+
+    def _caption(self, i: int, gen: torch.Generator | None) -> str:
+        """Caption i, with each word dropped at rate `word_dropout` when training (at least one word kept)."""
+        text = self.texts[i]
+        if gen is None or not self.word_dropout:
+            return text
+        words = text.split()
+        if len(words) < 2:
+            return text
+        keep = torch.rand(len(words), generator=gen) >= self.word_dropout
+        if not keep.any():
+            keep[torch.randint(len(words), (1,), generator=gen)] = True
+        return " ".join(w for w, k in zip(words, keep.tolist()) if k)
 
     def __call__(self, idx, gen: torch.Generator | None = None) -> dict:
-        tokens = self.tok([self.texts[i] for i in idx], padding=True, truncation=True,
+        tokens = self.tok([self._caption(i, gen) for i in idx], padding=True, truncation=True,
                           max_length=self.max_text, return_tensors="pt")
         lengths = [len(self.feats[i]) for i in idx]
         t, fdim = max(lengths), self.feats[idx[0]].shape[1]
@@ -463,7 +478,7 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist) -> Path:
     visual_ids = [vocab.quantize(f) for f in feats]
     tokenizer = AutoTokenizer.from_pretrained(_text_model_dir(cfg))
     model = build_model(cfg, tokenizer, vocab.size, feats[0].shape[1]).to(dist.device)
-    batcher = Batcher(tokenizer, texts, feats, visual_ids, cfg.mask_prob)
+    batcher = Batcher(tokenizer, texts, feats, visual_ids, cfg.mask_prob, word_dropout=cfg.word_dropout)
     n_batches = len(epoch_batches(len(texts), cfg.batch_size, 0, dist, cfg.seed))
     state = _start(cfg, out_dir, model, math.ceil(n_batches / cfg.grad_accum), dist)
     net = model
