@@ -175,8 +175,9 @@ def _frames_in(item) -> int:
 
 
 def _encode_batch(batch: list, assembler: VideoAssembler) -> list:
-    """Finished videos of `batch` (as Encoded), with everything else passed through in order. Chunks of a
-    video are contiguous in the stream, so a video is finished before any later job passes through."""
+    """Finished videos of `batch` (as Encoded), with everything else passed through in order. A job that
+    needs no decoding may pass while a video is still being assembled, as it may overtake a decode job
+    before it; such jobs never depend on a video of this run."""
     out, run = [], []
     for it in batch + [None]:
         if isinstance(it, tuple):

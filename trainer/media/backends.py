@@ -208,7 +208,13 @@ def _decord_batches(reader, indices: list[int]):
     """(offset, frames) of the picked frames, `_BATCH` at a time: bounds decord's scratch memory."""
     for lo in range(0, len(indices), _BATCH):
         # get_batch seeks to the nearest keyframe and decodes forward, once per batch.
-        yield lo, reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
+        batch = reader.get_batch(indices[lo:lo + _BATCH]).asnumpy()
+        if lo + _BATCH < len(indices):
+            # After get_batch, decord's decoder thread goes on decoding full-size frames into an unbounded
+            # buffer until the next call: gigabytes while the caller is busy with a chunk. Seeking home
+            # stops it (the next get_batch seeks to its own keyframe anyway, so frames are unchanged).
+            reader.seek(0)
+        yield lo, batch
 
 
 def _decode_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int) -> DecodedVideo:
