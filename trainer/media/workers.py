@@ -1,4 +1,5 @@
-"""Worker processes that probe and decode videos with a per-file timeout, isolating decoder crashes and hangs."""
+"""Worker processes that probe and decode videos (whole, or streamed in chunks) under a timeout, isolating
+decoder crashes and hangs."""
 from __future__ import annotations
 
 import inspect
@@ -412,7 +413,9 @@ class DecodePool:
     `imap_chunks` yields the same decoded in time segments (see there).
 
     At most 2 * workers files are in flight (queued, decoding or waiting to be yielded), so memory stays flat
-    however many paths are given. A crashed or hung worker is killed and replaced. Not thread-safe.
+    however many paths are given; with `imap_chunks`, each holds at most one chunk here and one being decoded,
+    so it stays flat however long the videos are too. A crashed or hung worker is killed and replaced.
+    Not thread-safe.
     """
 
     def __init__(self, workers: int = 2, sampling: SamplingConfig = SamplingConfig(), timeout: float = 120.0, *,
@@ -433,7 +436,8 @@ class DecodePool:
         tasks = (_task(i, p, self.decoder, args, fallback) for i, p in enumerate(paths))
         yield from self._runner.run(tasks)
 
-    def imap_chunks(self, paths: Iterable, chunk_seconds: float = 60.0) -> Iterator[tuple[str, VideoChunk | MediaError]]:
+    def imap_chunks(self, paths: Iterable,
+                    chunk_seconds: float = 60.0) -> Iterator[tuple[str, VideoChunk | MediaError]]:
         """Decode `paths` lazily in time segments; yields (path, VideoChunk) for each segment of a file in
         order, the last one with `last=True` and the VideoInfo, or ends the file with (path, MediaError),
         possibly after some chunks. Files come in input order.
