@@ -245,9 +245,9 @@ def crash_mid_stream_decoder(path, sampling, backend, threads, chunk_seconds, sk
 
 
 def slow_decoder(path, sampling, backend, threads, chunk_seconds, skip=0):
-    """Takes 0.6 s a chunk and logs each chunk it has made; hangs for good on files named hang*."""
+    """Takes 1 s a chunk and logs each chunk it has made; hangs for good on files named hang*."""
     for chunk in decode_chunks_file(path, sampling, backend, threads, chunk_seconds, skip):
-        time.sleep(0.6)
+        time.sleep(1.0)
         if Path(path).name.startswith("hang") and chunk.index == 1:
             time.sleep(3600)
         with open(f"{path}.log", "a") as log:
@@ -271,13 +271,13 @@ def test_chunks_are_decoded_as_taken_and_timed_out_one_by_one(tmp_path):
     sampling = SamplingConfig(fps=1.0, size=32, clip_seconds=4.0, stride_seconds=4.0)
     slow = make_video(tmp_path / "slow.mp4", 40)
     hang = make_video(tmp_path / "hang.mp4", 40, seed=1)
-    with DecodePool(1, sampling, timeout=2.5, chunk_decoder=slow_decoder) as pool:
+    with DecodePool(1, sampling, timeout=4.0, chunk_decoder=slow_decoder) as pool:
         events = pool.imap_chunks([slow, hang], chunk_seconds=8.0)
         path, first = next(events)
-        time.sleep(2.0)  # while this chunk is in use, the worker makes at most one more, then waits
+        time.sleep(3.0)  # while this chunk is in use, the worker makes at most one more, then waits
         assert (tmp_path / "slow.mp4.log").read_text().split() == ["0", "1"]
         rest = list(events)
-    # Each of the 5 chunks takes 0.6 s, 3 s in all, yet the 2.5 s timeout applies to one chunk at a time.
+    # Each of the 5 chunks takes 1 s, 5 s in all, yet the 4 s timeout applies to one chunk at a time.
     got = [(Path(p).name, c.index if isinstance(c, VideoChunk) else c.reason) for p, c in [(path, first)] + rest]
     assert got[:5] == [("slow.mp4", i) for i in range(5)]
-    assert got[5:] == [("hang.mp4", 0), ("hang.mp4", "timed out after 2.5 s")]
+    assert got[5:] == [("hang.mp4", 0), ("hang.mp4", "timed out after 4 s")]

@@ -259,6 +259,7 @@ class _Runner:
                     item = head.parts.popleft()
                     self._ask_more(next_out)
                     yield item
+                    del item  # not held while the next part is awaited
                 elif head is not None and head.ended:
                     del streams[next_out]
                     next_out += 1
