@@ -37,7 +37,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--index-type", metavar="TYPE",
                    help="auto (default: exact while small, IVF when large), flat, or a FAISS factory string "
                         "such as IVF1024,Flat / HNSW32 / IVF256,PQ16")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed to decode one file")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds allowed to decode one segment of a file (default 120)")
+    p.add_argument("--chunk-seconds", type=float, default=60.0,
+                   help="video decoded and held in memory at a time, in seconds (default 60)")
     p.add_argument("--commit-every", type=int, default=32, metavar="N",
                    help="commit to the store every N files (default 32); a crash loses at most one batch")
     p.add_argument("--reindex", action="store_true", help="delete the store's contents and rebuild it")
@@ -70,7 +73,8 @@ def index_command(args) -> int:
         report = index_paths(args.paths, args.store, args.model, workers=args.workers, batch_size=args.batch_size,
                              index_type=args.index_type, fps=args.fps, clip_seconds=args.clip_seconds,
                              stride_seconds=args.stride_seconds, reindex=args.reindex, prune=args.prune,
-                             timeout=args.timeout, commit_every=args.commit_every, progress=not args.no_progress and sys.stderr.isatty())
+                             timeout=args.timeout, chunk_seconds=args.chunk_seconds,
+                             commit_every=args.commit_every, progress=not args.no_progress and sys.stderr.isatty())
     except KeyboardInterrupt:
         print("vidsearch index: interrupted; work committed so far is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
