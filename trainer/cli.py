@@ -56,6 +56,8 @@ def _add_train(sub) -> None:
     p.add_argument("--clip-seconds", type=float, default=d["clip_seconds"], help="clip length in seconds")
     p.add_argument("--branching", type=int, default=d["branching"], help="visual vocabulary branching factor")
     p.add_argument("--depth", type=int, default=d["depth"], help="visual vocabulary depth (words = branching**depth)")
+    p.add_argument("--word-dropout", type=float, default=d["word_dropout"],
+                   help=f"chance of dropping each caption word per step (default {d['word_dropout']})")
     p.add_argument("--frame-encoder", default=d["frame_encoder"], help="frame encoder spec")
     p.add_argument("--text-model", default=None, help="BERT dir or id to start from (default: bundled MiniLM)")
     p.add_argument("--trainable-layers", type=int, default=None, help="top encoder layers to fine-tune (default 0)")
@@ -75,6 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     model = {} if args.trainable_layers is None else {"trainable_layers": args.trainable_layers}
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_accum=args.grad_accum,
+                      word_dropout=args.word_dropout,
                       fps=args.fps, frames=args.frames, clip_seconds=args.clip_seconds, branching=args.branching,
                       depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
                       device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,

@@ -29,7 +29,7 @@ class TrainConfig:
     random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
     model: dict = field(default_factory=dict)   # VideoBertConfig overrides (e.g. hidden_size for tiny models)
     mask_prob: float = 0.15
-    word_dropout: float = 0.0         # chance of dropping each caption word per step (phrasing robustness)
+    word_dropout: float = 0.2         # chance of dropping each caption word per step (phrasing robustness)
     device: str = "auto"
     seed: int = 0
     cache_dir: str | None = None
