@@ -35,7 +35,7 @@ def test_recommend_prefers_exact_then_fastest_removable():
             dict(base, factory="IVF,Flat", param="nprobe", p50_ms=10.0, search_p50_ms=3.0),
             dict(base, factory="HNSW32", param="efSearch", p50_ms=8.0, search_p50_ms=1.0, removable=False)]
     assert search_scale.recommend(rows)["factory"] == "IVF,Flat"
-    rows[0]["p50_ms"] = 15.0
+    rows[0]["search_p50_ms"] = 1.5
     assert search_scale.recommend(rows)["factory"] == "Flat"
 
 
