@@ -228,22 +228,22 @@ class StoreWriter(Store):
 
     def close(self) -> None:
         """Commit, write the FAISS files, release the lock."""
-        if getattr(self, "session", None) is not None:
-            try:
+        try:
+            if getattr(self, "session", None) is not None:
                 self.commit()
                 self.flush()
-            finally:
-                self.session.close()
-                self.session = None
-        super().close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        finally:
+            self._release()
 
     def abort(self) -> None:
         """Drop the open transaction and release the store without writing anything more."""
         if getattr(self, "session", None) is not None:
             self.rollback()
+        self._release()
+
+    def _release(self) -> None:
+        """Close the session and the read side, then give up the writer lock."""
+        if getattr(self, "session", None) is not None:
             self.session.close()
             self.session = None
         super().close()

@@ -9,22 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from indexer.store import ClipRecord
 from search import Engine, EngineConfig, QueryError, UnknownId
 from search.fusion import reciprocal_rank_fusion
 
 DIM = 8
-
-
-@dataclass
-class ClipRec:
-    id: int
-    video_id: int
-    video_path: str
-    start: float
-    end: float
-    caption: str | None
-    tags: list = field(default_factory=list)
-    thumbnail: str | None = None
 
 
 @dataclass
@@ -48,7 +37,7 @@ class MemoryStore:
     """Exact in-memory stand-in for the Store read API."""
 
     def __init__(self):
-        self.clip_recs: dict[int, ClipRec] = {}
+        self.clip_recs: dict[int, ClipRecord] = {}
         self.vectors: dict[int, np.ndarray] = {}
         self.captions: dict[int, tuple[int, np.ndarray, str]] = {}
         self.pending: list = []
@@ -56,7 +45,7 @@ class MemoryStore:
         self.config = None
 
     def add(self, clip_id, video_id, path, start, vector, caption=None, caption_vector=None):
-        self.clip_recs[clip_id] = ClipRec(clip_id, video_id, path, start, start + 4.0, caption)
+        self.clip_recs[clip_id] = ClipRecord(clip_id, video_id, path, start, start + 4.0, caption, tags=[], thumbnail=None)
         self.vectors[clip_id] = np.asarray(vector, np.float32)
         if caption is not None:
             vec = caption_vector if caption_vector is not None else vector
