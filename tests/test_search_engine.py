@@ -4,7 +4,7 @@ The in-memory store implements the read API of `indexer.Store` with exact inner-
 ranking here can be worked out by hand. The same engine runs on a real indexed store in test_search_store.py.
 """
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
