@@ -3,6 +3,7 @@ decoder crashes and hangs."""
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import multiprocessing.connection
 import os
@@ -200,6 +201,14 @@ class _Runner:
         self.workers += [_Worker() for _ in range(workers - len(self.workers))]
         self.max_ahead = 2 * workers  # tasks queued, running or finished but not yet yielded
 
+    def _intake(self, tasks: Iterator, exhausted: bool, in_flight: int) -> tuple[list, bool]:
+        """The next tasks that fit under `max_ahead`, and whether `tasks` has now run dry."""
+        if exhausted:
+            return [], True
+        room = self.max_ahead - in_flight
+        items = list(itertools.islice(tasks, max(room, 0)))
+        return items, len(items) < room
+
     def run(self, tasks: Iterable[_Task | MediaError]) -> Iterator[tuple[str, object]]:
         """(path, value or MediaError) in the order of `tasks`; MediaError items pass straight through."""
         tasks = iter(tasks)
@@ -208,11 +217,8 @@ class _Runner:
         exhausted = False
         try:
             while True:
-                while not exhausted and next_in - next_out < self.max_ahead:
-                    item = next(tasks, None)
-                    if item is None:
-                        exhausted = True
-                        break
+                items, exhausted = self._intake(tasks, exhausted, next_in - next_out)
+                for item in items:
                     if isinstance(item, MediaError):
                         done[next_in] = (item.path, item)
                     else:
@@ -242,11 +248,8 @@ class _Runner:
         exhausted = False
         try:
             while True:
-                while not exhausted and next_in - next_out < self.max_ahead:
-                    item = next(tasks, None)
-                    if item is None:
-                        exhausted = True
-                        break
+                items, exhausted = self._intake(tasks, exhausted, next_in - next_out)
+                for item in items:
                     streams[next_in] = _Stream()
                     if isinstance(item, MediaError):
                         streams[next_in].end((item.path, item))
