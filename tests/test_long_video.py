@@ -11,7 +11,6 @@ import sqlite3
 import time
 import tracemalloc
 import weakref
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -20,28 +19,18 @@ import pytest
 from trainer.media import DecodePool, MediaError, SamplingConfig, VideoChunk, cut_clips, decode
 from trainer.media.backends import decode_chunks_file, decode_file
 from trainer.media.types import ChunkCutter
+from trainer.synth import write_video
 
 
 def make_video(path, seconds: float, fps: int = 2, size: int = 64, seed: int = 0):
     """An H.264 video whose every frame differs (a bar that moves and a brightness that steps)."""
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = Fraction(1, fps)
-        for i in range(int(round(seconds * fps))):
-            img = np.full((size, size, 3), (i * 37 + seed * 11) % 200 + 20, np.uint8)
-            img[:, (i % size), :] = 255
-            img[(i // size) % size, :, 1] = 0
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    n = int(round(seconds * fps))
+    frames = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        frames[i] = (i * 37 + seed * 11) % 200 + 20
+        frames[i, :, i % size, :] = 255
+        frames[i, (i // size) % size, :, 1] = 0
+    return write_video(path, frames, fps)
 
 
 @pytest.fixture(scope="module")
