@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.fixtures.model import tiny_config
+from trainer.lexicon import caption_vocabulary, load_vocabulary
 from trainer.training import Batcher, _choose, epoch_batches, fit, make_scheduler, train, Dist
 
 COLORS = ("red", "green", "blue")
@@ -45,7 +46,9 @@ def test_fit_writes_a_complete_model_dir(tmp_path):
     out = fit(texts, feats, tmp_path / "m", tiny_config(tmp_path / "cache", batch_size=6))
     names = set(os.listdir(out))
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "visual_vocab.npz",
-            "frame_encoder.json", "train_config.json", "metrics.jsonl", "loss.png", "checkpoint.pt"} <= names
+            "frame_encoder.json", "train_config.json", "metrics.jsonl", "loss.png", "checkpoint.pt",
+            "caption_words.json"} <= names
+    assert load_vocabulary(out) == caption_vocabulary(texts)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["kind"] == "step"]
     epochs = [r for r in rows if r["kind"] == "epoch"]
@@ -217,3 +220,11 @@ def test_cli_train_from_minilm_keeps_the_text_encoder(synth_library, feature_cac
     minilm = AutoModel.from_pretrained(default_text_model_dir()).state_dict()
     ours = model.model.videobert.bert.state_dict()
     assert all(torch.equal(ours[k], minilm[k]) for k in ours)       # frozen: text space kept exactly
+    # A training caption with one word swapped for a WordNet synonym is rewritten back before embedding.
+    swaps = {"diamond": "rhombus", "slides": "glides", "rises": "ascends", "falls": "descends"}
+    caption, word = next((row["caption"], w) for row in synth_library.rows for w in swaps
+                         if w in row["caption"].split())
+    query = caption.replace(word, swaps[word])
+    assert model.rewrite(query)[0] == caption
+    assert np.allclose(model.embed_text([query]), model.embed_text([caption]), atol=1e-6)
+    assert not np.allclose(model.embed_text([query], rewrite=False), model.embed_text([caption]), atol=1e-3)

@@ -122,10 +122,15 @@ def ridge_baseline(model, data: EvalSet, train: EvalSet, text_test: np.ndarray) 
     return text_test @ pred.T
 
 
-def evaluate(model, manifest, train_manifest=None, cache_dir=None, workers: int = 2, progress: bool = False) -> dict:
-    """Score `model` (a trainer.VideoSearchModel) on a manifest; see the module docstring for the baselines."""
+def evaluate(model, manifest, train_manifest=None, cache_dir=None, workers: int = 2, progress: bool = False,
+             rewrite: bool = True) -> dict:
+    """Score `model` (a trainer.VideoSearchModel) on a manifest; see the module docstring for the baselines.
+
+    rewrite: put test captions into the training vocabulary first, as search does with queries.
+    """
     data = load_eval_set(manifest, model, cache_dir, workers, progress)
-    text = model.embed_text(data.texts)
+    texts = [model.rewrite(t)[0] for t in data.texts] if rewrite else list(data.texts)
+    text = model.embed_text(texts, rewrite=False)
     video = model.embed_clips(data.clip_feats, features=True)
     sim = text @ video.T
     result = {**retrieval(sim, data.clip_of), "direction": direction_accuracy(sim, data)}
@@ -138,6 +143,7 @@ def evaluate(model, manifest, train_manifest=None, cache_dir=None, workers: int 
                                        "direction": direction_accuracy(ridge_sim, data)}
     result["baselines"] = baselines
     result["n"] = len(data.texts)
+    result["rewritten"] = sum(a != b for a, b in zip(texts, data.texts))
     result["clips"] = len(data.clip_feats)
     result["model"] = model.identity
     return result
@@ -146,7 +152,8 @@ def evaluate(model, manifest, train_manifest=None, cache_dir=None, workers: int 
 def format_report(result: dict) -> str:
     """A plain-text table of the model's figures and the baselines."""
     rows = [("model", result)] + [(name, r) for name, r in result["baselines"].items() if r]
-    lines = [f"{result['n']} captions, {result['clips']} clips",
+    lines = [f"{result['n']} captions ({result.get('rewritten', 0)} rewritten into training words), "
+             f"{result['clips']} clips",
              f"{'':16}{'dir':>5} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MedR':>6} {'MnR':>7}  direction"]
     for name, r in rows:
         for d in ("t2v", "v2t"):

@@ -214,11 +214,14 @@ class VideoBertModel(VideoBertPreTrainedModel):
             raise ValueError("VideoBertModel needs text_ids, visual_ids or both")
         return self._encode(parts)
 
-    def get_text_embeddings(self, text_ids, text_mask, normalize: bool = True) -> torch.Tensor:
-        """Mean-pooled text-only encoding (+ residual adapter) -> (B, H)."""
+    def get_text_embeddings(self, text_ids, text_mask, normalize: bool = True, adapt: bool = True) -> torch.Tensor:
+        """Mean-pooled text-only encoding (+ residual adapter) -> (B, H).
+
+        adapt=False leaves the adapter out: with the encoder frozen, that is the pretrained sentence embedding.
+        """
         hidden = self(text_ids=text_ids, text_mask=text_mask)
         pooled = _masked_mean(hidden, text_mask)
-        if self.text_adapter is not None:
+        if adapt and self.text_adapter is not None:
             pooled = self.text_adapter(pooled)
         return F.normalize(pooled, dim=-1) if normalize else pooled
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .features import FeatureCache
+from .lexicon import caption_vocabulary, save_vocabulary
 from .modeling import MASKED_FRAME, VideoBertConfig, VideoBertForPreTraining
 from .train_config import TrainConfig
 from .vocab import VisualVocabulary, fit_vocabulary
@@ -473,6 +474,9 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist) -> Path:
     if not cfg.progress:
         hf_logging.disable_progress_bar()       # no per-file bars when saving and loading weights either
     out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.main:
+        # The words the model learned, for rewriting queries that use others (trainer.lexicon).
+        save_vocabulary(caption_vocabulary(texts), out_dir)
     feats = [np.ascontiguousarray(resample_frames(f, cfg.frames), dtype=np.float32) for f in feats]
     vocab = _visual_vocabulary(feats, cfg, out_dir, dist)
     visual_ids = [vocab.quantize(f) for f in feats]

@@ -1,0 +1,76 @@
+"""Query rewriting into a model's training vocabulary, with WordNet and the real MiniLM sentence encoder."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.lexicon import (WORDS_FILE, QueryRewriter, caption_vocabulary, load_vocabulary, save_vocabulary,
+                             senses)
+
+TRAINING_CAPTIONS = [
+    "a red diamond slides left", "the blue star rises on a striped background", "a green circle falls",
+    "two shapes: a white square and a yellow triangle grow", "a purple cross moves to the right",
+    "a black circle shrinks on a noisy gray background", "the orange square gets larger",
+]
+
+
+@pytest.fixture(scope="module")
+def rewriter():
+    from trainer.encoders.text import TextEncoder
+
+    encoder = TextEncoder(device="cpu")
+    return QueryRewriter(caption_vocabulary(TRAINING_CAPTIONS), encoder.encode)
+
+
+def test_caption_vocabulary_keeps_content_words_with_their_captions():
+    vocab = caption_vocabulary(TRAINING_CAPTIONS + ["a red circle falls"], contexts=2)
+    assert "circle" in vocab and "the" not in vocab and "a" not in vocab and "on" not in vocab
+    assert vocab["circle"] == ["a green circle falls", "a black circle shrinks on a noisy gray background"]
+    assert vocab["diamond"] == ["a red diamond slides left"]
+    assert list(vocab) == sorted(vocab)
+    assert set(caption_vocabulary(TRAINING_CAPTIONS + ["a red circle falls"], min_count=2)) == {
+        "circle", "square", "background", "falls", "red"}
+
+
+def test_vocabulary_round_trips_beside_a_model(tmp_path):
+    vocab = caption_vocabulary(TRAINING_CAPTIONS)
+    path = save_vocabulary(vocab, tmp_path)
+    assert path == tmp_path / WORDS_FILE and load_vocabulary(tmp_path) == vocab
+    assert load_vocabulary(tmp_path / "elsewhere") == {}
+    (tmp_path / WORDS_FILE).write_text(json.dumps(["not", "a", "mapping"]))
+    with pytest.raises(ValueError, match=WORDS_FILE):
+        load_vocabulary(tmp_path)
+
+
+def test_wordnet_senses_carry_definitions_and_broader_synsets():
+    pentagram = senses("pentagram")
+    assert pentagram and pentagram[0].pos == "n" and "star" in pentagram[0].gloss
+    assert "star.n.05" in pentagram[0].broader             # a pentagram is a kind of star
+    assert any(s.name == "rhombus.n.01" for s in senses("diamonds"))   # inflections reduce to the lemma
+    assert senses("qwzxv") == ()
+
+
+def test_rewriter_maps_synonyms_and_kinds_onto_training_words(rewriter):
+    text, subs = rewriter.rewrite("A purple rhombus glides left")
+    assert text == "A purple diamond slides left"
+    assert [(s.source, s.target) for s in subs] == [("rhombus", "diamond"), ("glides", "slides")]
+    assert all(s.score >= rewriter.threshold for s in subs)
+    text, _ = rewriter.rewrite("the pentagram ascends over a backdrop")
+    assert text == "the star rises over a background"
+
+
+def test_rewriter_leaves_known_words_and_narrower_targets_alone(rewriter):
+    caption = "two shapes: a white square and a yellow triangle grow"
+    assert rewriter.rewrite(caption) == (caption, [])
+    # "coloured" is broader than "red": rewriting it to a particular colour would invent a constraint.
+    text, subs = rewriter.rewrite("a colored shape")
+    colours = {"red", "blue", "green", "white", "yellow", "black", "purple", "orange", "gray"}
+    assert not colours & set(text.split()) and not colours & {s.target for s in subs}
+
+
+def test_rewriter_names_bad_settings():
+    with pytest.raises(ValueError, match="threshold"):
+        QueryRewriter({"circle": []}, lambda texts: None, threshold=0)
+    with pytest.raises(ValueError, match="sense_margin"):
+        QueryRewriter({"circle": []}, lambda texts: None, sense_margin=-1)

