@@ -20,6 +20,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="hybrid",
                    help="text search mode (default hybrid)")
     p.add_argument("--rerank", action="store_true", help="re-rank the top candidates with the alignment head")
+    p.add_argument("--no-rewrite", action="store_true",
+                   help="search the words as typed, without putting unknown words into the model's training words")
     p.add_argument("--group", choices=["clip", "video"], default="clip", help="one result per clip or per video")
     p.add_argument("--prefix", help="only videos whose path starts with this")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the one the store was built with)")
@@ -42,11 +44,27 @@ def run(args: argparse.Namespace) -> int:
     except (QueryError, UnknownId, MediaError, StoreError, OSError, ValueError) as e:
         print(f"vidsearch search: {e}", file=sys.stderr)
         return 2
+    reading = _reading(engine, args)
     if args.json:
-        print(json.dumps({"query": _describe(args), "results": [h.to_dict() for h in hits]}, indent=2))
+        answer = {"query": _describe(args), "results": [h.to_dict() for h in hits]}
+        if reading is not None:
+            answer["read_as"] = {"text": reading.text, "substitutions": [
+                {"from": s.source, "to": s.target, "evidence": s.evidence, "score": s.score}
+                for s in reading.substitutions]}
+        print(json.dumps(answer, indent=2))
     else:
+        if reading is not None and reading.changed:
+            swaps = ", ".join(f"{s.source} -> {s.target}" for s in reading.substitutions)
+            print(f"read as: {reading.text} ({swaps}; --no-rewrite searches the words as typed)")
         print(format_table(hits))
     return 0
+
+
+def _reading(engine, args):
+    """How a dense or hybrid text query was read (None for other queries)."""
+    if args.video is not None or args.similar is not None or args.mode == "keyword":
+        return None
+    return engine.read(args.query, rewrite=not args.no_rewrite)
 
 
 def _open(args):
@@ -64,7 +82,8 @@ def _query(engine, args):
         return engine.video(args.video, prefix=args.prefix, **common)
     if args.similar is not None:
         return engine.similar(args.similar, prefix=args.prefix, **common)
-    return engine.text(args.query, mode=args.mode, rerank=args.rerank, prefix=args.prefix, **common)
+    return engine.text(args.query, mode=args.mode, rerank=args.rerank, prefix=args.prefix,
+                       rewrite=not args.no_rewrite, **common)
 
 
 def _describe(args) -> str:

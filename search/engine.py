@@ -45,6 +45,18 @@ class Hit:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How the model read a text query: `text` in its training words, and what was replaced."""
+    query: str
+    text: str
+    substitutions: tuple = ()          # trainer.lexicon.Substitution, in query order
+
+    @property
+    def changed(self) -> bool:
+        return self.text != self.query
+
+
 @dataclass
 class EngineConfig:
     """How the engine widens, fuses, re-ranks and refreshes."""
@@ -73,7 +85,7 @@ class Engine:
         check_model_matches(store, self.model)
         self.config = config or EngineConfig()
         self._lock = _ReadWriteLock()
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache: OrderedDict[tuple[str, bool], tuple[Reading, np.ndarray]] = OrderedDict()
         self._text_lock = threading.Lock()
         self._checked = time.monotonic()
         from .rerank import FeatureCache
@@ -89,13 +101,17 @@ class Engine:
 
     # ---- queries ---------------------------------------------------------------------------------------------
     def text(self, q: str, k: int = 10, offset: int = 0, mode: str = "hybrid", rerank: bool = False,
-             group: str = "clip", prefix: str | None = None) -> list[Hit]:
-        """Clips matching a sentence: dense (clip + caption vectors), keyword (FTS5) or hybrid (RRF of both)."""
+             group: str = "clip", prefix: str | None = None, rewrite: bool = True) -> list[Hit]:
+        """Clips matching a sentence: dense (clip + caption vectors), keyword (FTS5) or hybrid (RRF of both).
+
+        rewrite: the dense side reads the query in the model's training words (see `read`); keyword search
+        always matches the words as typed.
+        """
         q = _check_text(q)
         _check_page(k, offset, group)
         if mode not in MODES:
             raise QueryError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        vector = None if mode == "keyword" else self._text_vector(q)
+        reading, vector = (None, None) if mode == "keyword" else self._text_vector(q, rewrite)
         with self._reading():
             source = self._text_source(q, vector, mode)
             depth = offset + k
@@ -104,7 +120,7 @@ class Engine:
             hits = self._collect(source, depth, group, prefix)
         if rerank:
             # Outside the store lock: decoding candidates can take a while and must not hold up a refresh.
-            head = self._features.rerank(q, hits[: self.config.rerank_top])
+            head = self._features.rerank(reading.text if reading else q, hits[: self.config.rerank_top])
             hits = head + hits[self.config.rerank_top:]
         return _shape(hits, group, offset, k)
 
@@ -137,19 +153,27 @@ class Engine:
             hits = self._collect(source, offset + k, group, prefix, skip_video=own_video)
         return _shape(hits, group, offset, k)
 
-    def _text_vector(self, q: str) -> np.ndarray:
-        """(1, dim) query vector, remembered for the next pages of the same query."""
+    def read(self, q: str, rewrite: bool = True) -> Reading:
+        """How the dense search reads `q`: words the model never saw in training are put into words it did
+        (through WordNet, see trainer.lexicon), so that a user can tell when a result answers a rewritten query."""
+        return self._text_vector(_check_text(q), rewrite)[0]
+
+    def _text_vector(self, q: str, rewrite: bool) -> tuple[Reading, np.ndarray]:
+        """The query's reading and (1, dim) vector, remembered for the next pages of the same query."""
+        key = (q, bool(rewrite))
         with self._text_lock:
-            cached = self._text_cache.get(q)
+            cached = self._text_cache.get(key)
             if cached is not None:
-                self._text_cache.move_to_end(q)
+                self._text_cache.move_to_end(key)
                 return cached
-        vector = np.asarray(self.model.embed_text([q]), dtype=np.float32).reshape(1, -1)
+        text, subs = self.model.rewrite(q) if rewrite else (q, [])
+        vector = np.asarray(self.model.embed_text([text], rewrite=False), dtype=np.float32).reshape(1, -1)
+        entry = (Reading(q, text, tuple(subs)), vector)
         with self._text_lock:
-            self._text_cache[q] = vector
+            self._text_cache[key] = entry
             while len(self._text_cache) > TEXT_CACHE:
                 self._text_cache.popitem(last=False)
-        return vector
+        return entry
 
     def embed_video(self, path) -> np.ndarray:
         """(Q, dim) vectors of a query video's clips, decoded, cut and embedded the way the indexer embeds clips."""

@@ -32,7 +32,9 @@ def library(client):
 
 
 def check_answer(answer: dict, query: str) -> list[dict]:
-    assert set(answer) == {"query", "took_ms", "results"}
+    assert set(answer) - {"read_as"} == {"query", "took_ms", "results"}
+    if "read_as" in answer:                    # text queries searched by vector say how they were read
+        assert isinstance(answer["read_as"]["text"], str) and isinstance(answer["read_as"]["substitutions"], list)
     assert answer["query"] == query and isinstance(answer["took_ms"], float) and answer["took_ms"] >= 0
     for r in answer["results"]:
         assert set(r) == RESULT_KEYS
@@ -73,6 +75,20 @@ def test_default_mode_is_hybrid_and_group_by_video(client):
     assert [x["clip_id"] for x in default] == [x["clip_id"] for x in hybrid]
     grouped = check_answer(client.get("/api/search?q=circle&k=20&group=video").get_json(), "circle")
     assert len({x["video_id"] for x in grouped}) == len(grouped)
+
+
+def test_text_search_says_how_it_read_the_query(client):
+    rewritten = client.get("/api/search?q=a+pentagram&mode=dense&k=5").get_json()
+    check_answer(rewritten, "a pentagram")
+    assert rewritten["read_as"]["text"] == "a star"          # a pentagram is a kind of star (WordNet)
+    assert [(x["from"], x["to"]) for x in rewritten["read_as"]["substitutions"]] == [("pentagram", "star")]
+    plain = client.get("/api/search?q=a+star&mode=dense&k=5").get_json()
+    assert plain["read_as"] == {"text": "a star", "substitutions": []}
+    assert [x["clip_id"] for x in rewritten["results"]] == [x["clip_id"] for x in plain["results"]]
+    as_typed = client.get("/api/search?q=a+pentagram&mode=dense&k=5&rewrite=0").get_json()
+    assert as_typed["read_as"] == {"text": "a pentagram", "substitutions": []}
+    assert "read_as" not in client.get("/api/search?q=a+pentagram&mode=keyword").get_json()
+    assert client.get("/api/search?q=a+pentagram&rewrite=maybe").status_code == 400
 
 
 def test_pagination_tiles_the_ranking(client):

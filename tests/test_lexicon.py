@@ -55,7 +55,7 @@ def test_rewriter_maps_synonyms_and_kinds_onto_training_words(rewriter):
     text, subs = rewriter.rewrite("A purple rhombus glides left")
     assert text == "A purple diamond slides left"
     assert [(s.source, s.target) for s in subs] == [("rhombus", "diamond"), ("glides", "slides")]
-    assert all(s.score >= rewriter.threshold for s in subs)
+    assert [s.evidence for s in subs] == ["synonym", "synonym"] and all(s.score == 1.0 for s in subs)
     text, _ = rewriter.rewrite("the pentagram ascends over a backdrop")
     assert text == "the star rises over a background"
 

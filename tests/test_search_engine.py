@@ -117,7 +117,11 @@ class VectorModel:
         self.sampling = SamplingConfig()
         self.identity = {"name": "memory", "path": "", "hash": ""}
 
-    def embed_text(self, texts):
+    def rewrite(self, text):
+        # Stands in for a vocabulary with a single synonym, so the engine's handling of readings is visible.
+        return (text.replace("rhombus", "diamond"), [("rhombus", "diamond")]) if "rhombus" in text else (text, [])
+
+    def embed_text(self, texts, rewrite=True):
         return np.stack([self.table[t] for t in texts]).astype(np.float32)
 
 
@@ -137,7 +141,7 @@ def store():
 @pytest.fixture
 def engine(store):
     model = VectorModel({"circle": unit(0), "triangle": unit(4), "red square": unit(0, 1, 0.8),
-                         "nothing": unit(7)})
+                         "nothing": unit(7), "red diamond": unit(4), "red rhombus": unit(0)})
     return Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0))
 
 
@@ -152,6 +156,15 @@ def test_dense_ranks_clip_vectors_and_maps_caption_hits_to_their_clip(engine):
     # Clip 5's own vector is far from "triangle"; its caption vector is exact, so it comes first via the caption.
     top = engine.text("triangle", k=1, mode="dense")[0]
     assert top.clip_id == 5 and top.score == pytest.approx(1.0) and top.caption == "green triangle bounces"
+
+
+def test_dense_search_reads_the_query_in_training_words_unless_told_not_to(engine):
+    reading = engine.read("red rhombus")
+    assert reading.text == "red diamond" and reading.changed and len(reading.substitutions) == 1
+    assert not engine.read("red rhombus", rewrite=False).changed and not engine.read("circle").changed
+    rewritten = engine.text("red rhombus", k=1, mode="dense")[0]
+    as_typed = engine.text("red rhombus", k=1, mode="dense", rewrite=False)[0]
+    assert rewritten.clip_id == 5 and as_typed.clip_id == 4      # "red diamond" lies on axis 4, as typed on 0
 
 
 def test_keyword_mode_uses_caption_words(engine):

@@ -90,6 +90,15 @@ def test_search_cli_text_json(tiny_store_dir, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["query"] == "a red circle" and len(out["results"]) == 3
     assert set(out["results"][0]) == {"clip_id", "video_id", "video_path", "start", "end", "score", "caption"}
+    assert out["read_as"] == {"text": "a red circle", "substitutions": []}
+
+
+def test_search_cli_says_how_it_read_a_rewritten_query(tiny_store_dir, capsys):
+    assert main(["search", "--store", str(tiny_store_dir), "a red pentagram", "-k", "2"]) == 0
+    assert "read as: a red star (pentagram -> star;" in capsys.readouterr().out
+    assert main(["search", "--store", str(tiny_store_dir), "a red pentagram", "-k", "2", "--json",
+                 "--no-rewrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["read_as"] == {"text": "a red pentagram", "substitutions": []}
 
 
 def test_search_cli_table_video_and_errors(tiny_store_dir, first_video, capsys):

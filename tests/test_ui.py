@@ -45,6 +45,16 @@ def test_pagination_links_walk_the_results(client):
     assert not set(result_links(first)) & set(result_links(second))
 
 
+def test_search_page_shows_a_rewritten_query_and_offers_the_words_as_typed(client):
+    html = client.get("/?q=a+pentagram").get_data(as_text=True)
+    assert "Read as <strong>a star</strong>" in html and "pentagram &rarr; star" in html
+    href = re.search(r'<a href="([^"]+)">search the words as typed</a>', html).group(1).replace("&amp;", "&")
+    assert "rewrite=0" in href
+    as_typed = client.get(href).get_data(as_text=True)
+    assert "Read as" not in as_typed and len(result_links(as_typed)) > 0
+    assert "Read as" not in client.get("/?q=a+star").get_data(as_text=True)
+
+
 def test_query_text_is_escaped(client):
     html = client.get("/?q=<script>alert(1)</script>").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -39,7 +39,9 @@ Encode = Callable[[list[str]], np.ndarray]     # texts -> (N, D) L2-normalised r
 WORDS_FILE = "caption_words.json"    # beside a model: its training vocabulary, with example captions
 
 WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
-RELATED = 0.9           # score of a direct WordNet relation (hypernym, hyponym, similar-to, derivation)
+# Evidence tiers: a dictionary relation outranks any definition similarity, whatever the encoder's cosine scale.
+SYNONYM, RELATED, SIMILAR, NONE = 3, 2, 1, 0
+_TIER_NAMES = {SYNONYM: "synonym", RELATED: "related", SIMILAR: "definition"}
 MAX_NGRAM = 3           # longest WordNet collocation looked up ("plus sign" is one noun)
 
 
@@ -61,10 +63,12 @@ class Sense:
 
 @dataclass(frozen=True)
 class Substitution:
-    """One rewrite: `source` (query words) became `target` (a training word), with the evidence's score."""
+    """One rewrite: `source` (query words) became `target` (a training word), on `evidence` ("synonym",
+    "related" or "definition") with `score` (1 for the dictionary relations, else the definitions' cosine)."""
 
     source: str
     target: str
+    evidence: str
     score: float
 
 
@@ -131,17 +135,18 @@ def caption_vocabulary(captions: Iterable[str], contexts: int = 8, min_count: in
     return {w: out[w] for w in sorted(out) if counts[w] >= min_count}
 
 
-def _pair_score(a: Sense, b: Sense, ea: np.ndarray, eb: np.ndarray, related: bool, compared: bool) -> float:
-    """How well training sense `b` stands for query sense `a`: 1 for synonyms, RELATED when b is broader or a
-    derivation of a, else the similarity of their definitions if both are nouns or both verbs of the same
-    supersense. A rewrite never narrows: "colored" must not become "blue", nor "shape" become "star"."""
+def _pair_score(a: Sense, b: Sense, ea: np.ndarray, eb: np.ndarray, related: bool,
+                compared: bool) -> tuple[int, float]:
+    """(tier, score) of training sense `b` standing for query sense `a`: SYNONYM for a shared synset, RELATED
+    when b is broader or a derivation of a, else SIMILAR with the cosine of their definitions if both are nouns
+    or both verbs of the same supersense. A rewrite never narrows: "colored" must not become "blue"."""
     if related and a.name == b.name:
-        return 1.0
+        return SYNONYM, 1.0
     if related and (b.name in a.broader or a.name in b.broader and a.pos != b.pos):
-        return RELATED
+        return RELATED, 1.0
     if compared and a.pos == b.pos and a.pos in "nv" and a.lexname == b.lexname:
-        return float(ea @ eb)
-    return -1.0
+        return SIMILAR, float(ea @ eb)
+    return NONE, -1.0
 
 
 def save_vocabulary(vocabulary: dict[str, list[str]], out_dir) -> Path:
@@ -219,21 +224,21 @@ class QueryRewriter:
         return 1, self._best(word, text)
 
     def _best(self, word: str, context: str) -> Substitution | None:
-        target, score = self._score(word, context)
-        if target is None or score < self.threshold:
+        target, (tier, score) = self._score(word, context)
+        if target is None or tier == NONE or tier == SIMILAR and score < self.threshold:
             return None
-        return Substitution(word.replace("_", " "), target, round(score, 3))
+        return Substitution(word.replace("_", " "), target, _TIER_NAMES[tier], round(score, 3))
 
-    def _score(self, word: str, context: str) -> tuple[str | None, float]:
+    def _score(self, word: str, context: str) -> tuple[str | None, tuple[int, float]]:
         """The training word that best matches `word` in `context`, and the score of that match."""
         targets = self._target_senses()
         mine = senses(word)
         emb = self.encode([word.replace("_", " ")] + [s.text(word) for s in mine])
         fits = self._fits(mine, emb[1:], [context], self.sense_margin)
-        best, best_score = None, -1.0
+        best, best_score = None, (NONE, -1.0)
         for target, (t_senses, t_emb, t_fits) in targets.items():
             # The bare words are compared only when WordNet does not know the query word.
-            score = -1.0 if mine else float(emb[0] @ t_emb[0])
+            score = (NONE, -1.0) if mine else (SIMILAR, float(emb[0] @ t_emb[0]))
             for a, ea, fa in zip(mine, emb[1:], fits):
                 for b, eb, fb in zip(t_senses, t_emb[1:], t_fits):
                     score = max(score, _pair_score(a, b, ea, eb, related=fa, compared=fa and fb))

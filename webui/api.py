@@ -67,10 +67,17 @@ def hit_json(hit) -> dict:
     return out
 
 
-def answer(query: str, hits, started: float):
-    """The common search answer: {"query", "took_ms", "results"}."""
+def answer(query: str, hits, started: float, **extra):
+    """The common search answer: {"query", "took_ms", "results"} and any `extra` fields."""
     took = (time.perf_counter() - started) * 1000.0
-    return jsonify(query=query, took_ms=round(took, 3), results=[hit_json(h) for h in hits])
+    return jsonify(query=query, took_ms=round(took, 3), results=[hit_json(h) for h in hits], **extra)
+
+
+def reading_json(reading) -> dict:
+    """How the model read a text query: {"text", "substitutions": [{"from", "to", "evidence", "score"}]}."""
+    subs = [{"from": s.source, "to": s.target, "evidence": s.evidence, "score": s.score}
+            for s in reading.substitutions]
+    return {"text": reading.text, "substitutions": subs}
 
 
 def record_json(record) -> dict:
@@ -108,9 +115,12 @@ def search_text():
     params = paging(args)
     mode = choice_param(args, "mode", MODES, "hybrid")
     rerank = flag_param(args, "rerank")
+    rewrite = flag_param(args, "rewrite") if "rewrite" in args else True
     started = time.perf_counter()
-    hits = engine().text(q, mode=mode, rerank=rerank, prefix=args.get("prefix") or None, **params)
-    return answer(q, hits, started)
+    eng = engine()
+    hits = eng.text(q, mode=mode, rerank=rerank, prefix=args.get("prefix") or None, rewrite=rewrite, **params)
+    extra = {} if mode == "keyword" else {"read_as": reading_json(eng.read(q, rewrite))}
+    return answer(q, hits, started, **extra)
 
 
 @api.post("/search/video")

@@ -32,6 +32,7 @@ def _form_state(args) -> dict:
     from search import GROUPS, MODES
     return {"q": (args.get("q") or "").strip(), "mode": choice_param(args, "mode", MODES, "hybrid"),
             "rerank": flag_param(args, "rerank"), "group": choice_param(args, "group", GROUPS, "clip"),
+            "rewrite": flag_param(args, "rewrite") if "rewrite" in args else True,
             "page": int_param(args, "page", 1, 1, 10_000)}
 
 
@@ -40,15 +41,17 @@ def search_page():
     """The search page; with `q` it shows a page of results (a plain GET form, so it works without JS)."""
     state = _form_state(request.args)
     size = int(current_app.config["PAGE_SIZE"])
-    hits, took, more = [], None, False
+    hits, took, more, reading = [], None, False, None
     if state["q"]:
         started = time.perf_counter()
         # One extra result tells whether a next page exists without counting the whole ranking.
         found = engine().text(state["q"], k=size + 1, offset=(state["page"] - 1) * size, mode=state["mode"],
-                              rerank=state["rerank"], group=state["group"])
+                              rerank=state["rerank"], group=state["group"], rewrite=state["rewrite"])
         took = (time.perf_counter() - started) * 1000.0
         hits, more = found[:size], len(found) > size
-    return render_template("search.html", state=state, hits=hits, took=took, more=more,
+        if state["mode"] != "keyword":
+            reading = engine().read(state["q"], state["rewrite"])
+    return render_template("search.html", state=state, hits=hits, took=took, more=more, reading=reading,
                            counts=engine().counts())
 
 
@@ -58,7 +61,8 @@ def search_video_page():
     from trainer.media import MediaError
 
     from .uploads import spooled
-    state = {"q": "", "mode": "hybrid", "rerank": False, "group": request.form.get("group") or "clip", "page": 1}
+    state = {"q": "", "mode": "hybrid", "rerank": False, "group": request.form.get("group") or "clip", "page": 1,
+             "rewrite": True}
     if state["group"] not in ("clip", "video"):
         raise BadRequest(f"group must be clip or video, got {state['group']!r}")
     upload = request.files.get("file")
