@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from trainer.lexicon import (WORDS_FILE, QueryRewriter, caption_vocabulary, load_vocabulary, save_vocabulary,
-                             senses)
+from trainer.lexicon import (WORDS_FILE, QueryRewriter, caption_vocabulary, load_vocabulary, noun_positions,
+                             save_vocabulary, senses, tokens)
 
 TRAINING_CAPTIONS = [
     "a red diamond slides left", "the blue star rises on a striped background", "a green circle falls",
@@ -49,6 +49,22 @@ def test_wordnet_senses_carry_definitions_and_broader_synsets():
     assert "star.n.05" in pentagram[0].broader             # a pentagram is a kind of star
     assert any(s.name == "rhombus.n.01" for s in senses("diamonds"))   # inflections reduce to the lemma
     assert senses("qwzxv") == ()
+
+
+def test_the_head_of_a_noun_phrase_is_read_as_a_noun():
+    def heads(text):
+        words = [m.group() for m in tokens(text)]
+        return [words[i] for i in sorted(noun_positions(words))]
+
+    assert heads("in this clip, a purple wedge ascends") == ["clip", "wedge"]
+    assert heads("watch as the bright yellow ball rolls") == ["ball"]
+    assert heads("wedge it in") == []                      # no determiner: the sentence does not tell
+
+
+def test_a_noun_is_not_rewritten_through_its_verb_senses(rewriter):
+    # "wedge" the verb is a kind of "move"; after an article it is the shape, derived from "triangular".
+    text, subs = rewriter.rewrite("a purple wedge rises")
+    assert text == "a purple triangle rises" and subs[0].evidence == "related"
 
 
 def test_rewriter_maps_synonyms_and_kinds_onto_training_words(rewriter):

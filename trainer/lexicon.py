@@ -43,6 +43,7 @@ WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 SYNONYM, RELATED, SIMILAR, NONE = 3, 2, 1, 0
 _TIER_NAMES = {SYNONYM: "synonym", RELATED: "related", SIMILAR: "definition"}
 MAX_NGRAM = 3           # longest WordNet collocation looked up ("plus sign" is one noun)
+DETERMINERS = frozenset("a an the this that these those another each every its their his her my your our".split())
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,24 @@ def tokens(text: str) -> list[re.Match]:
     return list(WORD.finditer(text.lower()))
 
 
+def noun_positions(words: list[str]) -> set[int]:
+    """Indexes of the words that head a noun phrase: the first word with a noun sense after a determiner and
+    its modifiers ("a bright red *wedge* ascends"). Just enough syntax to tell the noun "wedge" from the verb;
+    a modifier is a word with an adjective sense followed by a word with a noun sense."""
+    out, open_phrase = set(), False
+    kinds = [{s.pos for s in senses(w)} if w not in DETERMINERS else set() for w in words]
+    for i, word in enumerate(words):
+        if word in DETERMINERS:
+            open_phrase = True
+        elif open_phrase:
+            if "a" in kinds[i] and i + 1 < len(words) and "n" in kinds[i + 1]:
+                continue
+            if "n" in kinds[i]:
+                out.add(i)
+            open_phrase = False
+    return out
+
+
 def caption_vocabulary(captions: Iterable[str], contexts: int = 8, min_count: int = 1) -> dict[str, list[str]]:
     """Content word -> up to `contexts` captions it occurs in: what a model's rewriter needs from training data."""
     stop, out, counts = stop_words(), {}, {}
@@ -198,9 +217,10 @@ class QueryRewriter:
     def rewrite(self, text: str) -> tuple[str, list[Substitution]]:
         """`text` with unknown words replaced by training words, and the substitutions made (maybe none)."""
         found = tokens(text)
+        nouns = noun_positions([m.group() for m in found])
         out, subs, i, cursor = [], [], 0, 0
         while i < len(found):
-            n, sub = self._rewrite_at(found, i, text)
+            n, sub = self._rewrite_at(found, i, text, "n" if i in nouns else None)
             if sub is not None:
                 start, end = found[i].start(), found[i + n - 1].end()
                 out += [text[cursor:start], sub.target]
@@ -210,29 +230,33 @@ class QueryRewriter:
         out.append(text[cursor:])
         return "".join(out), subs
 
-    def _rewrite_at(self, found: list[re.Match], i: int, text: str) -> tuple[int, Substitution | None]:
-        """(words consumed, substitution or None) at token i; WordNet collocations are tried longest first."""
+    def _rewrite_at(self, found: list[re.Match], i: int, text: str,
+                    pos: str | None) -> tuple[int, Substitution | None]:
+        """(words consumed, substitution or None) at token i; WordNet collocations are tried longest first.
+
+        pos: the part of speech the word must have here ("n"), or None when the sentence does not tell."""
         word = found[i].group()
         if word in self.known or word in self.stop:
             return 1, None
         for n in range(min(MAX_NGRAM, len(found) - i), 1, -1):
             phrase = "_".join(m.group() for m in found[i:i + n])
             if senses(phrase):
-                sub = self._best(phrase, text)
+                sub = self._best(phrase, text, pos)
                 if sub is not None:
                     return n, sub
-        return 1, self._best(word, text)
+        return 1, self._best(word, text, pos)
 
-    def _best(self, word: str, context: str) -> Substitution | None:
-        target, (tier, score) = self._score(word, context)
+    def _best(self, word: str, context: str, pos: str | None = None) -> Substitution | None:
+        target, (tier, score) = self._score(word, context, pos)
         if target is None or tier == NONE or tier == SIMILAR and score < self.threshold:
             return None
         return Substitution(word.replace("_", " "), target, _TIER_NAMES[tier], round(score, 3))
 
-    def _score(self, word: str, context: str) -> tuple[str | None, tuple[int, float]]:
-        """The training word that best matches `word` in `context`, and the score of that match."""
+    def _score(self, word: str, context: str, pos: str | None = None) -> tuple[str | None, tuple[int, float]]:
+        """The training word that best matches `word` (as part of speech `pos`, if given) in `context`, and the
+        (tier, score) of that match."""
         targets = self._target_senses()
-        mine = senses(word)
+        mine = tuple(s for s in senses(word) if pos is None or s.pos == pos)
         emb = self.encode([word.replace("_", " ")] + [s.text(word) for s in mine])
         fits = self._fits(mine, emb[1:], [context], self.sense_margin)
         best, best_score = None, (NONE, -1.0)
