@@ -24,7 +24,7 @@ from trainer import (
     decode,
     probe,
 )
-from trainer.media.backends import decode_file
+from trainer.media.backends import decode_chunks_file, decode_file
 
 # Quiet the encoders' own banners in test output (SVT-AV1 reads this at encoder start).
 os.environ.setdefault("SVT_LOG", "1")
@@ -185,6 +185,46 @@ def test_resize_at_decode(codec_videos, square, size, shape):
 def test_portrait_short_side(tmp_path):
     path = write_video(tmp_path / "portrait.mp4", 8, size=(48, 96))
     assert decode(path, SamplingConfig(size=32)).frames.shape[1:3] == (64, 32)
+
+
+def write_rotated(path: Path, degrees: int, size=(96, 48), frames: int = 8) -> tuple[Path, np.ndarray]:
+    """A video whose frames are coded landscape with a white band on their left edge and a display matrix
+    turning them `degrees` counter-clockwise, as phones record; returns it and one coded frame."""
+    width, height = size
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 4] = 255
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("h264", rate=SRC_FPS, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path), image
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotated_video_decodes_as_displayed(tmp_path, degrees):
+    path, coded = write_rotated(tmp_path / f"rot{degrees}.mp4", degrees)
+    shown = np.rot90(coded, degrees // 90)                     # how a player shows it
+    video = decode(path, SamplingConfig(size=24))
+    assert video.info.backend == "pyav"                        # decord mis-sizes rotated frames
+    assert [c.frames.shape for c in decode_chunks_file(path, SamplingConfig(size=24), chunk_seconds=4.0)] == [
+        video.frames[:4].shape]
+    with pytest.raises(MediaError, match="rotated"):
+        decode_file(path, SamplingConfig(size=24), backend="decord")
+    assert (video.info.width, video.info.height) == (shown.shape[1], shown.shape[0])
+    assert (probe(path).width, probe(path).height) == (shown.shape[1], shown.shape[0])
+    frame = video.frames[0]
+    assert frame.shape[0] / frame.shape[1] == pytest.approx(shown.shape[0] / shown.shape[1])
+    bright = frame.mean(axis=2) > 128
+    expected = np.rot90(np.zeros((24, 48), bool) | (np.arange(48) < 12)[None, :], degrees // 90)
+    assert bright.shape == expected.shape and (bright == expected).mean() > 0.95
 
 
 @pytest.mark.timeout(60)

@@ -76,10 +76,11 @@ class _Header:
     """What the container headers say about the first video stream."""
 
     codec: str
-    width: int
+    width: int   # as displayed: coded size turned by `rotation`
     height: int
     frames: int  # 0 when the container does not record it (Matroska, WebM)
     duration: float | None
+    rotation: int = 0  # degrees counter-clockwise from coded to displayed (phone videos: 90 or 270)
 
 
 def _stream_header(path: str) -> _Header:
@@ -99,11 +100,27 @@ def _stream_header(path: str) -> _Header:
                 duration = container.duration / 1e6
             else:
                 duration = None
-            return _Header(codec, ctx.width, ctx.height, stream.frames or 0, duration)
+            rotation = _rotation(container, stream)
+            width, height = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
+            return _Header(codec, width, height, stream.frames or 0, duration, rotation)
     except MediaError:
         raise
     except Exception as e:  # PyAV raises many FFmpeg error types; all mean "not a readable container"
         raise MediaError(path, f"not a readable video file ({_describe(e)})") from None
+
+
+def _rotation(container, stream) -> int:
+    """The display rotation (0, 90, 180 or 270, counter-clockwise) of the stream's first frame.
+
+    Phones record portrait video as landscape frames plus a display matrix. decord applies it; PyAV leaves it
+    to the caller, so both paths need it to agree. A file whose first frame does not decode is left to fail
+    where frames are read, with its own message."""
+    try:
+        frame = next(container.decode(stream), None)
+    except Exception:
+        return 0
+    degrees = getattr(frame, "rotation", 0) or 0
+    return int(round(degrees / 90.0)) % 4 * 90
 
 
 def _check_complete(path: str, header: _Header, frame_count: int, duration: float) -> None:
@@ -247,6 +264,9 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     import av
 
     out_w, out_h = sampling.frame_size(header.width, header.height)
+    turns = header.rotation // 90
+    if turns % 2:
+        out_w, out_h = out_h, out_w          # converted in coded orientation, then turned for display
     sampler = NearestSampler(sampling.fps)
     count, first, t, last_dur = 0, None, None, 0.0
     with av.open(path, metadata_errors="ignore") as container:
@@ -260,19 +280,24 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
             first = raw if first is None else first
             t = round(raw - first, 6)
             last_dur = (frame.duration or 0) * tb or step
-            yield from _to_rgb(sampler.push(count, t, frame), out_w, out_h)
+            yield from _to_rgb(sampler.push(count, t, frame), out_w, out_h, turns)
             count += 1
     if count == 0:
         raise MediaError(path, "no video frames could be decoded")
     duration = round(t + last_dur, 6)
     _check_complete(path, header, count, duration)
-    yield from _to_rgb(sampler.finish(duration), out_w, out_h)
+    yield from _to_rgb(sampler.finish(duration), out_w, out_h, turns)
     fps = round(rate or count / duration, 6)
     return VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav")
 
 
-def _to_rgb(picked, width: int, height: int) -> list[tuple[float, np.ndarray]]:
-    return [(t, frame.to_ndarray(width=width, height=height, format="rgb24")) for _, t, frame in picked]
+def _to_rgb(picked, width: int, height: int, turns: int = 0) -> list[tuple[float, np.ndarray]]:
+    """Sampled PyAV frames as RGB arrays, resized, then turned `turns` quarter turns counter-clockwise."""
+    out = []
+    for _, t, frame in picked:
+        rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
+        out.append((t, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb))
+    return out
 
 
 def _collect(frames) -> DecodedVideo:
@@ -301,13 +326,21 @@ def _chunked(frames, sampling: SamplingConfig, chunk_seconds: float):
         yield from cutter.push(t, frame)
 
 
+def _use_decord(path: str, header: _Header, backend: str) -> bool:
+    """Whether to try decord first. A rotated stream goes to PyAV: decord turns its frames but sizes its
+    buffers for the coded shape, so resized frames come out squashed or not at all."""
+    if backend == "decord" and header.rotation:
+        raise MediaError(path, f"decord cannot decode a video rotated {header.rotation} degrees; use PyAV")
+    return backend in ("auto", "decord") and not header.rotation
+
+
 def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
                 threads: int = 0) -> DecodedVideo:
     """Sample frames at `sampling.fps`, resized at decode time; decord first, PyAV when decord fails."""
     path = os.fspath(path)
     check_file(path)
     header = _stream_header(path)
-    if backend in ("auto", "decord"):
+    if _use_decord(path, header, backend):
         try:
             return _decode_decord(path, header, sampling, threads)
         except Exception as e:
@@ -332,7 +365,7 @@ def decode_chunks_file(path: str, sampling: SamplingConfig = SamplingConfig(), b
     check_file(path)
     header = _stream_header(path)
     done = skip  # chunks already delivered
-    if backend in ("auto", "decord"):
+    if _use_decord(path, header, backend):
         try:
             for chunk in _chunked(_frames_decord(path, header, sampling, threads), sampling, chunk_seconds):
                 if chunk.index >= done:
