@@ -40,7 +40,7 @@ def _labels(batch):
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return VideoBertForPreTraining(VideoBertConfig(**TINY, trainable_layers=2)).eval()
+    return VideoBertForPreTraining(VideoBertConfig(**TINY, trainable_layers=2, fusion_layers=1, align_prior=True)).eval()
 
 
 def test_embeddings_are_unit_vectors_and_no_loss_without_labels(model):
@@ -139,7 +139,26 @@ def test_save_load_round_trip_and_base_model_without_heads(model, tmp_path):
     v = base.get_video_embeddings(batch["visual_ids"], batch["features"], batch["frame_mask"])
     assert torch.allclose(v, a.video_embeds, atol=1e-6)
     logits = again.alignment_logits(**batch)
-    assert logits.shape == (4,)
+    assert logits.shape == (4,) and torch.allclose(logits, model.alignment_logits(**batch), atol=1e-6)
+
+
+def test_only_joint_inputs_pass_the_fusion_layers(model):
+    batch = _batch()
+    base = model.videobert
+    text = base(text_ids=batch["text_ids"], text_mask=batch["text_mask"])
+    plain = base.bert(input_ids=batch["text_ids"], attention_mask=batch["text_mask"]).last_hidden_state
+    real = batch["text_mask"].bool()
+    assert torch.allclose(text[real], plain[real], atol=1e-5)   # text alone: the encoder as it is
+    joint = base(**batch)
+    fusion = base.fusion
+    base.fusion = None
+    try:
+        unfused = base(**batch)
+    finally:
+        base.fusion = fusion
+    assert joint.shape == unfused.shape and not torch.allclose(joint, unfused, atol=1e-3)
+    old = VideoBertConfig(**TINY)                               # configs saved before fusion layers existed
+    assert old.fusion_layers == 0 and VideoBertModel(old).fusion is None
 
 
 def test_adapter_starts_as_identity():

@@ -61,6 +61,8 @@ def _add_train(sub) -> None:
     p.add_argument("--frame-encoder", default=d["frame_encoder"], help="frame encoder spec")
     p.add_argument("--text-model", default=None, help="BERT dir or id to start from (default: bundled MiniLM)")
     p.add_argument("--trainable-layers", type=int, default=None, help="top encoder layers to fine-tune (default 0)")
+    p.add_argument("--fusion-layers", type=int, default=d["fusion_layers"],
+                   help=f"trainable layers over joint text+video inputs (default {d['fusion_layers']})")
     p.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (CPU runs repeat exactly)")
     p.add_argument("--cache-dir", default=None, help="frame-feature cache (default $VIDSEARCH_CACHE or ~/.cache/vidsearch)")
@@ -77,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     model = {} if args.trainable_layers is None else {"trainable_layers": args.trainable_layers}
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_accum=args.grad_accum,
-                      word_dropout=args.word_dropout,
+                      word_dropout=args.word_dropout, fusion_layers=args.fusion_layers,
                       fps=args.fps, frames=args.frames, clip_seconds=args.clip_seconds, branching=args.branching,
                       depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
                       device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,

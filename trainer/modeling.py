@@ -24,6 +24,8 @@ from transformers.utils import ModelOutput
 from . import losses
 
 MASKED_FRAME = -1       # visual id meaning "this frame is masked": embedded as [MASK], features hidden
+SAME_CAPTION = 0.9      # text-embedding cosine above which two captions count as one description
+PRIOR_SCALE, PRIOR_OFFSET = 10.0, -5.0   # alignment prior at start: logit 0 at cosine 0.5
 
 _BERT_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
@@ -42,7 +44,8 @@ class VideoBertConfig(PretrainedConfig):
                  sep_token_id=102, mask_token_id=103, visual_vocab_size=144, feature_dim=6400,
                  motion_features=True, max_frames=16, trainable_layers=0, text_adapter=True,
                  mlm_weight=0.5, mvp_weight=0.5, align_weight=1.0, nce_weight=1.0, reverse_negatives=True,
-                 init_temperature=0.05, joint_pairs=8, sampling=None, frame_encoder="efficientnet-lite0", **kwargs):
+                 init_temperature=0.05, joint_pairs=8, fusion_layers=0, align_prior=False, sampling=None,
+                 frame_encoder="efficientnet-lite0", **kwargs):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -71,6 +74,8 @@ class VideoBertConfig(PretrainedConfig):
         self.reverse_negatives = reverse_negatives      # time-reversed clips as hard negatives
         self.init_temperature = init_temperature
         self.joint_pairs = joint_pairs                  # pairs per batch given to the joint objectives (0 = all)
+        self.fusion_layers = fusion_layers              # trainable layers over joint inputs, after the encoder
+        self.align_prior = align_prior                  # alignment logit also sees the pair's retrieval cosine
         self.sampling = dict(sampling or {})            # how clips were sampled for training (SamplingConfig fields)
         self.frame_encoder = frame_encoder              # frame-encoder spec, for trainer.encoders.load_frame_encoder
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -118,6 +123,24 @@ class ResidualAdapter(nn.Module):
         return x + self.linear(x)
 
 
+class FusionEncoder(nn.Module):
+    """Trainable transformer layers that joint `[CLS] text [SEP] video [SEP]` inputs pass through after the
+    shared encoder. With the pretrained encoder frozen (to keep text queries in its space), its attention was
+    never trained to relate captions to visual words; these layers are where text and video meet, for the
+    alignment, masked-language and masked-visual-word objectives."""
+
+    def __init__(self, config: VideoBertConfig):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(config.hidden_size, config.num_attention_heads, config.intermediate_size,
+                                           config.hidden_dropout_prob, activation="gelu", batch_first=True,
+                                           layer_norm_eps=config.layer_norm_eps)
+        self.layers = nn.TransformerEncoder(layer, config.fusion_layers, enable_nested_tensor=False)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) encoder states and (B, L) attention mask -> (B, L, H)."""
+        return self.layers(hidden, src_key_padding_mask=~mask.bool())
+
+
 class VideoBertPreTrainedModel(PreTrainedModel):
     """Weight init and the save_pretrained/from_pretrained plumbing shared by the base model and heads."""
 
@@ -132,6 +155,8 @@ class VideoBertPreTrainedModel(PreTrainedModel):
             module.bias.zero_()
         elif isinstance(module, VideoBertModel):
             module.logit_scale.fill_(math.log(1.0 / self.config.init_temperature))
+        elif isinstance(module, AlignmentHead) and module.prior is not None:
+            module.prior.copy_(torch.tensor([PRIOR_SCALE, PRIOR_OFFSET]))
 
 
 def reverse_time(x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -155,6 +180,7 @@ class VideoBertModel(VideoBertPreTrainedModel):
         self.visual_embeddings = nn.Embedding(config.visual_vocab_size, config.hidden_size)
         self.feature_proj = FeatureProjection(config)
         self.text_adapter = ResidualAdapter(config.hidden_size) if config.text_adapter else None
+        self.fusion = FusionEncoder(config) if config.fusion_layers else None
         h = config.hidden_size
         self.video_proj = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Linear(h, h))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
@@ -180,14 +206,16 @@ class VideoBertModel(VideoBertPreTrainedModel):
         words = torch.where(masked.unsqueeze(-1), mask_emb.expand_as(words), words)
         return words + self.feature_proj(features.to(words.dtype), frame_mask & ~masked)
 
-    def _encode(self, parts: list[tuple[torch.Tensor, torch.Tensor, int]]) -> torch.Tensor:
-        """Concatenate (embeds (B, L, H), mask (B, L), token type) parts and run the encoder -> (B, sum L, H)."""
+    def _encode(self, parts: list[tuple[torch.Tensor, torch.Tensor, int]], joint: bool = False) -> torch.Tensor:
+        """Concatenate (embeds (B, L, H), mask (B, L), token type) parts and run the encoder -> (B, sum L, H);
+        joint inputs then go through the fusion layers, if the model has them."""
         embeds = torch.cat([p[0] for p in parts], 1)
         mask = torch.cat([p[1].long() for p in parts], 1)
         types = torch.cat([torch.full_like(p[1], p[2], dtype=torch.long) for p in parts], 1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)        # real tokens numbered left to right
         out = self.bert(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types, position_ids=positions)
-        return out.last_hidden_state
+        hidden = out.last_hidden_state
+        return self.fusion(hidden, mask) if joint and self.fusion is not None else hidden
 
     def _video_parts(self, visual_ids, features, frame_mask):
         b, dev = visual_ids.shape[0], visual_ids.device
@@ -212,7 +240,7 @@ class VideoBertModel(VideoBertPreTrainedModel):
             parts += self._video_parts(visual_ids, features, frame_mask.bool())
         if not parts:
             raise ValueError("VideoBertModel needs text_ids, visual_ids or both")
-        return self._encode(parts)
+        return self._encode(parts, joint=text_ids is not None and visual_ids is not None)
 
     def get_text_embeddings(self, text_ids, text_mask, normalize: bool = True, adapt: bool = True) -> torch.Tensor:
         """Mean-pooled text-only encoding (+ residual adapter) -> (B, H).
@@ -257,15 +285,26 @@ class TokenPredictionHead(nn.Module):
 
 
 class AlignmentHead(nn.Module):
-    """[CLS] of a joint input -> one logit: does the caption describe the clip?"""
+    """[CLS] of a joint input -> one logit: does the caption describe the clip?
+
+    With `align_prior`, the pair's retrieval cosine is added through a learned scale and offset: the classifier
+    starts as good as the dual-encoder embeddings, and the joint pass learns what they miss (which way things
+    move, which object does what) instead of relearning matching from scratch in a few hundred steps."""
 
     def __init__(self, config: VideoBertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.out = nn.Linear(config.hidden_size, 1)
+        self.prior = nn.Parameter(torch.tensor([PRIOR_SCALE, PRIOR_OFFSET])) if config.align_prior else None
 
-    def forward(self, cls_hidden: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.tanh(self.dense(cls_hidden))).squeeze(-1)
+    def forward(self, cls_hidden: torch.Tensor, cosine: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H) [CLS] states and, with a prior, (B,) text-video cosines -> (B,) logits."""
+        logit = self.out(torch.tanh(self.dense(cls_hidden))).squeeze(-1)
+        if self.prior is not None:
+            if cosine is None:
+                raise ValueError("this alignment head also needs the pairs' retrieval cosines")
+            logit = logit + self.prior[0] * cosine + self.prior[1]
+        return logit
 
 
 @dataclass
@@ -292,10 +331,17 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         self.align_head = AlignmentHead(config)
         self.post_init()
 
-    def alignment_logits(self, text_ids, text_mask, visual_ids, features, frame_mask) -> torch.Tensor:
-        """Joint-input alignment logit for text i with clip i -> (B,)."""
+    def alignment_logits(self, text_ids, text_mask, visual_ids, features, frame_mask,
+                         cosine: torch.Tensor | None = None) -> torch.Tensor:
+        """Joint-input alignment logit for text i with clip i -> (B,).
+
+        cosine: the pairs' retrieval cosines, for a head with a prior; computed here when not given."""
         hidden = self.videobert(text_ids, text_mask, visual_ids, features, frame_mask)
-        return self.align_head(hidden[:, 0])
+        if self.config.align_prior and cosine is None:
+            text = self.videobert.get_text_embeddings(text_ids, text_mask)
+            video = self.videobert.get_video_embeddings(visual_ids, features, frame_mask)
+            cosine = (text * video).sum(-1)
+        return self.align_head(hidden[:, 0], cosine if self.config.align_prior else None)
 
     def forward(self, text_ids, text_mask, visual_ids, features, frame_mask, mlm_text_ids=None,
                 mlm_labels=None, mvp_visual_ids=None, mvp_labels=None, return_loss: bool = False):
@@ -326,8 +372,11 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
             terms.update(self._token_losses(hidden, text_ids.shape[1], None if mlm_labels is None else mlm_labels[j],
                                             None if mvp_labels is None else mvp_labels[j]))
             if align:
-                negative = self._negative_logits(text, video, joint_text, text_mask[j], vis_all, features, frame_mask)
-                logits = torch.cat([self.align_head(hidden[:, 0]), negative])
+                negative = self._negative_logits(text, video, joint_text, text_mask[j], visual_ids, vis_all, features,
+                                                 frame_mask)
+                # The prior is an input to objective 3, not something it trains: InfoNCE owns the embeddings.
+                cosine = (text[j] * video[j]).sum(-1).detach() if cfg.align_prior else None
+                logits = torch.cat([self.align_head(hidden[:, 0], cosine), negative])
                 labels = torch.cat([torch.ones(len(hidden)), torch.zeros(len(negative))]).to(logits.device)
                 terms["align_loss"] = losses.alignment_loss(logits, labels)
         weights = {"nce_loss": cfg.nce_weight, "align_loss": cfg.align_weight,
@@ -346,34 +395,46 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         ids, feats, fmask = visual_ids[rows], features[rows], frame_mask[rows]
         return self.videobert.get_video_embeddings(reverse_time(ids, fmask), reverse_time(feats, fmask), fmask)
 
-    def _negative_logits(self, text, video, text_ids, text_mask, visual_ids, features, frame_mask):
-        """Alignment logits of the first J captions, each with one wrong clip -> (J,).
+    def _negative_logits(self, text, video, text_ids, text_mask, visual_ids, masked_ids, features, frame_mask):
+        """Alignment logits of the first J captions, each with one wrong clip -> (K,), K <= J.
 
-        Captions alternate between two kinds of hard negative: their own clip played backwards (left becomes
-        right, growing becomes shrinking) and the other clip of the whole batch closest to them in embedding
-        space. `visual_ids` (B, T) are masked the same way as the positives', so masking tells nothing.
+        Captions take turns with three kinds of negative: their own clip played backwards (left becomes right,
+        growing becomes shrinking), the other clip of the batch closest to them in embedding space, and a random
+        other clip, which keeps the classifier learning while the hard ones are still beyond it. Clips whose
+        caption says nearly the same as this one are not negatives: a synthetic or real library often holds
+        several clips of one description. `visual_ids` (B, T) are masked the same way as the positives', so
+        masking tells nothing; their retrieval cosines (for a head with a prior) come from unmasked clips, as
+        the positives' do.
         """
         b, j = video.shape[0], text_ids.shape[0]
         rows = torch.arange(j, device=text_ids.device)
-        moving = frame_mask[:j].sum(1) >= 2
-        if b > 1:
-            with torch.no_grad():
-                sim = text[:j] @ video.T
-                sim[rows, rows] = float("-inf")
-                other = sim.argmax(1)                                      # (J,) hardest wrong clip per caption
-            use_rev = moving & (rows % 2 == 0) & self.config.reverse_negatives
-        else:
-            # A lone pair has no other clip: only its reversal can serve, if it moves at all.
-            use_rev = moving & self.config.reverse_negatives
-            if not use_rev.any():
-                return text.new_zeros(0)
-            other = rows
-        pick = use_rev.view(j, 1)
-        fmask = frame_mask[:j]
-        neg_ids = torch.where(pick, reverse_time(visual_ids[:j], fmask), visual_ids[other])
-        neg_feats = torch.where(pick.unsqueeze(-1), reverse_time(features[:j], fmask), features[other])
+        moving = (frame_mask[:j].sum(1) >= 2) & self.config.reverse_negatives
+        with torch.no_grad():
+            allowed = (text[:j] @ text.T) < SAME_CAPTION                  # (J, B)
+            allowed[rows, rows] = False
+            sim = (text[:j] @ video.T).masked_fill(~allowed, float("-inf"))
+            hardest = sim.argmax(1)
+            random = torch.multinomial(allowed.float() + 1e-12, 1).flatten()
+        has_other = allowed.any(1)
+        kind = rows % 3
+        use_rev = moving & ((kind == 0) | ~has_other)
+        keep = use_rev | has_other                                         # rows with some negative to offer
+        if not keep.any():
+            return text.new_zeros(0)
+        other = torch.where(kind == 1, hardest, random)
+        rows, use_rev, other = rows[keep], use_rev[keep], other[keep]
+        pick = use_rev.view(-1, 1)
+        fmask = frame_mask[rows]
+        neg_ids = torch.where(pick, reverse_time(masked_ids[rows], fmask), masked_ids[other])
+        neg_feats = torch.where(pick.unsqueeze(-1), reverse_time(features[rows], fmask), features[other])
         neg_mask = torch.where(pick, fmask, frame_mask[other])
-        return self.alignment_logits(text_ids, text_mask, neg_ids, neg_feats, neg_mask)
+        cosine = None
+        if self.config.align_prior:
+            with torch.no_grad():
+                clean = torch.where(pick, reverse_time(visual_ids[rows], fmask), visual_ids[other])
+                neg_video = self.videobert.get_video_embeddings(clean, neg_feats, neg_mask)
+                cosine = (text[rows] * neg_video).sum(-1)
+        return self.alignment_logits(text_ids[rows], text_mask[rows], neg_ids, neg_feats, neg_mask, cosine)
 
     def _token_losses(self, hidden, text_len: int, mlm_labels, mvp_labels) -> dict:
         """MLM on caption positions and visual-word prediction on frame positions of a joint pass.

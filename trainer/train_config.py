@@ -27,6 +27,7 @@ class TrainConfig:
     frame_encoder: str = "efficientnet-lite0"
     text_model: str | None = None     # BERT to start from (tokenizer + weights); None = bundled MiniLM
     random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
+    fusion_layers: int = 2            # trainable layers where caption and video tokens meet (joint objectives)
     model: dict = field(default_factory=dict)   # VideoBertConfig overrides (e.g. hidden_size for tiny models)
     mask_prob: float = 0.15
     word_dropout: float = 0.2         # chance of dropping each caption word per step (phrasing robustness)
@@ -53,6 +54,8 @@ class TrainConfig:
         for name in ("lr", "fps", "clip_seconds"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if int(self.fusion_layers) < 0:
+            raise ValueError(f"TrainConfig.fusion_layers must be >= 0, got {self.fusion_layers!r}")
         for name in ("mask_prob", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")

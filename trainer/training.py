@@ -204,6 +204,7 @@ def build_model(cfg: TrainConfig, tokenizer, visual_words: int, feature_dim: int
     if not cfg.random_init:
         bert_cfg = AutoConfig.from_pretrained(text_dir)
         base = {k: getattr(bert_cfg, k) for k in _BERT_KEYS if hasattr(bert_cfg, k)}
+    base.update(fusion_layers=cfg.fusion_layers, align_prior=True)
     base.update(cfg.model)
     base.update(vocab_size=len(tokenizer), cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
                 mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id,
