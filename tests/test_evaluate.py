@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trainer.evaluate import (EvalSet, chance_metrics, direction_accuracy, format_report, rank_metrics,
-                              retrieval)
+                              rerank_scores, retrieval)
 
 
 def test_rank_metrics_from_known_ranks():
@@ -55,6 +55,19 @@ def test_evaluate_reports_model_and_baselines(tiny_model_dir, synth_library, fea
     assert result["rewritten"] == 0         # the training captions use only words the model knows
 
 
+def test_rerank_reorders_only_each_captions_top_k():
+    class Model:                            # alignment probability: how often the clip's id appears in the text
+        def match(self, texts, clips, features):
+            return np.array([t.count(str(int(c[0, 0]))) / 10 for t, c in zip(texts, clips)])
+
+    sim = np.array([[0.9, 0.8, 0.1], [0.2, 0.5, 0.7]])
+    clips = [np.full((2, 1), i, np.float32) for i in range(3)]
+    out = rerank_scores(Model(), ["1", "0 0"], clips, sim, k=2)
+    assert list(np.argsort(-out[0])) == [1, 0, 2]      # clip 1 re-scored above clip 0; clip 2 was not a candidate
+    assert list(np.argsort(-out[1])[2:]) == [0]        # clip 0 is named twice but was not in this caption's top 2
+    assert out[0, 2] == sim[0, 2] and out[1, 0] == sim[1, 0]
+
+
 def test_cli_eval_json(tiny_model_dir, synth_library, feature_cache_dir, capsys):
     from webui.cli import main
 
@@ -66,5 +79,5 @@ def test_cli_eval_json(tiny_model_dir, synth_library, feature_cache_dir, capsys)
     assert set(result["baselines"]) == {"chance", "meanpool_ridge"}
     assert isinstance(result["n"], int)
     code = main(["eval", str(synth_library.manifest), "--model", str(tiny_model_dir),
-                 "--cache-dir", str(feature_cache_dir), "--no-rewrite"])
-    assert code == 0 and "R@1" in capsys.readouterr().out
+                 "--cache-dir", str(feature_cache_dir), "--no-rewrite", "--rerank", "3"])
+    assert code == 0 and "re-rank top 3" in capsys.readouterr().out

@@ -40,7 +40,8 @@ def _labels(batch):
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return VideoBertForPreTraining(VideoBertConfig(**TINY, trainable_layers=2, fusion_layers=1, align_prior=True)).eval()
+    config = VideoBertConfig(**TINY, trainable_layers=2, fusion_layers=1, align_prior=True)
+    return VideoBertForPreTraining(config).eval()
 
 
 def test_embeddings_are_unit_vectors_and_no_loss_without_labels(model):

@@ -122,11 +122,24 @@ def ridge_baseline(model, data: EvalSet, train: EvalSet, text_test: np.ndarray) 
     return text_test @ pred.T
 
 
+def rerank_scores(model, texts: list[str], clip_feats: list, sim: np.ndarray, k: int) -> np.ndarray:
+    """`sim` with each caption's top-k clips re-scored by alignment probability (placed above the rest)."""
+    out = sim.copy()
+    k = min(k, sim.shape[1])
+    for i, text in enumerate(texts):
+        top = np.argsort(-sim[i], kind="stable")[:k]
+        probs = model.match([text] * k, [clip_feats[j] for j in top], features=True)
+        out[i, top] = sim.max() + 1.0 + probs
+    return out
+
+
 def evaluate(model, manifest, train_manifest=None, cache_dir=None, workers: int = 2, progress: bool = False,
-             rewrite: bool = True) -> dict:
+             rewrite: bool = True, rerank: int = 0) -> dict:
     """Score `model` (a trainer.VideoSearchModel) on a manifest; see the module docstring for the baselines.
 
     rewrite: put test captions into the training vocabulary first, as search does with queries.
+    rerank: also score text->video after re-ranking each caption's top `rerank` clips with the alignment head,
+    as search does with rerank=1 (result["rerank"]).
     """
     data = load_eval_set(manifest, model, cache_dir, workers, progress)
     texts = [model.rewrite(t)[0] for t in data.texts] if rewrite else list(data.texts)
@@ -134,6 +147,10 @@ def evaluate(model, manifest, train_manifest=None, cache_dir=None, workers: int 
     video = model.embed_clips(data.clip_feats, features=True)
     sim = text @ video.T
     result = {**retrieval(sim, data.clip_of), "direction": direction_accuracy(sim, data)}
+    if rerank:
+        reranked = rerank_scores(model, texts, data.clip_feats, sim, int(rerank))
+        result["rerank"] = {"k": int(rerank), "t2v": retrieval(reranked, data.clip_of)["t2v"],
+                            "direction": direction_accuracy(reranked, data)}
     chance = {"t2v": chance_metrics(len(data.clip_feats)), "v2t": chance_metrics(len(data.texts))}
     baselines = {"chance": chance, "meanpool_ridge": None}
     if train_manifest is not None:
@@ -155,8 +172,12 @@ def format_report(result: dict) -> str:
     lines = [f"{result['n']} captions ({result.get('rewritten', 0)} rewritten into training words), "
              f"{result['clips']} clips",
              f"{'':16}{'dir':>5} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MedR':>6} {'MnR':>7}  direction"]
+    if result.get("rerank"):
+        rows.insert(1, (f"re-rank top {result['rerank']['k']}", result["rerank"]))
     for name, r in rows:
         for d in ("t2v", "v2t"):
+            if d not in r:
+                continue
             m = r[d]
             acc = (r.get("direction") or {}).get("accuracy") if d == "t2v" else None
             tail = f"  {acc:.3f}" if acc is not None else ""
