@@ -27,7 +27,7 @@ class TrainConfig:
     frame_encoder: str = "efficientnet-lite0"
     text_model: str | None = None     # BERT to start from (tokenizer + weights); None = bundled MiniLM
     random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
-    fusion_layers: int = 2            # trainable layers where caption and video tokens meet (joint objectives)
+    fusion_layers: int = 0            # trainable layers over joint inputs (the encoder's own layers are frozen)
     model: dict = field(default_factory=dict)   # VideoBertConfig overrides (e.g. hidden_size for tiny models)
     mask_prob: float = 0.15
     word_dropout: float = 0.2         # chance of dropping each caption word per step (phrasing robustness)
