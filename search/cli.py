@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         answer = {"query": _describe(args), "results": [h.to_dict() for h in hits]}
         if reading is not None:
-            answer["read_as"] = {"text": reading.text, "substitutions": [
-                {"from": s.source, "to": s.target, "evidence": s.evidence, "score": s.score}
-                for s in reading.substitutions]}
+            answer["read_as"] = reading.to_dict()
         print(json.dumps(answer, indent=2))
     else:
         if reading is not None and reading.changed:

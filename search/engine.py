@@ -56,6 +56,12 @@ class Reading:
     def changed(self) -> bool:
         return self.text != self.query
 
+    def to_dict(self) -> dict:
+        """{"text", "substitutions": [{"from", "to", "evidence", "score"}]}, as the API and CLI report it."""
+        subs = [{"from": s.source, "to": s.target, "evidence": s.evidence, "score": s.score}
+                for s in self.substitutions]
+        return {"text": self.text, "substitutions": subs}
+
 
 @dataclass
 class EngineConfig:

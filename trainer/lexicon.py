@@ -28,7 +28,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -185,6 +185,16 @@ def _pair_score(a: Sense, b: Sense, ea: np.ndarray, eb: np.ndarray, related: boo
     return NONE, -1.0
 
 
+def _fits(options: tuple[Sense, ...], sense_emb: np.ndarray, contexts: Callable[[], np.ndarray],
+          margin: float) -> list:
+    """Which senses' definitions fit the context embeddings (called only when there is a choice) within
+    `margin` of the best fitting one."""
+    if len(options) <= 1:
+        return [True] * len(options)
+    fit = (sense_emb @ contexts().T).mean(1)
+    return list(fit >= fit.max() - margin)
+
+
 def save_vocabulary(vocabulary: dict[str, list[str]], out_dir) -> Path:
     """Write `vocabulary` (from `caption_vocabulary`) into a model dir, atomically."""
     path = Path(out_dir) / WORDS_FILE
@@ -236,9 +246,10 @@ class QueryRewriter:
         """`text` with unknown words replaced by training words, and the substitutions made (maybe none)."""
         found = tokens(text)
         nouns = noun_positions([m.group() for m in found])
+        context = cache(lambda: self.encode([text]))      # embedded once, and only if some word needs it
         out, subs, i, cursor = [], [], 0, 0
         while i < len(found):
-            n, sub = self._rewrite_at(found, i, text, "n" if i in nouns else None)
+            n, sub = self._rewrite_at(found, i, context, "n" if i in nouns else None)
             if sub is not None:
                 start, end = found[i].start(), found[i + n - 1].end()
                 out += [text[cursor:start], sub.target]
@@ -248,21 +259,22 @@ class QueryRewriter:
         out.append(text[cursor:])
         return "".join(out), subs
 
-    def _rewrite_at(self, found: list[re.Match], i: int, text: str,
+    def _rewrite_at(self, found: list[re.Match], i: int, context: Callable[[], np.ndarray],
                     pos: str | None) -> tuple[int, Substitution | None]:
         """(words consumed, substitution or None) at token i; WordNet collocations are tried longest first.
 
-        pos: the part of speech the word must have here ("n"), or None when the sentence does not tell."""
+        context: the sentence's embedding (1, D), on demand; pos: the part of speech the word must have here
+        ("n"), or None when the sentence does not tell."""
         word = found[i].group()
         if word in self.stop or self._known(word):
             return 1, None
         for n in range(min(MAX_NGRAM, len(found) - i), 1, -1):
             phrase = "_".join(m.group() for m in found[i:i + n])
             if senses(phrase):
-                sub = self._best(phrase, text, pos)
+                sub = self._best(phrase, context, pos)
                 if sub is not None:
                     return n, sub
-        return 1, self._best(word, text, pos)
+        return 1, self._best(word, context, pos)
 
     def _known(self, word: str) -> bool:
         """A training word, or an inflection of one ("stars" when the captions said "star")."""
@@ -272,19 +284,20 @@ class QueryRewriter:
             self._known_lemmas = frozenset(b for w in self.known for b in base_forms(w))
         return bool(base_forms(word) & self._known_lemmas)
 
-    def _best(self, word: str, context: str, pos: str | None = None) -> Substitution | None:
+    def _best(self, word: str, context: Callable[[], np.ndarray], pos: str | None) -> Substitution | None:
         target, (tier, score) = self._score(word, context, pos)
         if target is None or tier == NONE or tier == SIMILAR and score < self.threshold:
             return None
         return Substitution(word.replace("_", " "), target, _TIER_NAMES[tier], round(score, 3))
 
-    def _score(self, word: str, context: str, pos: str | None = None) -> tuple[str | None, tuple[int, float]]:
+    def _score(self, word: str, context: Callable[[], np.ndarray],
+               pos: str | None) -> tuple[str | None, tuple[int, float]]:
         """The training word that best matches `word` (as part of speech `pos`, if given) in `context`, and the
         (tier, score) of that match."""
         targets = self._target_senses()
         mine = tuple(s for s in senses(word) if pos is None or s.pos == pos)
         emb = self.encode([word.replace("_", " ")] + [s.text(word) for s in mine])
-        fits = self._fits(mine, emb[1:], [context], self.sense_margin)
+        fits = _fits(mine, emb[1:], context, self.sense_margin)
         best, best_score = None, (NONE, -1.0)
         for target, (t_senses, t_emb, t_fits) in targets.items():
             # The bare words are compared only when WordNet does not know the query word.
@@ -297,21 +310,20 @@ class QueryRewriter:
                 best, best_score = target, score
         return best, best_score
 
-    def _fits(self, options: tuple[Sense, ...], sense_emb: np.ndarray, contexts: list[str], margin: float) -> list:
-        """Which senses' definitions fit `contexts` within `margin` of the best fitting one."""
-        if len(options) <= 1:
-            return [True] * len(options)
-        fit = (sense_emb @ self.encode(contexts).T).mean(1)
-        return list(fit >= fit.max() - margin)
-
     def _target_senses(self) -> dict[str, tuple[tuple[Sense, ...], np.ndarray, list]]:
         """Training word -> (senses, embeddings of [word, sense texts...], which senses fit its captions)."""
         with self._lock:
             if self._targets is None:
+                # A caption is the context of each of its words: embed every distinct caption once.
+                captions = sorted({c for contexts in self._vocabulary.values() for c in contexts})
+                row = {c: i for i, c in enumerate(captions)}
+                caption_emb = self.encode(captions) if captions else None
                 targets = {}
                 for word, contexts in self._vocabulary.items():
                     options = senses(word)
                     emb = self.encode([word] + [s.text(word) for s in options])
-                    targets[word] = (options, emb, self._fits(options, emb[1:], contexts, self.target_margin))
+                    where = [row[c] for c in contexts]
+                    fits = _fits(options, emb[1:], lambda: caption_emb[where], self.target_margin)
+                    targets[word] = (options, emb, fits)
                 self._targets = targets
             return self._targets

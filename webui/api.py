@@ -43,9 +43,11 @@ def choice_param(source, name: str, choices, default: str) -> str:
     return value
 
 
-def flag_param(source, name: str) -> bool:
-    """A 0/1 switch (also accepts true/false)."""
-    raw = (source.get(name) or "0").lower()
+def flag_param(source, name: str, default: bool = False) -> bool:
+    """A 0/1 switch (also accepts true/false); `default` when the request leaves it out."""
+    if not source.get(name):
+        return default
+    raw = source.get(name).lower()
     if raw not in ("0", "1", "true", "false"):
         raise BadRequest(f"{name} must be 0 or 1, got {raw!r}")
     return raw in ("1", "true")
@@ -71,13 +73,6 @@ def answer(query: str, hits, started: float, **extra):
     """The common search answer: {"query", "took_ms", "results"} and any `extra` fields."""
     took = (time.perf_counter() - started) * 1000.0
     return jsonify(query=query, took_ms=round(took, 3), results=[hit_json(h) for h in hits], **extra)
-
-
-def reading_json(reading) -> dict:
-    """How the model read a text query: {"text", "substitutions": [{"from", "to", "evidence", "score"}]}."""
-    subs = [{"from": s.source, "to": s.target, "evidence": s.evidence, "score": s.score}
-            for s in reading.substitutions]
-    return {"text": reading.text, "substitutions": subs}
 
 
 def record_json(record) -> dict:
@@ -115,11 +110,11 @@ def search_text():
     params = paging(args)
     mode = choice_param(args, "mode", MODES, "hybrid")
     rerank = flag_param(args, "rerank")
-    rewrite = flag_param(args, "rewrite") if "rewrite" in args else True
+    rewrite = flag_param(args, "rewrite", default=True)
     started = time.perf_counter()
     eng = engine()
     hits = eng.text(q, mode=mode, rerank=rerank, prefix=args.get("prefix") or None, rewrite=rewrite, **params)
-    extra = {} if mode == "keyword" else {"read_as": reading_json(eng.read(q, rewrite))}
+    extra = {} if mode == "keyword" else {"read_as": eng.read(q, rewrite).to_dict()}
     return answer(q, hits, started, **extra)
 
 

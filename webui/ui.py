@@ -32,7 +32,7 @@ def _form_state(args) -> dict:
     from search import GROUPS, MODES
     return {"q": (args.get("q") or "").strip(), "mode": choice_param(args, "mode", MODES, "hybrid"),
             "rerank": flag_param(args, "rerank"), "group": choice_param(args, "group", GROUPS, "clip"),
-            "rewrite": flag_param(args, "rewrite") if "rewrite" in args else True,
+            "rewrite": flag_param(args, "rewrite", default=True),
             "page": int_param(args, "page", 1, 1, 10_000)}
 
 
