@@ -181,6 +181,9 @@ def test_lite0_labels_are_a_distribution_and_deterministic(lite0):
     feats, labels = lite0.encode_with_labels(frames, top=3)
     assert [n for n, _ in labels[1]] == [n for n, _ in again[1]]
     assert lite0.labels_from_features(feats, top=3) == labels
+    probs = lite0.label_probs(feats)
+    assert probs.shape == (len(frames), 1000) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert [lite0.label_names[i] for i in probs.argmax(1)] == [row[0][0] for row in labels]
 
 
 def test_imagenet_labels_file():

@@ -228,3 +228,15 @@ def test_cli_train_from_minilm_keeps_the_text_encoder(synth_library, feature_cac
     assert model.rewrite(query)[0] == caption
     assert np.allclose(model.embed_text([query]), model.embed_text([caption]), atol=1e-6)
     assert not np.allclose(model.embed_text([query], rewrite=False), model.embed_text([caption]), atol=1e-3)
+
+
+def test_training_saves_what_the_frame_encoder_saw_behind_each_word(tiny_model_dir, synth_library):
+    import trainer
+    from trainer.concepts import CONCEPTS_FILE, WordConcepts
+    from trainer.lexicon import load_vocabulary
+
+    concepts = WordConcepts.load(tiny_model_dir)
+    assert (tiny_model_dir / CONCEPTS_FILE).is_file() and len(concepts.labels) == 1000
+    assert set(concepts.words) == set(load_vocabulary(tiny_model_dir))
+    assert np.allclose(concepts.profiles.sum(1), 1.0, atol=1e-2) and np.isclose(concepts.base.sum(), 1.0, atol=1e-3)
+    assert trainer.load(tiny_model_dir).rewriter.concepts is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .concepts import WordConcepts
 from .lexicon import QueryRewriter, Substitution, load_vocabulary
 from .media import SamplingConfig
 from .modeling import VideoBertForPreTraining
@@ -62,7 +63,8 @@ def load(model_dir, device="auto") -> "VideoSearchModel":
         raise ValueError(f"{path}: frame encoder {spec['spec']!r} gives {encoder.dim}-d features, "
                          f"the model expects {model.config.feature_dim}")
     identity = {"path": str(path), "hash": model_hash(path), "name": path.name}
-    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev, words=load_vocabulary(path))
+    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev, words=load_vocabulary(path),
+                            concepts=WordConcepts.load(path))
 
 
 class VideoSearchModel:
@@ -70,7 +72,7 @@ class VideoSearchModel:
 
     def __init__(self, model: VideoBertForPreTraining, tokenizer, vocab: VisualVocabulary, frame_encoder,
                  identity: dict, device: torch.device, batch_size: int = 64, max_text: int = 64,
-                 words: dict[str, list[str]] | None = None):
+                 words: dict[str, list[str]] | None = None, concepts: WordConcepts | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -81,7 +83,7 @@ class VideoSearchModel:
         self.max_text = max_text
         self.dim = model.config.hidden_size
         self.sampling = SamplingConfig(**model.config.sampling) if model.config.sampling else SamplingConfig()
-        self.rewriter = QueryRewriter(words, self._sentence_vectors) if words else None
+        self.rewriter = QueryRewriter(words, self._sentence_vectors, concepts=concepts) if words else None
 
     def __repr__(self) -> str:
         return f"VideoSearchModel({self.identity['path']!r}, dim={self.dim}, device={str(self.device)!r})"
@@ -149,8 +151,8 @@ class VideoSearchModel:
 
     def rewrite(self, text: str) -> tuple[str, list[Substitution]]:
         """`text` with words outside the training captions' vocabulary replaced by training words that a
-        dictionary (WordNet) says mean the same, and the substitutions made; unchanged for a model saved
-        without its vocabulary."""
+        dictionary (WordNet) says mean the same, or whose clips show what a noun names (ImageNet concepts seen
+        by the frame encoder), and the substitutions made; unchanged for a model saved without its vocabulary."""
         if self.rewriter is None:
             return text, []
         return self.rewriter.rewrite(text)

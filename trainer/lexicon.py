@@ -12,7 +12,10 @@ one when the evidence is strong enough. Evidence, strongest first:
   "blue";
 * otherwise, for nouns and verbs of the same WordNet supersense, the cosine between sentence embeddings of the
   two senses' definitions ("something with a round shape resembling a flat circular plate" against "something
-  approximating the shape of a circle").
+  approximating the shape of a circle");
+* failing all of these, for a noun, what the frame encoder saw (trainer.concepts): the ImageNet classes that are
+  kinds of it ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose clips show them most,
+  when they show them at least twice as often there as in the library as a whole.
 
 Only senses that fit are used: a query word's senses are ranked against the query itself, and a training word's
 senses against the captions it occurred in (a Lesk-style disambiguation with sentence embeddings), so that a
@@ -30,7 +33,7 @@ import threading
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -42,8 +45,11 @@ WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 # Evidence tiers: a dictionary relation outranks any definition similarity, whatever the encoder's cosine scale.
 SYNONYM, RELATED, SIMILAR, NONE = 3, 2, 1, 0
 _TIER_NAMES = {SYNONYM: "synonym", RELATED: "related", SIMILAR: "definition"}
+SEEN = "seen"                 # evidence from the frame encoder's ImageNet concepts, consulted after the tiers
+# Supersenses of nouns that name things a frame can show: the only training words "seen" evidence may pick.
+VISIBLE = frozenset(f"noun.{k}" for k in "shape artifact object animal plant food body person substance".split())
 MAX_NGRAM = 3           # longest WordNet collocation looked up ("plus sign" is one noun)
-DETERMINERS = frozenset("a an the this that these those another each every its their his her my your our".split())
+DETERMINERS = frozenset("a an the this these those another each every its their his her my your our".split())
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,8 @@ class Sense:
 @dataclass(frozen=True)
 class Substitution:
     """One rewrite: `source` (query words) became `target` (a training word), on `evidence` ("synonym",
-    "related" or "definition") with `score` (1 for the dictionary relations, else the definitions' cosine)."""
+    "related", "definition" or "seen") with `score` (1 for the dictionary relations, the definitions' cosine,
+    or for "seen" the lift of the source's ImageNet concepts on the target's clips)."""
 
     source: str
     target: str
@@ -106,6 +113,26 @@ def _senses(word: str) -> tuple[Sense, ...]:
             broader |= {s.name() for s in syn.similar_tos()}
         out.append(Sense(syn.name(), _pos(syn.name()), syn.lexname(), syn.definition(), frozenset(broader)))
     return tuple(out)
+
+
+@lru_cache(maxsize=4)
+def label_synsets(labels: tuple[str, ...]) -> tuple[frozenset, ...]:
+    """Per class name, the WordNet noun synsets it may name and everything they are kinds of ("ping-pong ball"
+    -> ping-pong_ball.n.01, ball.n.01, game_equipment.n.01, ...). An ambiguous name keeps all its readings."""
+    wordnet, out = _wordnet(), []
+    for label in labels:
+        names = set()
+        for syn in wordnet.synsets(label.replace(" ", "_"), pos="n"):
+            names.add(syn.name())
+            names.update(h.name() for h in syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms()))
+        out.append(frozenset(names))
+    return tuple(out)
+
+
+def classes_under(sense_names: Iterable[str], labels: tuple[str, ...]) -> list[int]:
+    """Indexes of the classes in `labels` that are kinds of (or the same as) any of the synsets `sense_names`."""
+    wanted = set(sense_names)
+    return [i for i, names in enumerate(label_synsets(tuple(labels))) if names & wanted]
 
 
 def _lemma_relations(syn) -> set[str]:
@@ -157,6 +184,15 @@ def noun_positions(words: list[str]) -> set[int]:
                 out.add(i)
             open_phrase = False
     return out
+
+
+def _heads_a_phrase(word: str, captions: list[str]) -> bool:
+    """Whether `word` heads a noun phrase in any of `captions`."""
+    for caption in captions:
+        words = [m.group() for m in tokens(caption)]
+        if any(words[i] == word for i in noun_positions(words)):
+            return True
+    return False
 
 
 def caption_vocabulary(captions: Iterable[str], contexts: int = 8, min_count: int = 1) -> dict[str, list[str]]:
@@ -221,11 +257,16 @@ class QueryRewriter:
     vocabulary: content word -> captions it occurred in (`caption_vocabulary`); encode: the sentence encoder;
     threshold: least definition similarity that justifies a rewrite; sense_margin: how far below the best
     fitting sense of a query word another sense may fit and still be considered; target_margin: the same for
-    the training words (default: sense_margin). Safe to share between threads.
+    the training words (default: sense_margin); concepts: the training words' ImageNet concept profiles
+    (trainer.concepts), or None to rewrite on dictionary evidence alone; min_lift, min_share: how much more often
+    than in the whole library (lift), and with how much probability mass (share), a noun's concepts must show in
+    a training noun's clips to rewrite it on that evidence, and min_lead: how many times the runner-up's lift
+    the winner's must be. Safe to share between threads.
     """
 
     def __init__(self, vocabulary: dict[str, list[str]], encode: Encode, threshold: float = 0.7,
-                 sense_margin: float = 0.1, target_margin: float | None = None):
+                 sense_margin: float = 0.1, target_margin: float | None = None, concepts=None,
+                 min_lift: float = 2.0, min_share: float = 0.01, min_lead: float = 1.5):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
         self.known = frozenset(vocabulary)
@@ -235,7 +276,9 @@ class QueryRewriter:
         self.threshold = float(threshold)
         self.sense_margin = float(sense_margin)
         self.target_margin = self.sense_margin if target_margin is None else float(target_margin)
-        for name in ("sense_margin", "target_margin"):
+        self.concepts = concepts
+        self.min_lift, self.min_share, self.min_lead = float(min_lift), float(min_share), float(min_lead)
+        for name in ("sense_margin", "target_margin", "min_lift", "min_share", "min_lead"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         self._vocabulary = {w: list(c) for w, c in vocabulary.items() if w not in self.stop}
@@ -285,21 +328,34 @@ class QueryRewriter:
         return bool(base_forms(word) & self._known_lemmas)
 
     def _best(self, word: str, context: Callable[[], np.ndarray], pos: str | None) -> Substitution | None:
-        target, (tier, score) = self._score(word, context, pos)
-        if target is None or tier == NONE or tier == SIMILAR and score < self.threshold:
-            return None
-        return Substitution(word.replace("_", " "), target, _TIER_NAMES[tier], round(score, 3))
-
-    def _score(self, word: str, context: Callable[[], np.ndarray],
-               pos: str | None) -> tuple[str | None, tuple[int, float]]:
-        """The training word that best matches `word` (as part of speech `pos`, if given) in `context`, and the
-        (tier, score) of that match."""
-        targets = self._target_senses()
         mine = tuple(s for s in senses(word) if pos is None or s.pos == pos)
         emb = self.encode([word.replace("_", " ")] + [s.text(word) for s in mine])
         fits = _fits(mine, emb[1:], context, self.sense_margin)
+        target, (tier, score) = self._score(word, mine, emb, fits)
+        if target is not None and tier != NONE and (tier != SIMILAR or score >= self.threshold):
+            return Substitution(word.replace("_", " "), target, _TIER_NAMES[tier], round(score, 3))
+        return self._seen(word, [s.name for s, f in zip(mine, fits) if f and s.pos == "n"])
+
+    def _seen(self, word: str, noun_senses: list[str]) -> Substitution | None:
+        """The training noun whose clips show the ImageNet concepts that are kinds of `noun_senses` most, if they
+        show them often enough there (see the class docstring)."""
+        if self.concepts is None or not noun_senses:
+            return None
+        classes = classes_under(noun_senses, self.concepts.labels)
+        visible = [w for w, t in self._target_senses().items() if t.visible]
+        found = self.concepts.ground(classes, visible)
+        if not found or found[0].lift < self.min_lift or found[0].share < self.min_share:
+            return None
+        if len(found) > 1 and found[0].lift < self.min_lead * found[1].lift:
+            return None              # the concepts show about as much in another word's clips: no clear reading
+        return Substitution(word.replace("_", " "), found[0].word, SEEN, round(found[0].lift, 3))
+
+    def _score(self, word: str, mine: tuple[Sense, ...], emb: np.ndarray,
+               fits: list) -> tuple[str | None, tuple[int, float]]:
+        """The training word that best matches `word`, read as its fitting senses (`mine`, `fits`; `emb` holds
+        the embeddings of the word and of each sense's text), and the (tier, score) of that match."""
         best, best_score = None, (NONE, -1.0)
-        for target, (t_senses, t_emb, t_fits) in targets.items():
+        for target, (t_senses, t_emb, t_fits, _) in self._target_senses().items():
             # The bare words are compared only when WordNet does not know the query word.
             score = (NONE, -1.0) if mine else (SIMILAR, float(emb[0] @ t_emb[0]))
             for a, ea, fa in zip(mine, emb[1:], fits):
@@ -310,8 +366,9 @@ class QueryRewriter:
                 best, best_score = target, score
         return best, best_score
 
-    def _target_senses(self) -> dict[str, tuple[tuple[Sense, ...], np.ndarray, list]]:
-        """Training word -> (senses, embeddings of [word, sense texts...], which senses fit its captions)."""
+    def _target_senses(self) -> dict[str, "_Target"]:
+        """Training word -> its senses, the embeddings of [word, sense texts...], which senses fit its captions,
+        and whether the captions use it as a noun that may name something visible."""
         with self._lock:
             if self._targets is None:
                 # A caption is the context of each of its words: embed every distinct caption once.
@@ -324,6 +381,14 @@ class QueryRewriter:
                     emb = self.encode([word] + [s.text(word) for s in options])
                     where = [row[c] for c in contexts]
                     fits = _fits(options, emb[1:], lambda: caption_emb[where], self.target_margin)
-                    targets[word] = (options, emb, fits)
+                    visible = any(s.lexname in VISIBLE for s in options) and _heads_a_phrase(word, contexts)
+                    targets[word] = _Target(options, emb, fits, visible)
                 self._targets = targets
             return self._targets
+
+
+class _Target(NamedTuple):
+    senses: tuple[Sense, ...]
+    emb: np.ndarray
+    fits: list
+    visible: bool        # heads a noun phrase in its captions, and may name something one can see

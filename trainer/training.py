@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .concepts import caption_concepts
 from .features import FeatureCache
 from .lexicon import caption_vocabulary, save_vocabulary
 from .modeling import MASKED_FRAME, VideoBertConfig, VideoBertForPreTraining
@@ -531,8 +532,13 @@ def train(manifests, out_dir, config: TrainConfig | None = None) -> Path:
 
             encoder = load_frame_encoder(cfg.frame_encoder, dist.device)
         texts, feats = load_examples(manifests, cfg, dist, encoder)
+        # What the frame encoder's classifier saw behind each caption word, for rewriting unknown nouns.
+        seen = caption_concepts(encoder, texts, feats) if dist.main else None
         del encoder
-        return fit(texts, feats, out_dir, cfg, dist)
+        out = fit(texts, feats, out_dir, cfg, dist)
+        if seen is not None:
+            seen.save(out)
+        return out
 
 
 class _threads:

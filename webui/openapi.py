@@ -49,8 +49,12 @@ SCHEMAS = {
                                    "type": "object", "required": ["from", "to", "evidence", "score"],
                                    "properties": {"from": {"type": "string"}, "to": {"type": "string"},
                                                   "evidence": {"type": "string",
-                                                               "enum": ["synonym", "related", "definition"]},
-                                                  "score": {"type": "number"}}}}}},
+                                                               "enum": ["synonym", "related", "definition", "seen"],
+                                                               "description": "seen: the frame encoder saw what "
+                                                               "the word names mostly in clips of `to`"},
+                                                  "score": {"type": "number", "description": "1 for a dictionary "
+                                                            "relation, the definitions' cosine, or for seen the "
+                                                            "lift"}}}}}},
     "Video": {"type": "object", "description": "A video as the store records it, with its index status and error.",
               "properties": {"id": {"type": "integer"}, "path": {"type": "string"}, "status": {"type": "string"},
                              "error": {"type": "string", "nullable": True}},

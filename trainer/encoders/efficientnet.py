@@ -105,15 +105,22 @@ class EfficientNetLite0Encoder(FrameEncoder):
 
     def labels_from_features(self, features: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
         """Top ImageNet labels from features this encoder produced (only the leading global-pool block is used)."""
+        top = max(1, min(int(top), len(self.label_names)))
+        probs = torch.from_numpy(self.label_probs(features))
+        values, indices = probs.topk(top, dim=-1)
+        return [
+            [(self.label_names[i], float(p)) for p, i in zip(row_p, row_i)]
+            for row_p, row_i in zip(values.tolist(), indices.tolist())
+        ]
+
+    def label_probs(self, features: np.ndarray) -> np.ndarray:
+        """(N, 1000) ImageNet class probabilities from features this encoder produced."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] < CHANNELS:
             raise ValueError(f"features must have shape (N, >= {CHANNELS}), got {features.shape}")
-        top = max(1, min(int(top), len(self.label_names)))
-        with torch.inference_mode():
-            pooled = torch.from_numpy(np.ascontiguousarray(features[:, :CHANNELS])).to(self.device)
-            probs = self.model._fc(pooled).float().softmax(dim=-1)  # (N, 1000); dropout is off in eval mode
-            values, indices = probs.topk(top, dim=-1)
-        return [
-            [(self.label_names[i], float(p)) for p, i in zip(row_p, row_i)]
-            for row_p, row_i in zip(values.cpu().tolist(), indices.cpu().tolist())
-        ]
+        out = np.empty((len(features), len(self.label_names)), dtype=np.float32)
+        with torch.inference_mode():                        # the classifier's dropout is off in eval mode
+            for s in range(0, len(features), 4096):
+                pooled = torch.from_numpy(np.ascontiguousarray(features[s:s + 4096, :CHANNELS])).to(self.device)
+                out[s:s + len(pooled)] = self.model._fc(pooled).float().softmax(dim=-1).cpu().numpy()
+        return out
