@@ -97,3 +97,38 @@ def test_rewriter_names_bad_settings():
         QueryRewriter({"circle": []}, lambda texts: None, threshold=0)
     with pytest.raises(ValueError, match="sense_margin"):
         QueryRewriter({"circle": []}, lambda texts: None, sense_margin=-1)
+
+
+def test_direction_words_and_their_derived_forms_are_found(rewriter):
+    vocab = caption_vocabulary(TRAINING_CAPTIONS + ["a blue star goes up", "two shapes move down"])
+    assert {"up", "down"} <= set(vocab)          # content in captions, though on the usual stop lists
+    directions = QueryRewriter(vocab, rewriter.encode)
+    text, subs = directions.rewrite("a white cross floats upward")
+    assert text == "a white cross moves up" and ("upward", "up", "synonym") in [
+        (s.source, s.target, s.evidence) for s in subs]
+    # "-wards" makes a direction of a training word even where WordNet lacks the derived word.
+    assert directions.rewrite("a red diamond glides rightwards")[0] == "a red diamond slides right"
+    assert directions.rewrite("the green circle drops downward")[0] == "the green circle falls down"
+
+
+def test_among_equal_relations_the_closer_meaning_wins(rewriter):
+    # "drift" is a kind of "move", "go" and (in another sense) "get"; the closest definition decides.
+    vocab = caption_vocabulary(TRAINING_CAPTIONS + ["a blue star goes up"])
+    text, subs = QueryRewriter(vocab, rewriter.encode).rewrite("a red square drifts leftward")
+    assert text in {"a red square moves left", "a red square goes left"}
+
+
+def test_a_word_before_a_verb_heads_its_phrase():
+    def heads(text):
+        words = [m.group() for m in tokens(text)]
+        return [words[i] for i in sorted(noun_positions(words))]
+
+    # "drifts" and "falls" have noun senses but are mostly verbs; "cross" is mostly a verb but here a noun.
+    assert heads("a red square drifts leftward") == ["square"]
+    assert heads("a blue cross falls") == ["cross"]
+    assert heads("the green cross and the orange square both get larger") == ["cross", "square"]
+
+
+def test_an_inflected_lemma_has_the_senses_of_its_base_form():
+    # "falls" is a lemma of its own (the waterfall), which must not hide the senses of "fall".
+    assert {s.name for s in senses("fall")} <= {s.name for s in senses("falls")}

@@ -8,14 +8,17 @@ one when the evidence is strong enough. Evidence, strongest first:
 
 * the two words share a WordNet synset (rhombus / diamond, glide / slide);
 * the training word is broader (a hypernym: a pentagram is a kind of star; the head of a satellite adjective)
-  or a derivational neighbour ("triangular" / "triangle"). A rewrite never narrows: "colored" must not become
-  "blue";
+  or a derivational neighbour ("triangular" / "triangle", and "leftwards" / "left" where WordNet lacks the
+  "-ward" word). A rewrite never narrows: "colored" must not become "blue";
 * otherwise, for nouns and verbs of the same WordNet supersense, the cosine between sentence embeddings of the
   two senses' definitions ("something with a round shape resembling a flat circular plate" against "something
   approximating the shape of a circle");
 * failing all of these, for a noun, what the frame encoder saw (trainer.concepts): the ImageNet classes that are
   kinds of it ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose clips show them most,
   when they show them at least twice as often there as in the library as a whole.
+
+Several training words may stand equally for a query word ("drift" is a kind of "move" and of "go"): the one
+inflected like it wins ("ascends" -> "rises"), then the one whose definition is closest.
 
 Only senses that fit are used: a query word's senses are ranked against the query itself, and a training word's
 senses against the captions it occurred in (a Lesk-style disambiguation with sentence embeddings), so that a
@@ -48,6 +51,8 @@ _TIER_NAMES = {SYNONYM: "synonym", RELATED: "related", SIMILAR: "definition"}
 SEEN = "seen"                 # evidence from the frame encoder's ImageNet concepts, consulted after the tiers
 # Supersenses of nouns that name things a frame can show: the only training words "seen" evidence may pick.
 VISIBLE = frozenset(f"noun.{k}" for k in "shape artifact object animal plant food body person substance".split())
+# "-ward(s)" makes a direction of a word ("leftwards" = toward the left); WordNet lists only some such words.
+DIRECTION_SUFFIX = re.compile(r"(?<=[a-z])wards?$")
 MAX_NGRAM = 3           # longest WordNet collocation looked up ("plus sign" is one noun)
 DETERMINERS = frozenset("a an the this these those another each every its their his her my your our".split())
 
@@ -80,11 +85,17 @@ class Substitution:
     score: float
 
 
+# Words of scikit-learn's stop list that name directions and places: in video captions they are content
+# ("moves up"), and "upward" should find them.
+DIRECTION_WORDS = frozenset("up down above below top bottom front back behind beside side".split())
+
+
+@lru_cache(maxsize=1)
 def stop_words() -> frozenset:
     """English function words, never rewritten and never rewritten to."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return frozenset(ENGLISH_STOP_WORDS)
+    return frozenset(ENGLISH_STOP_WORDS) - DIRECTION_WORDS
 
 
 @lru_cache(maxsize=1)
@@ -106,8 +117,11 @@ def senses(word: str) -> tuple[Sense, ...]:
 
 @lru_cache(maxsize=4096)
 def _senses(word: str) -> tuple[Sense, ...]:
-    out = []
-    for syn in _wordnet().synsets(word):
+    wordnet, out = _wordnet(), []
+    # WordNet's lookup stops at a form that is itself a lemma ("falls", the waterfall); the senses of its other
+    # base forms ("fall") belong to it too.
+    found = {syn.name(): syn for w in (word, *sorted(base_forms(word) - {word})) for syn in wordnet.synsets(w)}
+    for syn in found.values():
         broader = {s.name() for s in syn.hypernyms()} | _lemma_relations(syn)
         if syn.name().split(".")[-2] == "s":         # a satellite adjective means about what its head means
             broader |= {s.name() for s in syn.similar_tos()}
@@ -160,27 +174,47 @@ def base_forms(word: str) -> frozenset:
     return frozenset(filter(None, (morphy(word, pos) for pos in "nvar")))
 
 
-def _suffix(a: str | None, b: str) -> int:
-    """Length of the common ending of `a` and `b` (0 for None)."""
-    n = 0
-    while a and n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n
+def _ending(word: str) -> str:
+    """The inflectional ending `word` seems to carry: "ing", "ed", "s" or ""."""
+    for ending in ("ing", "ed", "s"):
+        if word.endswith(ending) and any(base != word for base in base_forms(word)):
+            return ending
+    return ""
+
+
+@lru_cache(maxsize=8192)
+def usage(word: str) -> dict[str, int]:
+    """How often `word` (or its base forms) is used as a noun, verb, adjective and adverb in WordNet's
+    sense-tagged corpus: {"n": .., "v": .., "a": .., "r": ..}."""
+    forms, counts = {word} | base_forms(word), dict.fromkeys("nvar", 0)
+    for syn in _wordnet().synsets(word):
+        counts[_pos(syn.name())] += sum(lemma.count() for lemma in syn.lemmas() if lemma.name().lower() in forms)
+    return counts
+
+
+def _mostly(word: str, pos: str) -> bool:
+    counts = usage(word)
+    return counts[pos] > max(n for p, n in counts.items() if p != pos)
 
 
 def noun_positions(words: list[str]) -> set[int]:
     """Indexes of the words that head a noun phrase: the first word with a noun sense after a determiner and
     its modifiers ("a bright red *wedge* ascends"). Just enough syntax to tell the noun "wedge" from the verb;
-    a modifier is a word with an adjective sense followed by a word with a noun sense."""
+    a modifier is a word with an adjective sense followed by a word with a noun sense, unless it is more often
+    a noun than an adjective and the next word is mostly used as a verb ("a red square *drifts*": "drifts" has
+    noun senses, but here it is the verb)."""
     out, open_phrase = set(), False
     kinds = [{s.pos for s in senses(w)} if w not in DETERMINERS else set() for w in words]
     for i, word in enumerate(words):
         if word in DETERMINERS:
             open_phrase = True
         elif open_phrase:
-            if "a" in kinds[i] and i + 1 < len(words) and "n" in kinds[i + 1]:
+            verb_next = i + 1 < len(words) and _mostly(words[i + 1], "v")
+            if "n" in kinds[i] and not _mostly(word, "a") and verb_next:
+                out.add(i)
+            elif "a" in kinds[i] and i + 1 < len(words) and "n" in kinds[i + 1]:
                 continue
-            if "n" in kinds[i]:
+            elif "n" in kinds[i]:
                 out.add(i)
             open_phrase = False
     return out
@@ -208,17 +242,20 @@ def caption_vocabulary(captions: Iterable[str], contexts: int = 8, min_count: in
 
 
 def _pair_score(a: Sense, b: Sense, ea: np.ndarray, eb: np.ndarray, related: bool,
-                compared: bool) -> tuple[int, float]:
-    """(tier, score) of training sense `b` standing for query sense `a`: SYNONYM for a shared synset, RELATED
-    when b is broader or a derivation of a, else SIMILAR with the cosine of their definitions if both are nouns
-    or both verbs of the same supersense. A rewrite never narrows: "colored" must not become "blue"."""
+                compared: bool) -> tuple[int, float, float]:
+    """(tier, score, closeness) of training sense `b` standing for query sense `a`: SYNONYM for a shared synset,
+    RELATED when b is broader or a derivation of a, else SIMILAR with the cosine of their definitions if both are
+    nouns or both verbs of the same supersense. A rewrite never narrows: "colored" must not become "blue".
+    closeness, the definitions' cosine, only orders matches of one tier ("drift" is a kind of "move" and of
+    "get", and means more nearly the first)."""
+    closeness = float(ea @ eb)
     if related and a.name == b.name:
-        return SYNONYM, 1.0
+        return SYNONYM, 1.0, closeness
     if related and (b.name in a.broader or a.name in b.broader and a.pos != b.pos):
-        return RELATED, 1.0
+        return RELATED, 1.0, closeness
     if compared and a.pos == b.pos and a.pos in "nv" and a.lexname == b.lexname:
-        return SIMILAR, float(ea @ eb)
-    return NONE, -1.0
+        return SIMILAR, closeness, closeness
+    return NONE, -1.0, -1.0
 
 
 def _fits(options: tuple[Sense, ...], sense_emb: np.ndarray, contexts: Callable[[], np.ndarray],
@@ -328,6 +365,9 @@ class QueryRewriter:
         return bool(base_forms(word) & self._known_lemmas)
 
     def _best(self, word: str, context: Callable[[], np.ndarray], pos: str | None) -> Substitution | None:
+        stem = re.sub(DIRECTION_SUFFIX, "", word)
+        if stem != word and stem in self.known and not senses(word):
+            return Substitution(word, stem, _TIER_NAMES[RELATED], 1.0)
         mine = tuple(s for s in senses(word) if pos is None or s.pos == pos)
         emb = self.encode([word.replace("_", " ")] + [s.text(word) for s in mine])
         fits = _fits(mine, emb[1:], context, self.sense_margin)
@@ -354,17 +394,20 @@ class QueryRewriter:
                fits: list) -> tuple[str | None, tuple[int, float]]:
         """The training word that best matches `word`, read as its fitting senses (`mine`, `fits`; `emb` holds
         the embeddings of the word and of each sense's text), and the (tier, score) of that match."""
-        best, best_score = None, (NONE, -1.0)
+        best, best_key = None, (NONE, -1.0)
         for target, (t_senses, t_emb, t_fits, _) in self._target_senses().items():
             # The bare words are compared only when WordNet does not know the query word.
-            score = (NONE, -1.0) if mine else (SIMILAR, float(emb[0] @ t_emb[0]))
+            tier, score, closeness = (NONE, -1.0, -1.0) if mine else (SIMILAR,) + (float(emb[0] @ t_emb[0]),) * 2
             for a, ea, fa in zip(mine, emb[1:], fits):
                 for b, eb, fb in zip(t_senses, t_emb[1:], t_fits):
-                    score = max(score, _pair_score(a, b, ea, eb, related=fa, compared=fa and fb))
-            # Ties go to the training word inflected like the query word ("ascends" -> "rises", not "rise").
-            if score > best_score or score == best_score and _suffix(target, word) > _suffix(best, word):
-                best, best_score = target, score
-        return best, best_score
+                    tier, score, closeness = max((tier, score, closeness),
+                                                 _pair_score(a, b, ea, eb, related=fa, compared=fa and fb))
+            # Within a tier, the training word inflected like the query word wins ("ascends" -> "rises", not
+            # "rise"), then the closer meaning.
+            key = (tier, score, _ending(target) == _ending(word), closeness)
+            if key > best_key:
+                best, best_key = target, key
+        return best, best_key[:2]
 
     def _target_senses(self) -> dict[str, "_Target"]:
         """Training word -> its senses, the embeddings of [word, sense texts...], which senses fit its captions,
