@@ -13,17 +13,18 @@ one when the evidence is strong enough. Evidence, strongest first:
 * otherwise, for nouns and verbs of the same WordNet supersense, the cosine between sentence embeddings of the
   two senses' definitions ("something with a round shape resembling a flat circular plate" against "something
   approximating the shape of a circle");
-* failing all of these, for a noun, what the frame encoder saw (trainer.concepts): the ImageNet classes that are
-  kinds of it ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose clips show them most,
-  when they show them at least twice as often there as in the library as a whole.
+* failing all of these, for a noun: the one training noun its definition names ("block": "a three-dimensional
+  shape with six square or rectangular sides"), or else what the frame encoder saw (trainer.concepts): the
+  ImageNet classes that are kinds of it ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose
+  clips show them most, when they show them at least twice as often there as in the library as a whole.
 
 Several training words may stand equally for a query word ("drift" is a kind of "move" and of "go"): the one
 inflected like it wins ("ascends" -> "rises"), then the one whose definition is closest.
 
 Only senses that fit are used: a query word's senses are ranked against the query itself, and a training word's
 senses against the captions it occurred in (a Lesk-style disambiguation with sentence embeddings), so that a
-definition comparison sees the "diamond" of the captions rather than the gem. Dictionary relations are precise
-enough to accept any sense of the training word.
+definition comparison sees the "diamond" of the captions rather than the gem. A shared synset is precise enough
+to accept any sense of the training word; the other relations need a sense its captions fit.
 
 The module is model-free: it receives the sentence encoder as a function and holds no weights.
 """
@@ -48,6 +49,7 @@ WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 # Evidence tiers: a dictionary relation outranks any definition similarity, whatever the encoder's cosine scale.
 SYNONYM, RELATED, SIMILAR, NONE = 3, 2, 1, 0
 _TIER_NAMES = {SYNONYM: "synonym", RELATED: "related", SIMILAR: "definition"}
+DESCRIBED = "described"       # the query word's definition names the training word
 SEEN = "seen"                 # evidence from the frame encoder's ImageNet concepts, consulted after the tiers
 # Supersenses of nouns that name things a frame can show: the only training words "seen" evidence may pick.
 VISIBLE = frozenset(f"noun.{k}" for k in "shape artifact object animal plant food body person substance".split())
@@ -76,8 +78,9 @@ class Sense:
 @dataclass(frozen=True)
 class Substitution:
     """One rewrite: `source` (query words) became `target` (a training word), on `evidence` ("synonym",
-    "related", "definition" or "seen") with `score` (1 for the dictionary relations, the definitions' cosine,
-    or for "seen" the lift of the source's ImageNet concepts on the target's clips)."""
+    "related", "definition", "described" or "seen") with `score` (1 for the dictionary relations and
+    "described", the definitions' cosine, or for "seen" the lift of the source's ImageNet concepts on the
+    target's clips)."""
 
     source: str
     target: str
@@ -229,6 +232,20 @@ def _heads_a_phrase(word: str, captions: list[str]) -> bool:
     return False
 
 
+def _object_forms(word: str, options: tuple[Sense, ...], fits: list, captions: list[str]) -> frozenset:
+    """`word`, its base forms and the adjectives derived from it ("circle", "circular") if its captions use it as
+    the head of a noun phrase in a sense that names something visible; else an empty set."""
+    visible = [s for s, f in zip(options, fits) if f and s.lexname in VISIBLE]
+    if not visible or not _heads_a_phrase(word, captions):
+        return frozenset()
+    wordnet, forms = _wordnet(), {word} | base_forms(word)
+    for sense in visible:
+        for name in sense.broader:
+            if _pos(name) == "a":
+                forms |= {lemma.name().lower() for lemma in wordnet.synset(name).lemmas()}
+    return frozenset(forms)
+
+
 def caption_vocabulary(captions: Iterable[str], contexts: int = 8, min_count: int = 1) -> dict[str, list[str]]:
     """Content word -> up to `contexts` captions it occurs in: what a model's rewriter needs from training data."""
     stop, out, counts = stop_words(), {}, {}
@@ -246,12 +263,14 @@ def _pair_score(a: Sense, b: Sense, ea: np.ndarray, eb: np.ndarray, related: boo
     """(tier, score, closeness) of training sense `b` standing for query sense `a`: SYNONYM for a shared synset,
     RELATED when b is broader or a derivation of a, else SIMILAR with the cosine of their definitions if both are
     nouns or both verbs of the same supersense. A rewrite never narrows: "colored" must not become "blue".
-    closeness, the definitions' cosine, only orders matches of one tier ("drift" is a kind of "move" and of
-    "get", and means more nearly the first)."""
+    related: `a` fits the query; compared: `b` fits the training captions too, which all but a shared synset
+    require ("person" is a kind of "shape" only in a sense the captions' "shapes" never has). closeness, the
+    definitions' cosine, only orders matches of one tier ("drift" is a kind of "move" and of "get", and means
+    more nearly the first)."""
     closeness = float(ea @ eb)
     if related and a.name == b.name:
         return SYNONYM, 1.0, closeness
-    if related and (b.name in a.broader or a.name in b.broader and a.pos != b.pos):
+    if compared and (b.name in a.broader or a.name in b.broader and a.pos != b.pos):
         return RELATED, 1.0, closeness
     if compared and a.pos == b.pos and a.pos in "nv" and a.lexname == b.lexname:
         return SIMILAR, closeness, closeness
@@ -374,7 +393,21 @@ class QueryRewriter:
         target, (tier, score) = self._score(word, mine, emb, fits)
         if target is not None and tier != NONE and (tier != SIMILAR or score >= self.threshold):
             return Substitution(word.replace("_", " "), target, _TIER_NAMES[tier], round(score, 3))
-        return self._seen(word, [s.name for s, f in zip(mine, fits) if f and s.pos == "n"])
+        if pos != "n":
+            return None          # the evidence below is about what a noun names; "dotted" is no "dot"
+        nouns = [s for s, f in zip(mine, fits) if f]
+        return self._described(word, nouns) or self._seen(word, [s.name for s in nouns])
+
+    def _described(self, word: str, noun_senses: list[Sense]) -> Substitution | None:
+        """The one training noun that the definitions of `noun_senses` name ("block": "a three-dimensional shape
+        with six square or rectangular sides" -> "square"), if just one is named."""
+        named = set()
+        for sense in noun_senses:
+            gloss = {b for m in tokens(sense.gloss) for b in {m.group()} | base_forms(m.group())}
+            named |= {w for w, t in self._target_senses().items() if t.forms & gloss}
+        if len(named) != 1:
+            return None
+        return Substitution(word.replace("_", " "), named.pop(), DESCRIBED, 1.0)
 
     def _seen(self, word: str, noun_senses: list[str]) -> Substitution | None:
         """The training noun whose clips show the ImageNet concepts that are kinds of `noun_senses` most, if they
@@ -382,7 +415,7 @@ class QueryRewriter:
         if self.concepts is None or not noun_senses:
             return None
         classes = classes_under(noun_senses, self.concepts.labels)
-        visible = [w for w, t in self._target_senses().items() if t.visible]
+        visible = [w for w, t in self._target_senses().items() if t.forms]
         found = self.concepts.ground(classes, visible)
         if not found or found[0].lift < self.min_lift or found[0].share < self.min_share:
             return None
@@ -411,7 +444,7 @@ class QueryRewriter:
 
     def _target_senses(self) -> dict[str, "_Target"]:
         """Training word -> its senses, the embeddings of [word, sense texts...], which senses fit its captions,
-        and whether the captions use it as a noun that may name something visible."""
+        and, for a noun naming something visible, the forms a definition may name it by."""
         with self._lock:
             if self._targets is None:
                 # A caption is the context of each of its words: embed every distinct caption once.
@@ -424,8 +457,7 @@ class QueryRewriter:
                     emb = self.encode([word] + [s.text(word) for s in options])
                     where = [row[c] for c in contexts]
                     fits = _fits(options, emb[1:], lambda: caption_emb[where], self.target_margin)
-                    visible = any(s.lexname in VISIBLE for s in options) and _heads_a_phrase(word, contexts)
-                    targets[word] = _Target(options, emb, fits, visible)
+                    targets[word] = _Target(options, emb, fits, _object_forms(word, options, fits, contexts))
                 self._targets = targets
             return self._targets
 
@@ -434,4 +466,5 @@ class _Target(NamedTuple):
     senses: tuple[Sense, ...]
     emb: np.ndarray
     fits: list
-    visible: bool        # heads a noun phrase in its captions, and may name something one can see
+    forms: frozenset     # for a word its captions use as a noun naming something visible: the word, its base
+                         # forms and its adjectives ("circle", "circular"); else empty

@@ -49,9 +49,11 @@ SCHEMAS = {
                                    "type": "object", "required": ["from", "to", "evidence", "score"],
                                    "properties": {"from": {"type": "string"}, "to": {"type": "string"},
                                                   "evidence": {"type": "string",
-                                                               "enum": ["synonym", "related", "definition", "seen"],
-                                                               "description": "seen: the frame encoder saw what "
-                                                               "the word names mostly in clips of `to`"},
+                                                               "enum": ["synonym", "related", "definition",
+                                                                        "described", "seen"],
+                                                               "description": "described: the word's definition "
+                                                               "names `to`; seen: the frame encoder saw what the "
+                                                               "word names mostly in clips of `to`"},
                                                   "score": {"type": "number", "description": "1 for a dictionary "
                                                             "relation, the definitions' cosine, or for seen the "
                                                             "lift"}}}}}},
