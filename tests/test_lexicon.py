@@ -147,3 +147,16 @@ def test_a_relation_counts_only_in_a_sense_the_captions_use(rewriter):
     vocab = caption_vocabulary(TRAINING_CAPTIONS + ["two shapes rise"])
     text, _ = QueryRewriter(vocab, rewriter.encode).rewrite("a person walks left")
     assert "shapes" not in text
+
+
+def test_a_descriptive_modifier_and_a_broader_head_name_a_training_noun(rewriter):
+    vocab = caption_vocabulary(TRAINING_CAPTIONS + ["two shapes rise"])
+    shapes = QueryRewriter(vocab, rewriter.encode)
+    # "shape" is broader than "triangle", and "three" is in the triangle's definition: "a three-sided polygon".
+    text, subs = shapes.rewrite("a green three-cornered shape rises")
+    assert text == "a green triangle rises"
+    assert [(s.source, s.target, s.evidence) for s in subs] == [("three-cornered shape", "triangle", "described")]
+    assert shapes.rewrite("a five-pointed shape falls")[0] == "a star falls"
+    # A head that is no broader than any training noun, or a modifier no definition shares, changes nothing.
+    assert shapes.rewrite("a three-legged dog")[0] == "a three-legged dog"
+    assert shapes.rewrite("a big shape falls")[0] == "a big shape falls"

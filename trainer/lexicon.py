@@ -14,7 +14,9 @@ one when the evidence is strong enough. Evidence, strongest first:
   two senses' definitions ("something with a round shape resembling a flat circular plate" against "something
   approximating the shape of a circle");
 * failing all of these, for a noun: the one training noun its definition names ("block": "a three-dimensional
-  shape with six square or rectangular sides"), or else what the frame encoder saw (trainer.concepts): the
+  shape with six square or rectangular sides"); for a modifier before a broader noun, the training noun whose
+  definition shares its parts ("three-cornered shape": a triangle is "a three-sided polygon", and a shape);
+  or else what the frame encoder saw (trainer.concepts): the
   ImageNet classes that are kinds of it ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose
   clips show them most, when they show them at least twice as often there as in the library as a whole.
 
@@ -232,6 +234,28 @@ def _heads_a_phrase(word: str, captions: list[str]) -> bool:
     return False
 
 
+NUMBERS = dict(enumerate("zero one two three four five six seven eight nine ten".split()))
+
+
+@lru_cache(maxsize=8192)
+def _gloss_words(text: str) -> frozenset:
+    """Content words of `text` with their base forms; hyphenated words also by part, digits as words ("5" ->
+    "five"): what a definition and a descriptive adjective ("five-pointed") can share."""
+    stop, out = stop_words() - set(NUMBERS.values()), set()
+    for m in re.finditer(r"[a-z0-9]+", text.lower()):
+        word = NUMBERS.get(int(m.group()), m.group()) if m.group().isdigit() else m.group()
+        if word not in stop:
+            out |= {word} | base_forms(word)
+    return frozenset(out)
+
+
+@lru_cache(maxsize=4096)
+def _kinds_above(name: str) -> frozenset:
+    """Synset `name` and every synset it is a kind of."""
+    syn = _wordnet().synset(name)
+    return frozenset({name} | {h.name() for h in syn.closure(lambda s: s.hypernyms())})
+
+
 def _object_forms(word: str, options: tuple[Sense, ...], fits: list, captions: list[str]) -> frozenset:
     """`word`, its base forms and the adjectives derived from it ("circle", "circular") if its captions use it as
     the head of a noun phrase in a sense that names something visible; else an empty set."""
@@ -373,7 +397,27 @@ class QueryRewriter:
                 sub = self._best(phrase, context, pos)
                 if sub is not None:
                     return n, sub
-        return 1, self._best(word, context, pos)
+        sub = self._best(word, context, pos)
+        if sub is None and i + 1 < len(found) and self._known(found[i + 1].group()):
+            sub = self._kind_of(word, found[i + 1].group())
+            return (1, None) if sub is None else (2, sub)
+        return 1, sub
+
+    def _kind_of(self, modifier: str, head: str) -> Substitution | None:
+        """"three-cornered shape" -> "triangle": the training noun that `head` is broader than and whose
+        definition ("a three-sided polygon") shares the most words with `modifier`'s parts, if just one does."""
+        heads = {s.name for s in senses(head) if s.pos == "n"}
+        parts = _gloss_words(modifier)
+        scores = {}
+        for target, t in self._target_senses().items():
+            for sense, fit in zip(t.senses, t.fits):
+                if t.forms and fit and sense.pos == "n" and heads & _kinds_above(sense.name):
+                    scores[target] = max(scores.get(target, 0), len(parts & _gloss_words(sense.gloss)))
+        ranked = sorted(scores.values(), reverse=True) + [0, 0]
+        if ranked[0] == 0 or ranked[0] == ranked[1]:
+            return None
+        target = max(scores, key=scores.get)
+        return Substitution(f"{modifier} {head}", target, DESCRIBED, 1.0)
 
     def _known(self, word: str) -> bool:
         """A training word, or an inflection of one ("stars" when the captions said "star")."""
