@@ -160,3 +160,9 @@ def test_a_descriptive_modifier_and_a_broader_head_name_a_training_noun(rewriter
     # A head that is no broader than any training noun, or a modifier no definition shares, changes nothing.
     assert shapes.rewrite("a three-legged dog")[0] == "a three-legged dog"
     assert shapes.rewrite("a big shape falls")[0] == "a big shape falls"
+
+
+def test_a_wordnet_collocation_is_read_whole(rewriter):
+    # "plus sign" is one noun; its first word alone must not be rewritten as if it stood by itself.
+    _, subs = rewriter.rewrite("a blue plus sign rises")
+    assert all(s.source != "plus" for s in subs)

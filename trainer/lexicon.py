@@ -393,10 +393,8 @@ class QueryRewriter:
             return 1, None
         for n in range(min(MAX_NGRAM, len(found) - i), 1, -1):
             phrase = "_".join(m.group() for m in found[i:i + n])
-            if senses(phrase):
-                sub = self._best(phrase, context, pos)
-                if sub is not None:
-                    return n, sub
+            if senses(phrase):       # a collocation is read whole: "plus sign" is no "plus"
+                return n, self._best(phrase, context, pos)
         sub = self._best(word, context, pos)
         if sub is None and i + 1 < len(found) and self._known(found[i + 1].group()):
             sub = self._kind_of(word, found[i + 1].group())
