@@ -118,10 +118,11 @@ def run(quick: bool, workdir: str) -> Section:
         "unseen phrasing. Baselines from the same run: chance, and mean-pooled frame features mapped to the text "
         "space by ridge regression fitted on the training set.",
         f"By default eval reads captions as search reads queries: words outside the training vocabulary are put "
-        f"into training words through WordNet ({results['unseen']['rewritten']} of {results['unseen']['n']} "
+        f"into training words through WordNet and, for nouns it cannot place, through the ImageNet concepts the "
+        f"frame encoder saw in the training clips ({results['unseen']['rewritten']} of {results['unseen']['n']} "
         f"unseen-phrasing captions were rewritten, {results['training']['rewritten']} of "
         f"{results['training']['n']} training-phrasing ones); \"unseen, as typed\" is the same run with "
-        "`--no-rewrite`. The re-ranked rows (`--rerank 10`) re-score each caption's top 10 clips with the "
+        "`--no-rewrite`. The ridge baseline reads the same rewritten captions. The re-ranked rows (`--rerank 10`) re-score each caption's top 10 clips with the "
         "alignment head, as search does with `rerank=1`.",
     ]
     section.tables.append(("Text <-> video", _retrieval_table(results)))

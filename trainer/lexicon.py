@@ -16,9 +16,9 @@ one when the evidence is strong enough. Evidence, strongest first:
 * failing all of these, for a noun: the one training noun its definition names ("block": "a three-dimensional
   shape with six square or rectangular sides"); for a modifier before a broader noun, the training noun whose
   definition shares its parts ("three-cornered shape": a triangle is "a three-sided polygon", and a shape);
-  or else what the frame encoder saw (trainer.concepts): the
-  ImageNet classes that are kinds of it ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose
-  clips show them most, when they show them at least twice as often there as in the library as a whole.
+  or else what the frame encoder saw (trainer.concepts): the ImageNet classes that are kinds of the noun
+  ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose clips show them most, when they show
+  them at least twice as often there as in the library as a whole.
 
 Several training words may stand equally for a query word ("drift" is a kind of "move" and of "go"): the one
 inflected like it wins ("ascends" -> "rises"), then the one whose definition is closest.
@@ -188,7 +188,7 @@ def _ending(word: str) -> str:
 
 
 @lru_cache(maxsize=8192)
-def usage(word: str) -> dict[str, int]:
+def _usage(word: str) -> dict[str, int]:
     """How often `word` (or its base forms) is used as a noun, verb, adjective and adverb in WordNet's
     sense-tagged corpus: {"n": .., "v": .., "a": .., "r": ..}."""
     forms, counts = {word} | base_forms(word), dict.fromkeys("nvar", 0)
@@ -198,7 +198,8 @@ def usage(word: str) -> dict[str, int]:
 
 
 def _mostly(word: str, pos: str) -> bool:
-    counts = usage(word)
+    """Whether `word` is used as part of speech `pos` more often than as any other."""
+    counts = _usage(word)
     return counts[pos] > max(n for p, n in counts.items() if p != pos)
 
 
@@ -445,7 +446,7 @@ class QueryRewriter:
         with six square or rectangular sides" -> "square"), if just one is named."""
         named = set()
         for sense in noun_senses:
-            gloss = {b for m in tokens(sense.gloss) for b in {m.group()} | base_forms(m.group())}
+            gloss = _gloss_words(sense.gloss)
             named |= {w for w, t in self._target_senses().items() if t.forms & gloss}
         if len(named) != 1:
             return None
