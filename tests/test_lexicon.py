@@ -166,3 +166,10 @@ def test_a_wordnet_collocation_is_read_whole(rewriter):
     # "plus sign" is one noun; its first word alone must not be rewritten as if it stood by itself.
     _, subs = rewriter.rewrite("a blue plus sign rises")
     assert all(s.source != "plus" for s in subs)
+
+
+def test_neighbouring_words_that_become_one_training_word_merge(rewriter):
+    # "round" and "dot" both read as "circle": one circle, not "circle circle".
+    text, subs = rewriter.rewrite("an orange round dot falls")
+    assert text == "an orange circle falls"
+    assert [(s.source, s.target) for s in subs] == [("round dot", "circle")]

@@ -376,7 +376,11 @@ class QueryRewriter:
             n, sub = self._rewrite_at(found, i, context, "n" if i in nouns else None)
             if sub is not None:
                 start, end = found[i].start(), found[i + n - 1].end()
-                out += [text[cursor:start], sub.target]
+                if subs and subs[-1].target == sub.target and not text[cursor:start].strip():
+                    # "round dot": two words that both became "circle" name one circle.
+                    sub = Substitution(f"{subs.pop().source} {sub.source}", sub.target, sub.evidence, sub.score)
+                else:
+                    out += [text[cursor:start], sub.target]
                 cursor = end
                 subs.append(sub)
             i += n
