@@ -173,3 +173,8 @@ def test_neighbouring_words_that_become_one_training_word_merge(rewriter):
     text, subs = rewriter.rewrite("an orange round dot falls")
     assert text == "an orange circle falls"
     assert [(s.source, s.target) for s in subs] == [("round dot", "circle")]
+
+
+def test_an_indefinite_article_follows_the_new_word(rewriter):
+    assert rewriter.rewrite("an azure circle falls")[0] == "a blue circle falls"
+    assert rewriter.rewrite("A pentagram rises")[0] == "A star rises"

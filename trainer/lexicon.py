@@ -226,6 +226,20 @@ def noun_positions(words: list[str]) -> set[int]:
     return out
 
 
+ARTICLE = re.compile(r"\b(a|an)(\s+)$", re.IGNORECASE)
+
+
+def _article_for(before: str, word: str) -> str:
+    """`before` with an indefinite article right before `word` made to fit it ("an azure" -> "a blue")."""
+    match = ARTICLE.search(before)
+    if match is None:
+        return before
+    article = "an" if word[:1].lower() in "aeiou" else "a"
+    if match.group(1)[0].isupper():
+        article = article.capitalize()
+    return before[:match.start()] + article + match.group(2)
+
+
 def _heads_a_phrase(word: str, captions: list[str]) -> bool:
     """Whether `word` heads a noun phrase in any of `captions`."""
     for caption in captions:
@@ -380,7 +394,7 @@ class QueryRewriter:
                     # "round dot": two words that both became "circle" name one circle.
                     sub = Substitution(f"{subs.pop().source} {sub.source}", sub.target, sub.evidence, sub.score)
                 else:
-                    out += [text[cursor:start], sub.target]
+                    out += [_article_for(text[cursor:start], sub.target), sub.target]
                 cursor = end
                 subs.append(sub)
             i += n
