@@ -108,7 +108,7 @@ class WordConcepts:
 def caption_concepts(encoder, texts: list[str], feats: list[np.ndarray]) -> WordConcepts | None:
     """Concept profiles of the content words of `texts`, each caption's clip given as (T, F) frame features of
     `encoder`; None when the encoder has no ImageNet classifier."""
-    from .lexicon import stop_words, tokens
+    from .lexicon import content_words
 
     probs = getattr(encoder, "label_probs", None)
     if probs is None or not feats:
@@ -116,6 +116,4 @@ def caption_concepts(encoder, texts: list[str], feats: list[np.ndarray]) -> Word
     bounds = np.cumsum([0] + [len(f) for f in feats])
     per_frame = probs(np.concatenate(feats))
     per_clip = np.stack([per_frame[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
-    stop = stop_words()
-    words = [[m.group() for m in tokens(t) if m.group() not in stop] for t in texts]
-    return WordConcepts.fit(words, per_clip, encoder.label_names)
+    return WordConcepts.fit([content_words(t) for t in texts], per_clip, encoder.label_names)

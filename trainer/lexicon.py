@@ -285,11 +285,16 @@ def _object_forms(word: str, options: tuple[Sense, ...], fits: list, captions: l
     return frozenset(forms)
 
 
+def content_words(text: str) -> set[str]:
+    """The distinct words of `text` that are not stop words: what the training vocabulary is made of."""
+    return {m.group() for m in tokens(text)} - stop_words()
+
+
 def caption_vocabulary(captions: Iterable[str], contexts: int = 8, min_count: int = 1) -> dict[str, list[str]]:
     """Content word -> up to `contexts` captions it occurs in: what a model's rewriter needs from training data."""
-    stop, out, counts = stop_words(), {}, {}
+    out, counts = {}, {}
     for caption in captions:
-        for word in {m.group() for m in tokens(caption)} - stop:
+        for word in content_words(caption):
             counts[word] = counts.get(word, 0) + 1
             seen = out.setdefault(word, [])
             if len(seen) < contexts:

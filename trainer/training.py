@@ -461,15 +461,19 @@ def _visual_vocabulary(feats, cfg: TrainConfig, out_dir: Path, dist: Dist) -> Vi
     return VisualVocabulary.load(out_dir)
 
 
-def fit(texts: list[str], feats: list[np.ndarray], out_dir, cfg: TrainConfig, dist: Dist | None = None) -> Path:
-    """Train on captions and their clips' (T, F) frame features; writes the model dir and returns its path."""
+def fit(texts: list[str], feats: list[np.ndarray], out_dir, cfg: TrainConfig, dist: Dist | None = None,
+        concepts=None) -> Path:
+    """Train on captions and their clips' (T, F) frame features; writes the model dir and returns its path.
+
+    concepts: the caption words' ImageNet concept profiles (trainer.concepts), saved beside the model if given.
+    """
     cfg.check()
     dist = dist or setup_distributed(cfg.device)
     with _threads(cfg, dist):
-        return _fit(texts, feats, Path(out_dir), cfg, dist)
+        return _fit(texts, feats, Path(out_dir), cfg, dist, concepts)
 
 
-def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist) -> Path:
+def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist, concepts) -> Path:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -477,8 +481,11 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist) -> Path:
         hf_logging.disable_progress_bar()       # no per-file bars when saving and loading weights either
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.main:
-        # The words the model learned, for rewriting queries that use others (trainer.lexicon).
+        # The words the model learned, and what the frame encoder saw behind them, for rewriting queries that
+        # use other words (trainer.lexicon).
         save_vocabulary(caption_vocabulary(texts), out_dir)
+        if concepts is not None:
+            concepts.save(out_dir)
     feats = [np.ascontiguousarray(resample_frames(f, cfg.frames), dtype=np.float32) for f in feats]
     vocab = _visual_vocabulary(feats, cfg, out_dir, dist)
     visual_ids = [vocab.quantize(f) for f in feats]
@@ -532,13 +539,9 @@ def train(manifests, out_dir, config: TrainConfig | None = None) -> Path:
 
             encoder = load_frame_encoder(cfg.frame_encoder, dist.device)
         texts, feats = load_examples(manifests, cfg, dist, encoder)
-        # What the frame encoder's classifier saw behind each caption word, for rewriting unknown nouns.
-        seen = caption_concepts(encoder, texts, feats) if dist.main else None
+        concepts = caption_concepts(encoder, texts, feats) if dist.main else None
         del encoder
-        out = fit(texts, feats, out_dir, cfg, dist)
-        if seen is not None:
-            seen.save(out)
-        return out
+        return fit(texts, feats, out_dir, cfg, dist, concepts)
 
 
 class _threads:
