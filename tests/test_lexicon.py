@@ -178,3 +178,30 @@ def test_neighbouring_words_that_become_one_training_word_merge(rewriter):
 def test_an_indefinite_article_follows_the_new_word(rewriter):
     assert rewriter.rewrite("an azure circle falls")[0] == "a blue circle falls"
     assert rewriter.rewrite("A pentagram rises")[0] == "A star rises"
+
+
+def test_a_word_set_against_its_antonym_keeps_only_its_contrasting_senses(rewriter):
+    # "falls" is in WordNet's "decrease" synset, but captions that also say "rises" mean a motion by it;
+    # "shrinks" is the training word for getting smaller.
+    for query in ("a red star dwindles", "a red star decreases"):
+        _, subs = rewriter.rewrite(query)
+        assert "falls" not in [s.target for s in subs], query
+    assert rewriter.rewrite("a blue circle descends")[0] == "a blue circle falls"
+
+
+def test_a_participle_becomes_only_a_training_word_of_the_same_form(rewriter):
+    # To shade is to darken, but a "shaded backdrop" is no "dark" one: an adjective in a participle's place
+    # says something else. A plain adjective still becomes one ("crimson" -> "red").
+    dark = QueryRewriter(caption_vocabulary(TRAINING_CAPTIONS + ["a blue star on a dark background"]),
+                         rewriter.encode)
+    assert dark.rewrite("a blue star over a shaded background") == ("a blue star over a shaded background", [])
+    assert dark.rewrite("a crimson star")[0] == "a red star"
+
+
+def test_a_figure_becomes_the_one_training_figure_of_its_kind(rewriter):
+    # A box (a rectangular drawing) and a square are both rectangles, and no other training shape is one.
+    text, subs = rewriter.rewrite("a red box rises")
+    assert text == "a red square rises"
+    assert [(s.source, s.target, s.evidence) for s in subs] == [("box", "square", "figure")]
+    # A hexagon is a polygon, as are the triangle, the square and the diamond: no single reading.
+    assert rewriter.rewrite("a green hexagon rises") == ("a green hexagon rises", [])

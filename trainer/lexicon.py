@@ -16,17 +16,21 @@ one when the evidence is strong enough. Evidence, strongest first:
 * failing all of these, for a noun: the one training noun its definition names ("block": "a three-dimensional
   shape with six square or rectangular sides"); for a modifier before a broader noun, the training noun whose
   definition shares its parts ("three-cornered shape": a triangle is "a three-sided polygon", and a shape);
-  or else what the frame encoder saw (trainer.concepts): the ImageNet classes that are kinds of the noun
-  ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose clips show them most, when they show
-  them at least twice as often there as in the library as a whole.
+  for a figure, the one training figure of its kind ("box", a rectangular drawing: the square is the only
+  training shape that is a rectangle); or else what the frame encoder saw (trainer.concepts): the ImageNet
+  classes that are kinds of the noun ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose clips
+  show them most, when they show them at least twice as often there as in the library as a whole.
 
 Several training words may stand equally for a query word ("drift" is a kind of "move" and of "go"): the one
-inflected like it wins ("ascends" -> "rises"), then the one whose definition is closest.
+inflected like it wins ("ascends" -> "rises"), then the one whose definition is closest. A participle becomes
+only a training word of the same form: "a shaded backdrop" is no "dark" one.
 
 Only senses that fit are used: a query word's senses are ranked against the query itself, and a training word's
 senses against the captions it occurred in (a Lesk-style disambiguation with sentence embeddings), so that a
 definition comparison sees the "diamond" of the captions rather than the gem. A shared synset is precise enough
-to accept any sense of the training word; the other relations need a sense its captions fit.
+to accept any sense of the training word; the other relations need a sense its captions fit. A training word
+set against its antonym in the vocabulary ("falls" and "rises") is a contrasting term, not an umbrella one: it
+loses the senses broader than another training word's ("decrease", of which "shrink" is a kind).
 
 The module is model-free: it receives the sentence encoder as a function and holds no weights.
 """
@@ -52,6 +56,8 @@ WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 SYNONYM, RELATED, SIMILAR, NONE = 3, 2, 1, 0
 _TIER_NAMES = {SYNONYM: "synonym", RELATED: "related", SIMILAR: "definition"}
 DESCRIBED = "described"       # the query word's definition names the training word
+SAME_FIGURE = "figure"        # both are kinds of one figure, of which the training word is the only one
+SHAPE = "noun.shape"
 SEEN = "seen"                 # evidence from the frame encoder's ImageNet concepts, consulted after the tiers
 # Supersenses of nouns that name things a frame can show: the only training words "seen" evidence may pick.
 VISIBLE = frozenset(f"noun.{k}" for k in "shape artifact object animal plant food body person substance".split())
@@ -80,9 +86,9 @@ class Sense:
 @dataclass(frozen=True)
 class Substitution:
     """One rewrite: `source` (query words) became `target` (a training word), on `evidence` ("synonym",
-    "related", "definition", "described" or "seen") with `score` (1 for the dictionary relations and
-    "described", the definitions' cosine, or for "seen" the lift of the source's ImageNet concepts on the
-    target's clips)."""
+    "related", "definition", "described", "figure" or "seen") with `score` (1 for the dictionary relations,
+    "described" and "figure", the definitions' cosine, or for "seen" the lift of the source's ImageNet concepts
+    on the target's clips)."""
 
     source: str
     target: str
@@ -177,6 +183,11 @@ def base_forms(word: str) -> frozenset:
 
     _wordnet()                       # morphy reads the exception lists WordNet loads
     return frozenset(filter(None, (morphy(word, pos) for pos in "nvar")))
+
+
+# Participles modify ("a shaded backdrop", "accompanied by"): only a training word of the same form can stand
+# in for one; a finite verb or a plain adjective in its place says something else.
+PARTICIPLES = ("ing", "ed")
 
 
 def _ending(word: str) -> str:
@@ -331,6 +342,15 @@ def _fits(options: tuple[Sense, ...], sense_emb: np.ndarray, contexts: Callable[
     return list(fit >= fit.max() - margin)
 
 
+def _contrastive(word: str, options: tuple[Sense, ...], known: Callable[[str], bool]) -> bool:
+    """Whether, under the word's own lemma, one of `options` has an antonym that is also a training word:
+    captions that set "rises" against "falls" use both as contrasting terms, not as umbrella terms."""
+    forms, wordnet = {word} | base_forms(word), _wordnet()
+    return any(known(antonym.name().lower())
+               for sense in options for lemma in wordnet.synset(sense.name).lemmas() if lemma.name().lower() in forms
+               for antonym in lemma.antonyms())
+
+
 def save_vocabulary(vocabulary: dict[str, list[str]], out_dir) -> Path:
     """Write `vocabulary` (from `caption_vocabulary`) into a model dir, atomically."""
     path = Path(out_dir) / WORDS_FILE
@@ -462,7 +482,8 @@ class QueryRewriter:
         if pos != "n":
             return None          # the evidence below is about what a noun names; "dotted" is no "dot"
         nouns = [s for s, f in zip(mine, fits) if f]
-        return self._described(word, nouns) or self._seen(word, [s.name for s in nouns])
+        return (self._described(word, nouns) or self._same_figure(word, mine)
+                or self._seen(word, [s.name for s in nouns]))
 
     def _described(self, word: str, noun_senses: list[Sense]) -> Substitution | None:
         """The one training noun that the definitions of `noun_senses` name ("block": "a three-dimensional shape
@@ -474,6 +495,24 @@ class QueryRewriter:
         if len(named) != 1:
             return None
         return Substitution(word.replace("_", " "), named.pop(), DESCRIBED, 1.0)
+
+    def _same_figure(self, word: str, noun_senses: list[Sense]) -> Substitution | None:
+        """"box" (a rectangular drawing) -> "square": a figure whose kind (a rectangle) takes in just one training
+        figure. Only figures (WordNet's shape nouns): they are kinds of one another by how they look, whereas two
+        kinds of emblem or of container need not look alike. Any figure sense of either word counts, fitting or
+        not: a short query cannot tell "box" the drawing from "box" the container, and a clip can show only the
+        drawing."""
+        named = set()
+        for sense in noun_senses:
+            if sense.lexname != SHAPE:
+                continue
+            for parent in _wordnet().synset(sense.name).hypernyms():
+                under = {w for w, t in self._target_senses().items() if t.forms and any(
+                    s.lexname == SHAPE and parent.name() in _kinds_above(s.name) for s in t.senses)}
+                named |= under if len(under) == 1 else set()
+        if len(named) != 1:
+            return None
+        return Substitution(word.replace("_", " "), named.pop(), SAME_FIGURE, 1.0)
 
     def _seen(self, word: str, noun_senses: list[str]) -> Substitution | None:
         """The training noun whose clips show the ImageNet concepts that are kinds of `noun_senses` most, if they
@@ -494,7 +533,10 @@ class QueryRewriter:
         """The training word that best matches `word`, read as its fitting senses (`mine`, `fits`; `emb` holds
         the embeddings of the word and of each sense's text), and the (tier, score) of that match."""
         best, best_key = None, (NONE, -1.0)
+        participle = _ending(word) in PARTICIPLES
         for target, (t_senses, t_emb, t_fits, _) in self._target_senses().items():
+            if participle and _ending(target) != _ending(word):
+                continue     # "accompanied by" is no "goes by", and a "shaded backdrop" no "dark" one
             # The bare words are compared only when WordNet does not know the query word.
             tier, score, closeness = (NONE, -1.0, -1.0) if mine else (SIMILAR,) + (float(emb[0] @ t_emb[0]),) * 2
             for a, ea, fa in zip(mine, emb[1:], fits):
@@ -524,8 +566,26 @@ class QueryRewriter:
                     where = [row[c] for c in contexts]
                     fits = _fits(options, emb[1:], lambda: caption_emb[where], self.target_margin)
                     targets[word] = _Target(options, emb, fits, _object_forms(word, options, fits, contexts))
-                self._targets = targets
+                self._targets = self._without_umbrellas(targets)
             return self._targets
+
+    def _without_umbrellas(self, targets: dict[str, "_Target"]) -> dict[str, "_Target"]:
+        """Drop the senses of a contrastive training word that are broader than what another training word means,
+        or are nouns or verbs of such a sense: "falls", set against "rises", does not mean "decrease" (of which
+        "shrinks" is a kind), nor "a sudden decrease", the noun of it."""
+        out = {}
+        for word, t in targets.items():
+            if not _contrastive(word, t.senses, self._known):
+                out[word] = t
+                continue
+            mine = {word} | base_forms(word)
+            above = {name for other, o in targets.items() if not ({other} | base_forms(other)) & mine
+                     for sense, fit in zip(o.senses, o.fits) if fit for name in _kinds_above(sense.name) - {sense.name}}
+            keep = [i for i, sense in enumerate(t.senses)
+                    if sense.name not in above and not any(b in above for b in sense.broader if _pos(b) != sense.pos)]
+            out[word] = _Target(tuple(t.senses[i] for i in keep), t.emb[[0] + [i + 1 for i in keep]],
+                                [t.fits[i] for i in keep], t.forms)
+        return out
 
 
 class _Target(NamedTuple):

@@ -50,10 +50,12 @@ SCHEMAS = {
                                    "properties": {"from": {"type": "string"}, "to": {"type": "string"},
                                                   "evidence": {"type": "string",
                                                                "enum": ["synonym", "related", "definition",
-                                                                        "described", "seen"],
+                                                                        "described", "figure", "seen"],
                                                                "description": "described: the word's definition "
-                                                               "names `to`; seen: the frame encoder saw what the "
-                                                               "word names mostly in clips of `to`"},
+                                                               "names `to`; figure: `to` is the only training "
+                                                               "figure of the word's kind; seen: the frame "
+                                                               "encoder saw what the word names mostly in clips "
+                                                               "of `to`"},
                                                   "score": {"type": "number", "description": "1 for a dictionary "
                                                             "relation, the definitions' cosine, or for seen the "
                                                             "lift"}}}}}},
