@@ -189,6 +189,15 @@ def test_a_word_set_against_its_antonym_keeps_only_its_contrasting_senses(rewrit
     assert rewriter.rewrite("a blue circle descends")[0] == "a blue circle falls"
 
 
+def test_a_verb_becomes_the_one_training_verb_of_its_kind(rewriter):
+    # To dwindle is a kind of decreasing, and of the training verbs only "shrinks" is another kind of it.
+    text, subs = rewriter.rewrite("a red star dwindles")
+    assert text == "a red star shrinks"
+    assert [(s.source, s.target, s.evidence) for s in subs] == [("dwindles", "shrinks", "sibling")]
+    # Moving takes in sliding, rising and falling: no single reading for a verb whose kind is only "move".
+    assert "dwindling" in rewriter.rewrite("a red star dwindling")[0]
+
+
 def test_a_participle_becomes_only_a_training_word_of_the_same_form(rewriter):
     # To shade is to darken, but a "shaded backdrop" is no "dark" one: an adjective in a participle's place
     # says something else. A plain adjective still becomes one ("crimson" -> "red").
@@ -202,6 +211,6 @@ def test_a_figure_becomes_the_one_training_figure_of_its_kind(rewriter):
     # A box (a rectangular drawing) and a square are both rectangles, and no other training shape is one.
     text, subs = rewriter.rewrite("a red box rises")
     assert text == "a red square rises"
-    assert [(s.source, s.target, s.evidence) for s in subs] == [("box", "square", "figure")]
+    assert [(s.source, s.target, s.evidence) for s in subs] == [("box", "square", "sibling")]
     # A hexagon is a polygon, as are the triangle, the square and the diamond: no single reading.
     assert rewriter.rewrite("a green hexagon rises") == ("a green hexagon rises", [])

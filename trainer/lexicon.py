@@ -13,8 +13,9 @@ one when the evidence is strong enough. Evidence, strongest first:
 * otherwise, for nouns and verbs of the same WordNet supersense, the cosine between sentence embeddings of the
   two senses' definitions ("something with a round shape resembling a flat circular plate" against "something
   approximating the shape of a circle");
-* failing all of these, for a noun: the one training noun its definition names ("block": "a three-dimensional
-  shape with six square or rectangular sides"); for a modifier before a broader noun, the training noun whose
+* failing all of these, for a verb of change or motion: the one training verb of its kind ("dwindles" ->
+  "shrinks": of the training verbs, only shrinking is a way to decrease). For a noun: the one training noun its
+  definition names ("block": "a three-dimensional shape with six square or rectangular sides"); for a modifier before a broader noun, the training noun whose
   definition shares its parts ("three-cornered shape": a triangle is "a three-sided polygon", and a shape);
   for a figure, the one training figure of its kind ("box", a rectangular drawing: the square is the only
   training shape that is a rectangle); or else what the frame encoder saw (trainer.concepts): the ImageNet
@@ -56,8 +57,9 @@ WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 SYNONYM, RELATED, SIMILAR, NONE = 3, 2, 1, 0
 _TIER_NAMES = {SYNONYM: "synonym", RELATED: "related", SIMILAR: "definition"}
 DESCRIBED = "described"       # the query word's definition names the training word
-SAME_FIGURE = "figure"        # both are kinds of one figure, of which the training word is the only one
+SIBLING = "sibling"           # both are kinds of one thing, of which the training word is the only one
 SHAPE = "noun.shape"
+CHANGES = frozenset({"verb.change", "verb.motion"})
 SEEN = "seen"                 # evidence from the frame encoder's ImageNet concepts, consulted after the tiers
 # Supersenses of nouns that name things a frame can show: the only training words "seen" evidence may pick.
 VISIBLE = frozenset(f"noun.{k}" for k in "shape artifact object animal plant food body person substance".split())
@@ -86,8 +88,8 @@ class Sense:
 @dataclass(frozen=True)
 class Substitution:
     """One rewrite: `source` (query words) became `target` (a training word), on `evidence` ("synonym",
-    "related", "definition", "described", "figure" or "seen") with `score` (1 for the dictionary relations,
-    "described" and "figure", the definitions' cosine, or for "seen" the lift of the source's ImageNet concepts
+    "related", "definition", "described", "sibling" or "seen") with `score` (1 for the dictionary relations,
+    "described" and "sibling", the definitions' cosine, or for "seen" the lift of the source's ImageNet concepts
     on the target's clips)."""
 
     source: str
@@ -342,13 +344,27 @@ def _fits(options: tuple[Sense, ...], sense_emb: np.ndarray, contexts: Callable[
     return list(fit >= fit.max() - margin)
 
 
-def _contrastive(word: str, options: tuple[Sense, ...], known: Callable[[str], bool]) -> bool:
-    """Whether, under the word's own lemma, one of `options` has an antonym that is also a training word:
-    captions that set "rises" against "falls" use both as contrasting terms, not as umbrella terms."""
+def _contrasted(word: str, options: tuple[Sense, ...], known: Callable[[str], bool]) -> set[str]:
+    """The senses among `options` in which the word's own lemma has an antonym that is also a training word:
+    captions that set "rises" against "falls" use both as contrasting terms ("move downward"), not as umbrella
+    terms."""
     forms, wordnet = {word} | base_forms(word), _wordnet()
-    return any(known(antonym.name().lower())
-               for sense in options for lemma in wordnet.synset(sense.name).lemmas() if lemma.name().lower() in forms
-               for antonym in lemma.antonyms())
+    return {sense.name for sense in options for lemma in wordnet.synset(sense.name).lemmas()
+            if lemma.name().lower() in forms and any(known(a.name().lower()) for a in lemma.antonyms())}
+
+
+def _one_meaning(kinds: dict[str, set]) -> bool:
+    """Whether the training words in `kinds` (word -> synsets) are one meaning: linked, pair by pair, through
+    a shared synset or a shared base form ("shrink", "shrinks" and "contracts")."""
+    words = sorted(kinds)
+    group, grew = {words[0]}, True
+    while grew:
+        grew = False
+        for w in words:
+            if w not in group and any(kinds[w] & kinds[g] or base_forms(w) & base_forms(g) for g in group):
+                group.add(w)
+                grew = True
+    return len(group) == len(words)
 
 
 def save_vocabulary(vocabulary: dict[str, list[str]], out_dir) -> Path:
@@ -480,7 +496,8 @@ class QueryRewriter:
         if target is not None and tier != NONE and (tier != SIMILAR or score >= self.threshold):
             return Substitution(word.replace("_", " "), target, _TIER_NAMES[tier], round(score, 3))
         if pos != "n":
-            return None          # the evidence below is about what a noun names; "dotted" is no "dot"
+            # The evidence below is about what a noun names ("dotted" is no "dot"), save kinds of one change.
+            return self._same_change(word, [s for s, f in zip(mine, fits) if f and s.pos == "v"])
         nouns = [s for s, f in zip(mine, fits) if f]
         return (self._described(word, nouns) or self._same_figure(word, mine)
                 or self._seen(word, [s.name for s in nouns]))
@@ -512,7 +529,27 @@ class QueryRewriter:
                 named |= under if len(under) == 1 else set()
         if len(named) != 1:
             return None
-        return Substitution(word.replace("_", " "), named.pop(), SAME_FIGURE, 1.0)
+        return Substitution(word.replace("_", " "), named.pop(), SIBLING, 1.0)
+
+    def _same_change(self, word: str, verb_senses: list[Sense]) -> Substitution | None:
+        """"dwindles" -> "shrinks": a verb whose kind (to decrease) takes in what just one training verb means, or
+        one set of training synonyms ("shrinks", "contracts"), of which the one inflected like `word` and with the
+        most senses of that kind is taken. Only kinds of one change or one motion (WordNet's supersense), which
+        look alike on video: to dot and to stripe are both to mark, but a dotted background is no striped one."""
+        targets, found = self._target_senses(), set()
+        for sense in verb_senses:
+            if sense.lexname not in CHANGES:
+                continue
+            for parent in _wordnet().synset(sense.name).hypernyms():
+                kinds = {w: names for w, t in targets.items() if (names := {
+                    s.name for s, fit in zip(t.senses, t.fits) if fit and s.lexname == sense.lexname
+                    and parent.name() in _kinds_above(s.name)})}
+                if kinds and _one_meaning(kinds):
+                    found.add(max(kinds, key=lambda w: (_ending(w) == _ending(word), len(kinds[w]), w)))
+        target = found.pop() if len(found) == 1 else None
+        if target is None or _ending(word) in PARTICIPLES and _ending(target) != _ending(word):
+            return None
+        return Substitution(word.replace("_", " "), target, SIBLING, 1.0)
 
     def _seen(self, word: str, noun_senses: list[str]) -> Substitution | None:
         """The training noun whose clips show the ImageNet concepts that are kinds of `noun_senses` most, if they
@@ -571,20 +608,23 @@ class QueryRewriter:
 
     def _without_umbrellas(self, targets: dict[str, "_Target"]) -> dict[str, "_Target"]:
         """Drop the senses of a contrastive training word that are broader than what another training word means,
-        or are nouns or verbs of such a sense: "falls", set against "rises", does not mean "decrease" (of which
-        "shrinks" is a kind), nor "a sudden decrease", the noun of it."""
+        or are nouns of such a verb sense: "falls", set against "rises", does not mean "decrease" (of which
+        "shrinks" is a kind), nor "a sudden decrease", the noun of it. The contrasted senses themselves fit,
+        whatever the captions' wording says."""
         out = {}
         for word, t in targets.items():
-            if not _contrastive(word, t.senses, self._known):
+            contrasted = _contrasted(word, t.senses, self._known)
+            if not contrasted:
                 out[word] = t
                 continue
             mine = {word} | base_forms(word)
             above = {name for other, o in targets.items() if not ({other} | base_forms(other)) & mine
                      for sense, fit in zip(o.senses, o.fits) if fit for name in _kinds_above(sense.name) - {sense.name}}
             keep = [i for i, sense in enumerate(t.senses)
-                    if sense.name not in above and not any(b in above for b in sense.broader if _pos(b) != sense.pos)]
+                    if sense.name not in above and not (sense.pos == "n" and any(
+                        b in above for b in sense.broader if _pos(b) == "v"))]
             out[word] = _Target(tuple(t.senses[i] for i in keep), t.emb[[0] + [i + 1 for i in keep]],
-                                [t.fits[i] for i in keep], t.forms)
+                                [t.fits[i] or t.senses[i].name in contrasted for i in keep], t.forms)
         return out
 
 

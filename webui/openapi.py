@@ -50,10 +50,10 @@ SCHEMAS = {
                                    "properties": {"from": {"type": "string"}, "to": {"type": "string"},
                                                   "evidence": {"type": "string",
                                                                "enum": ["synonym", "related", "definition",
-                                                                        "described", "figure", "seen"],
+                                                                        "described", "sibling", "seen"],
                                                                "description": "described: the word's definition "
-                                                               "names `to`; figure: `to` is the only training "
-                                                               "figure of the word's kind; seen: the frame "
+                                                               "names `to`; sibling: `to` is the only training "
+                                                               "word of the word's kind; seen: the frame "
                                                                "encoder saw what the word names mostly in clips "
                                                                "of `to`"},
                                                   "score": {"type": "number", "description": "1 for a dictionary "
