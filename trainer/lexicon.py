@@ -15,8 +15,9 @@ one when the evidence is strong enough. Evidence, strongest first:
   approximating the shape of a circle");
 * failing all of these, for a verb of change or motion: the one training verb of its kind ("dwindles" ->
   "shrinks": of the training verbs, only shrinking is a way to decrease). For a noun: the one training noun its
-  definition names ("block": "a three-dimensional shape with six square or rectangular sides"); for a modifier before a broader noun, the training noun whose
-  definition shares its parts ("three-cornered shape": a triangle is "a three-sided polygon", and a shape);
+  definition names ("block": "a three-dimensional shape with six square or rectangular sides"); for a modifier
+  before a broader noun, the training noun whose definition shares its parts ("three-cornered shape": a triangle
+  is "a three-sided polygon", and a shape);
   for a figure, the one training figure of its kind ("box", a rectangular drawing: the square is the only
   training shape that is a rectangle); or else what the frame encoder saw (trainer.concepts): the ImageNet
   classes that are kinds of the noun ("ball" -> golf ball, ping-pong ball, ...) and the training noun whose clips
