@@ -138,6 +138,9 @@ def test_a_noun_becomes_the_one_training_noun_its_definition_names(rewriter):
     text, subs = rewriter.rewrite("a yellow block slides left")
     assert text == "a yellow square slides left"
     assert [(s.source, s.target, s.evidence) for s in subs] == [("block", "square", "described")]
+    # The figure sense counts even where the sentence favours another reading of "block".
+    text = rewriter.rewrite("footage of a white block which moves right")[0]
+    assert text == "footage of a white square which moves right"
     # Only a noun is read this way: "dotted" is defined through "dot", but it describes the background.
     assert rewriter.rewrite("a red diamond on a dotted background")[0] == "a red diamond on a dotted background"
 

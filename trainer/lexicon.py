@@ -500,7 +500,10 @@ class QueryRewriter:
             # The evidence below is about what a noun names ("dotted" is no "dot"), save kinds of one change.
             return self._same_change(word, [s for s, f in zip(mine, fits) if f and s.pos == "v"])
         nouns = [s for s, f in zip(mine, fits) if f]
-        return (self._described(word, nouns) or self._same_figure(word, mine)
+        # A figure reading counts even where the sentence favours another ("in this clip, a green block"): the
+        # shapes a clip shows are figures.
+        figures = [s for s in mine if s.lexname == SHAPE]
+        return (self._described(word, nouns) or self._described(word, figures) or self._same_figure(word, figures)
                 or self._seen(word, [s.name for s in nouns]))
 
     def _described(self, word: str, noun_senses: list[Sense]) -> Substitution | None:
@@ -516,14 +519,12 @@ class QueryRewriter:
 
     def _same_figure(self, word: str, noun_senses: list[Sense]) -> Substitution | None:
         """"box" (a rectangular drawing) -> "square": a figure whose kind (a rectangle) takes in just one training
-        figure. Only figures (WordNet's shape nouns): they are kinds of one another by how they look, whereas two
-        kinds of emblem or of container need not look alike. Any figure sense of either word counts, fitting or
-        not: a short query cannot tell "box" the drawing from "box" the container, and a clip can show only the
-        drawing."""
+        figure. `noun_senses` are the word's figure senses (WordNet's shape nouns), fitting the sentence or not: a
+        short query cannot tell "box" the drawing from "box" the container, and a clip can show only the drawing.
+        Figures are kinds of one another by how they look, whereas two kinds of emblem or of container need not
+        look alike."""
         named = set()
         for sense in noun_senses:
-            if sense.lexname != SHAPE:
-                continue
             for parent in _wordnet().synset(sense.name).hypernyms():
                 under = {w for w, t in self._target_senses().items() if t.forms and any(
                     s.lexname == SHAPE and parent.name() in _kinds_above(s.name) for s in t.senses)}
