@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
     else:
         if reading is not None and reading.changed:
-            swaps = ", ".join(f"{s.source} -> {s.target}" for s in reading.substitutions)
+            swaps = ", ".join(f"{s.source} -> {s.target}" if s.target else f"{s.source} left out"
+                              for s in reading.substitutions)
             print(f"read as: {reading.text} ({swaps}; --no-rewrite searches the words as typed)")
         print(format_table(hits))
     return 0

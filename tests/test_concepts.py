@@ -73,13 +73,19 @@ def test_a_noun_no_dictionary_relation_reaches_is_rewritten_on_what_was_seen(enc
     assert text == "a red circle slides left"
     assert [(s.source, s.target, s.evidence) for s in subs] == [("ball", "circle", "seen")]
     assert 2.0 < subs[0].score <= 5.0     # the lift: at most the boost given to the game-ball classes
-    # Without profiles, or with no clear winner, the word stays as typed.
-    assert QueryRewriter(vocab, encode).rewrite("a red ball slides left") == ("a red ball slides left", [])
+    # Without profiles, or with no clear winner, nothing places the word: it is left out.
+    unplaced = ("a red slides left", [("ball", "", "unknown")])
+    assert _read(QueryRewriter(vocab, encode).rewrite("a red ball slides left")) == unplaced
     tied = QueryRewriter(vocab, encode, concepts=_concepts({"circle": 5.0, "square": 4.0}, sorted(vocab)),
                          min_share=0.0)
-    assert tied.rewrite("a red ball slides left")[1] == []
+    assert _read(tied.rewrite("a red ball slides left")) == unplaced
     weak = QueryRewriter(vocab, encode, concepts=_concepts({"circle": 1.5}, sorted(vocab)), min_share=0.0)
-    assert weak.rewrite("a red ball slides left")[1] == []
+    assert _read(weak.rewrite("a red ball slides left")) == unplaced
+
+
+def _read(rewritten):
+    text, subs = rewritten
+    return text, [(s.source, s.target, s.evidence) for s in subs]
 
 
 def test_dictionary_evidence_outranks_what_was_seen(encode):

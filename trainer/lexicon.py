@@ -42,7 +42,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
@@ -61,6 +61,7 @@ DESCRIBED = "described"       # the query word's definition names the training w
 SIBLING = "sibling"           # both are kinds of one thing, of which the training word is the only one
 SHAPE = "noun.shape"
 CHANGES = frozenset({"verb.change", "verb.motion"})
+UNKNOWN = "unknown"           # no evidence placed the word: it is left out
 SEEN = "seen"                 # evidence from the frame encoder's ImageNet concepts, consulted after the tiers
 # Supersenses of nouns that name things a frame can show: the only training words "seen" evidence may pick.
 VISIBLE = frozenset(f"noun.{k}" for k in "shape artifact object animal plant food body person substance".split())
@@ -91,7 +92,8 @@ class Substitution:
     """One rewrite: `source` (query words) became `target` (a training word), on `evidence` ("synonym",
     "related", "definition", "described", "sibling" or "seen") with `score` (1 for the dictionary relations,
     "described" and "sibling", the definitions' cosine, or for "seen" the lift of the source's ImageNet concepts
-    on the target's clips)."""
+    on the target's clips). Words no evidence placed have evidence "unknown", score 0 and an empty `target`:
+    they were left out."""
 
     source: str
     target: str
@@ -423,25 +425,37 @@ class QueryRewriter:
         self._lock = threading.Lock()
 
     def rewrite(self, text: str) -> tuple[str, list[Substitution]]:
-        """`text` with unknown words replaced by training words, and the substitutions made (maybe none)."""
+        """`text` with unknown words replaced by training words, and the substitutions made (maybe none).
+
+        A word that no evidence places is left out (a substitution with evidence "unknown" and no target): the
+        model learned nothing about it, and the sentence encoder would still pull the query toward whatever the
+        model made of its neighbours. Unless nothing the model knows would remain: then such words stay."""
         found = tokens(text)
         nouns = noun_positions([m.group() for m in found])
         context = cache(lambda: self.encode([text]))      # embedded once, and only if some word needs it
-        out, subs, i, cursor = [], [], 0, 0
+        edits, i, kept = [], 0, 0                          # edits: [start, end, Substitution]
         while i < len(found):
             n, sub = self._rewrite_at(found, i, context, "n" if i in nouns else None)
-            if sub is not None:
-                start, end = found[i].start(), found[i + n - 1].end()
-                if subs and subs[-1].target == sub.target and not text[cursor:start].strip():
-                    # "round dot": two words that both became "circle" name one circle.
-                    sub = Substitution(f"{subs.pop().source} {sub.source}", sub.target, sub.evidence, sub.score)
-                else:
-                    out += [_article_for(text[cursor:start], sub.target), sub.target]
-                cursor = end
-                subs.append(sub)
+            start, end = found[i].start(), found[i + n - 1].end()
+            word = found[i].group()
+            if sub is None and word not in self.stop and not self._known(word):
+                sub = Substitution(" ".join(m.group() for m in found[i:i + n]), "", UNKNOWN, 0.0)
+            kept += sub is None and word not in self.stop or sub is not None and bool(sub.target)
+            if sub is not None and edits and edits[-1][2].target == sub.target and not text[edits[-1][1]:start].strip():
+                # "round dot": two words that both became "circle" name one circle ("plus symbol": one unknown).
+                edits[-1][1:] = [end, replace(sub, source=f"{edits[-1][2].source} {sub.source}")]
+            elif sub is not None:
+                edits.append([start, end, sub])
             i += n
+        if not kept:
+            edits = [e for e in edits if e[2].target]
+        out, cursor = [], 0
+        for start, end, sub in edits:
+            before = text[cursor:start]
+            out += [_article_for(before, sub.target) if sub.target else before.rstrip(), sub.target]
+            cursor = end
         out.append(text[cursor:])
-        return "".join(out), subs
+        return "".join(out).strip(), [e[2] for e in edits]
 
     def _rewrite_at(self, found: list[re.Match], i: int, context: Callable[[], np.ndarray],
                     pos: str | None) -> tuple[int, Substitution | None]:

@@ -50,12 +50,13 @@ SCHEMAS = {
                                    "properties": {"from": {"type": "string"}, "to": {"type": "string"},
                                                   "evidence": {"type": "string",
                                                                "enum": ["synonym", "related", "definition",
-                                                                        "described", "sibling", "seen"],
+                                                                        "described", "sibling", "seen", "unknown"],
                                                                "description": "described: the word's definition "
                                                                "names `to`; sibling: `to` is the only training "
                                                                "word of the word's kind; seen: the frame "
                                                                "encoder saw what the word names mostly in clips "
-                                                               "of `to`"},
+                                                               "of `to`; unknown: nothing placed the word, so it "
+                                                               "was left out (`to` is empty)"},
                                                   "score": {"type": "number", "description": "1 for a dictionary "
                                                             "relation, the definitions' cosine, or for seen the "
                                                             "lift"}}}}}},
