@@ -233,3 +233,12 @@ def test_words_no_evidence_places_are_left_out_while_known_words_remain(rewriter
     assert rewriter.rewrite("An azure lozenge rises")[0] == "A blue rises"
     # With nothing the model knows left, the words stay as typed.
     assert rewriter.rewrite("a dog") == ("a dog", [])
+    # Only names are left out: the sentence encoder may still carry what a verb or a modifier means.
+    assert rewriter.rewrite("a red circle zigzags") == ("a red circle zigzags", [])
+    assert rewriter.rewrite("a red circle gets tinier") == ("a red circle gets tinier", [])
+
+
+def test_punctuation_ends_a_noun_phrase():
+    words = "a square colored white drifts leftward".split()
+    assert [words[i] for i in noun_positions(words)] == ["drifts"]     # read as one long phrase
+    assert [words[i] for i in noun_positions(words, frozenset({2, 4}))] == ["square"]   # "a square, colored white,"

@@ -219,22 +219,24 @@ def _mostly(word: str, pos: str) -> bool:
     return counts[pos] > max(n for p, n in counts.items() if p != pos)
 
 
-def noun_positions(words: list[str]) -> set[int]:
+def noun_positions(words: list[str], breaks: frozenset = frozenset()) -> set[int]:
     """Indexes of the words that head a noun phrase: the first word with a noun sense after a determiner and
     its modifiers ("a bright red *wedge* ascends"). Just enough syntax to tell the noun "wedge" from the verb;
     a modifier is a word with an adjective sense followed by a word with a noun sense, unless it is more often
     a noun than an adjective and the next word is mostly used as a verb ("a red square *drifts*": "drifts" has
-    noun senses, but here it is the verb)."""
+    noun senses, but here it is the verb). `breaks`: indexes of words after punctuation, which ends a phrase
+    ("a *disc*, colored red, swells")."""
     out, open_phrase = set(), False
     kinds = [{s.pos for s in senses(w)} if w not in DETERMINERS else set() for w in words]
     for i, word in enumerate(words):
         if word in DETERMINERS:
             open_phrase = True
         elif open_phrase:
-            verb_next = i + 1 < len(words) and _mostly(words[i + 1], "v")
+            more = i + 1 < len(words) and i + 1 not in breaks
+            verb_next = more and _mostly(words[i + 1], "v")
             if "n" in kinds[i] and not _mostly(word, "a") and verb_next:
                 out.add(i)
-            elif "a" in kinds[i] and i + 1 < len(words) and "n" in kinds[i + 1]:
+            elif "a" in kinds[i] and more and "n" in kinds[i + 1]:
                 continue
             elif "n" in kinds[i]:
                 out.add(i)
@@ -256,11 +258,17 @@ def _article_for(before: str, word: str) -> str:
     return before[:match.start()] + article + match.group(2)
 
 
+def _breaks(text: str, found: list[re.Match]) -> frozenset:
+    """Indexes of the words in `found` (tokens of `text`) that follow punctuation."""
+    return frozenset(i for i in range(1, len(found)) if text[found[i - 1].end():found[i].start()].strip())
+
+
 def _heads_a_phrase(word: str, captions: list[str]) -> bool:
     """Whether `word` heads a noun phrase in any of `captions`."""
     for caption in captions:
-        words = [m.group() for m in tokens(caption)]
-        if any(words[i] == word for i in noun_positions(words)):
+        found = tokens(caption)
+        words = [m.group() for m in found]
+        if any(words[i] == word for i in noun_positions(words, _breaks(caption, found))):
             return True
     return False
 
@@ -427,20 +435,32 @@ class QueryRewriter:
     def rewrite(self, text: str) -> tuple[str, list[Substitution]]:
         """`text` with unknown words replaced by training words, and the substitutions made (maybe none).
 
-        A word that no evidence places is left out (a substitution with evidence "unknown" and no target): the
-        model learned nothing about it, and the sentence encoder would still pull the query toward whatever the
-        model made of its neighbours. Unless nothing the model knows would remain: then such words stay."""
+        A name that no evidence places (the head of a noun phrase, or a word WordNet knows only as a noun or not
+        at all), with the unplaced words right before it, is left out: a substitution with evidence "unknown"
+        and no target. The model never learned what the named thing looks like, and the sentence encoder would
+        still pull the query toward whatever the model made of nearby names. Verbs and modifiers stay: the
+        encoder may still carry what they mean ("gets tinier"). If nothing the model knows would remain, nothing
+        is left out."""
         found = tokens(text)
-        nouns = noun_positions([m.group() for m in found])
+        nouns = noun_positions([m.group() for m in found], _breaks(text, found))
         context = cache(lambda: self.encode([text]))      # embedded once, and only if some word needs it
-        edits, i, kept = [], 0, 0                          # edits: [start, end, Substitution]
+        edits, i, kept, pending = [], 0, 0, []            # edits: [start, end, Substitution]; pending: unplaced
         while i < len(found):
             n, sub = self._rewrite_at(found, i, context, "n" if i in nouns else None)
             start, end = found[i].start(), found[i + n - 1].end()
             word = found[i].group()
-            if sub is None and word not in self.stop and not self._known(word):
-                sub = Substitution(" ".join(m.group() for m in found[i:i + n]), "", UNKNOWN, 0.0)
-            kept += sub is None and word not in self.stop or sub is not None and bool(sub.target)
+            unplaced = sub is None and word not in self.stop and not self._known(word)
+            pending = pending if unplaced and pending and not text[pending[-1][1]:start].strip() else []
+            if unplaced:
+                words = [m.group() for m in found[i:i + n]]
+                pending.append([start, end, Substitution(" ".join(words), "", UNKNOWN, 0.0)])
+                if nouns & set(range(i, i + n)) or all(all(s.pos == "n" for s in senses(w)) for w in words):
+                    sub, start = pending[-1][2], pending[0][0]      # "plus symbol": the name and its modifiers
+                    sub = replace(sub, source=" ".join(p[2].source for p in pending))
+                    while edits and edits[-1][0] >= start:
+                        edits.pop()
+                    pending = []
+            kept += sub is None and word not in self.stop and not unplaced or sub is not None and bool(sub.target)
             if sub is not None and edits and edits[-1][2].target == sub.target and not text[edits[-1][1]:start].strip():
                 # "round dot": two words that both became "circle" name one circle ("plus symbol": one unknown).
                 edits[-1][1:] = [end, replace(sub, source=f"{edits[-1][2].source} {sub.source}")]
