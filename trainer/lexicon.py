@@ -444,33 +444,19 @@ class QueryRewriter:
         found = tokens(text)
         nouns = noun_positions([m.group() for m in found], _breaks(text, found))
         context = cache(lambda: self.encode([text]))      # embedded once, and only if some word needs it
-        edits, i, kept, pending = [], 0, 0, []            # edits: [start, end, Substitution]; pending: unplaced
+        edits, i = [], 0                                   # [start, end, Substitution, names a thing]
         while i < len(found):
             n, sub = self._rewrite_at(found, i, context, "n" if i in nouns else None)
-            start, end = found[i].start(), found[i + n - 1].end()
-            word = found[i].group()
-            unplaced = sub is None and word not in self.stop and not self._known(word)
-            pending = pending if unplaced and pending and not text[pending[-1][1]:start].strip() else []
-            if unplaced:
-                words = [m.group() for m in found[i:i + n]]
-                pending.append([start, end, Substitution(" ".join(words), "", UNKNOWN, 0.0)])
-                if nouns & set(range(i, i + n)) or all(all(s.pos == "n" for s in senses(w)) for w in words):
-                    sub, start = pending[-1][2], pending[0][0]      # "plus symbol": the name and its modifiers
-                    sub = replace(sub, source=" ".join(p[2].source for p in pending))
-                    while edits and edits[-1][0] >= start:
-                        edits.pop()
-                    pending = []
-            kept += sub is None and word not in self.stop and not unplaced or sub is not None and bool(sub.target)
-            if sub is not None and edits and edits[-1][2].target == sub.target and not text[edits[-1][1]:start].strip():
-                # "round dot": two words that both became "circle" name one circle ("plus symbol": one unknown).
-                edits[-1][1:] = [end, replace(sub, source=f"{edits[-1][2].source} {sub.source}")]
-            elif sub is not None:
-                edits.append([start, end, sub])
+            words = [m.group() for m in found[i:i + n]]
+            if sub is None and words[0] not in self.stop and not self._known(words[0]):
+                sub = Substitution(" ".join(words), "", UNKNOWN, 0.0)
+            if sub is not None:
+                name = bool(nouns & set(range(i, i + n))) or all(s.pos == "n" for w in words for s in senses(w))
+                _add_edit(edits, text, [found[i].start(), found[i + n - 1].end(), sub, name])
             i += n
-        if not kept:
-            edits = [e for e in edits if e[2].target]
+        edits = _names_left_out(edits, text, [m for m in found if m.group() not in self.stop])
         out, cursor = [], 0
-        for start, end, sub in edits:
+        for start, end, sub, _ in edits:
             before = text[cursor:start]
             out += [_article_for(before, sub.target) if sub.target else before.rstrip(), sub.target]
             cursor = end
@@ -662,6 +648,26 @@ class QueryRewriter:
             out[word] = _Target(tuple(t.senses[i] for i in keep), t.emb[[0] + [i + 1 for i in keep]],
                                 [t.fits[i] or t.senses[i].name in contrasted for i in keep], t.forms)
         return out
+
+
+def _add_edit(edits: list, text: str, edit: list) -> None:
+    """Append `edit`; neighbouring words that both became one training word are one edit ("round dot": one
+    circle), as are neighbouring unplaced words ("plus symbol")."""
+    last = edits[-1] if edits else None
+    if last and last[2].target == edit[2].target and not text[last[1]:edit[0]].strip():
+        last[1:] = [edit[1], replace(edit[2], source=f"{last[2].source} {edit[2].source}"), last[3] or edit[3]]
+    else:
+        edits.append(edit)
+
+
+def _names_left_out(edits: list, text: str, content: list[re.Match]) -> list:
+    """`edits` with the unplaced words kept in the text unless they name a thing (a run of unplaced words with a
+    name in it is left out whole: "plus symbol"), and all kept if no other content word would remain."""
+    kept = [e for e in edits if e[2].target or e[3]]
+    gone = [(e[0], e[1]) for e in kept if not e[2].target]
+    if all(any(a <= m.start() < b for a, b in gone) for m in content):
+        kept = [e for e in kept if e[2].target]
+    return kept
 
 
 class _Target(NamedTuple):
