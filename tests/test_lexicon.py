@@ -242,3 +242,10 @@ def test_punctuation_ends_a_noun_phrase():
     words = "a square colored white drifts leftward".split()
     assert [words[i] for i in noun_positions(words)] == ["drifts"]     # read as one long phrase
     assert [words[i] for i in noun_positions(words, frozenset({2, 4}))] == ["square"]   # "a square, colored white,"
+
+
+def test_a_rewrite_keeps_the_query_words_inflection(rewriter):
+    # "shrink" (from "two shapes shrink") may be the form whose senses match best; the query's grammar decides.
+    both = QueryRewriter(caption_vocabulary(TRAINING_CAPTIONS + ["two shapes shrink"]), rewriter.encode)
+    assert both.rewrite("a white cross decreases in size")[0] == "a white cross shrinks in size"
+    assert both.rewrite("two circles dwindle")[0] == "two circles shrink"

@@ -607,7 +607,15 @@ class QueryRewriter:
             key = (tier, score, _ending(target) == _ending(word), closeness)
             if key > best_key:
                 best, best_key = target, key
-        return best, best_key[:2]
+        return self._inflected_like(word, best), best_key[:2]
+
+    def _inflected_like(self, word: str, target: str | None) -> str | None:
+        """`target`, or the training word of its lemma that is inflected like `word`: the query's grammar is the
+        query's own ("decreases in size" -> "shrinks in size", whichever form's senses matched)."""
+        if target is None or _ending(target) == _ending(word):
+            return target
+        forms = [t for t in sorted(self.known) if _ending(t) == _ending(word) and base_forms(t) & base_forms(target)]
+        return forms[0] if forms else target
 
     def _target_senses(self) -> dict[str, "_Target"]:
         """Training word -> its senses, the embeddings of [word, sense texts...], which senses fit its captions,
