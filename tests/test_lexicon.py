@@ -202,7 +202,7 @@ def test_a_verb_becomes_the_one_training_verb_of_its_kind(rewriter):
     text, subs = rewriter.rewrite("a red star dwindles")
     assert text == "a red star shrinks"
     assert [(s.source, s.target, s.evidence) for s in subs] == [("dwindles", "shrinks", "sibling")]
-    # Moving takes in sliding, rising and falling: no single reading for a verb whose kind is only "move".
+    # A participle becomes only a training word of its own form, and the captions have no "shrinking".
     assert placed(rewriter.rewrite("a red star dwindling")[1]) == []
 
 

@@ -195,6 +195,11 @@ def base_forms(word: str) -> frozenset:
 PARTICIPLES = ("ing", "ed")
 
 
+def _form_fits(word: str, target: str) -> bool:
+    """Whether training word `target` may stand in for `word` by its form: a participle only for one like it."""
+    return _ending(word) not in PARTICIPLES or _ending(target) == _ending(word)
+
+
 def _ending(word: str) -> str:
     """The inflectional ending `word` seems to carry: "ing", "ed", "s" or ""."""
     for ending in ("ing", "ed", "s"):
@@ -544,11 +549,8 @@ class QueryRewriter:
         Figures are kinds of one another by how they look, whereas two kinds of emblem or of container need not
         look alike."""
         named = set()
-        for sense in noun_senses:
-            for parent in _wordnet().synset(sense.name).hypernyms():
-                under = {w for w, t in self._target_senses().items() if t.forms and any(
-                    s.lexname == SHAPE and parent.name() in _kinds_above(s.name) for s in t.senses)}
-                named |= under if len(under) == 1 else set()
+        for kinds in self._kinds_under(noun_senses, lambda sense, s, fit, t: bool(t.forms) and s.lexname == SHAPE):
+            named |= set(kinds) if len(kinds) == 1 else set()
         if len(named) != 1:
             return None
         return Substitution(word.replace("_", " "), named.pop(), SIBLING, 1.0)
@@ -558,20 +560,26 @@ class QueryRewriter:
         one set of training synonyms ("shrinks", "contracts"), of which the one inflected like `word` and with the
         most senses of that kind is taken. Only kinds of one change or one motion (WordNet's supersense), which
         look alike on video: to dot and to stripe are both to mark, but a dotted background is no striped one."""
-        targets, found = self._target_senses(), set()
-        for sense in verb_senses:
-            if sense.lexname not in CHANGES:
-                continue
-            for parent in _wordnet().synset(sense.name).hypernyms():
-                kinds = {w: names for w, t in targets.items() if (names := {
-                    s.name for s, fit in zip(t.senses, t.fits) if fit and s.lexname == sense.lexname
-                    and parent.name() in _kinds_above(s.name)})}
-                if kinds and _one_meaning(kinds):
-                    found.add(max(kinds, key=lambda w: (_ending(w) == _ending(word), len(kinds[w]), w)))
+        found = set()
+        changes = [s for s in verb_senses if s.lexname in CHANGES]
+        for kinds in self._kinds_under(changes, lambda sense, s, fit, t: fit and s.lexname == sense.lexname):
+            if kinds and _one_meaning(kinds):
+                found.add(max(kinds, key=lambda w: (_ending(w) == _ending(word), len(kinds[w]), w)))
         target = found.pop() if len(found) == 1 else None
-        if target is None or _ending(word) in PARTICIPLES and _ending(target) != _ending(word):
+        if target is None or not _form_fits(word, target):
             return None
         return Substitution(word.replace("_", " "), target, SIBLING, 1.0)
+
+    def _kinds_under(self, query_senses: list[Sense], keep: Callable) -> Iterable[dict[str, set]]:
+        """For each kind that one of `query_senses` is directly a kind of (each WordNet parent): training word -> its
+        senses that are also kinds of it, among those `keep(sense, training_sense, fits, target)` selects; words
+        with none are not listed."""
+        targets = self._target_senses()
+        for sense in query_senses:
+            for parent in _wordnet().synset(sense.name).hypernyms():
+                yield {w: names for w, t in targets.items() if (names := {
+                    s.name for s, fit in zip(t.senses, t.fits)
+                    if keep(sense, s, fit, t) and parent.name() in _kinds_above(s.name)})}
 
     def _seen(self, word: str, noun_senses: list[str]) -> Substitution | None:
         """The training noun whose clips show the ImageNet concepts that are kinds of `noun_senses` most, if they
@@ -592,9 +600,8 @@ class QueryRewriter:
         """The training word that best matches `word`, read as its fitting senses (`mine`, `fits`; `emb` holds
         the embeddings of the word and of each sense's text), and the (tier, score) of that match."""
         best, best_key = None, (NONE, -1.0)
-        participle = _ending(word) in PARTICIPLES
         for target, (t_senses, t_emb, t_fits, _) in self._target_senses().items():
-            if participle and _ending(target) != _ending(word):
+            if not _form_fits(word, target):
                 continue     # "accompanied by" is no "goes by", and a "shaded backdrop" no "dark" one
             # The bare words are compared only when WordNet does not know the query word.
             tier, score, closeness = (NONE, -1.0, -1.0) if mine else (SIMILAR,) + (float(emb[0] @ t_emb[0]),) * 2
@@ -641,15 +648,17 @@ class QueryRewriter:
         or are nouns of such a verb sense: "falls", set against "rises", does not mean "decrease" (of which
         "shrinks" is a kind), nor "a sudden decrease", the noun of it. The contrasted senses themselves fit,
         whatever the captions' wording says."""
-        out = {}
+        out, lifted = {}, None
         for word, t in targets.items():
             contrasted = _contrasted(word, t.senses, self._known)
             if not contrasted:
                 out[word] = t
                 continue
+            if lifted is None:      # training word -> the kinds its fitting senses are kinds of
+                lifted = {w: {name for sense, fit in zip(o.senses, o.fits) if fit
+                              for name in _kinds_above(sense.name) - {sense.name}} for w, o in targets.items()}
             mine = {word} | base_forms(word)
-            above = {name for other, o in targets.items() if not ({other} | base_forms(other)) & mine
-                     for sense, fit in zip(o.senses, o.fits) if fit for name in _kinds_above(sense.name) - {sense.name}}
+            above = set().union(*(names for other, names in lifted.items() if not ({other} | base_forms(other)) & mine))
             keep = [i for i, sense in enumerate(t.senses)
                     if sense.name not in above and not (sense.pos == "n" and any(
                         b in above for b in sense.broader if _pos(b) == "v"))]
