@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo
 PORT ?= 8000
 
-.PHONY: install test test-fast demo bench bench-quick browser bench-tools clean
+.PHONY: install test test-fast demo bench bench-quick test-tools bench-tools clean
 
 install: $(STAMP)
 
@@ -20,20 +20,26 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q -e ".[test,bench]"
 	touch $(STAMP)
 
-# Debian packages, installed only when their command is missing: chromium for the browser test (never a
-# downloaded browser build), ffmpeg and wrk for the benchmarks' references.
+# Debian packages, installed only when their command is missing (never a downloaded build). Every program a
+# test or benchmark runs is installed by test-tools; tests/test_tools.py checks that none is left out.
 apt-install = @command -v $(1) >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then { [ -n "$$(ls /var/lib/apt/lists 2>/dev/null | grep -v lock)" ] || apt-get update -qq; } \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }; \
 	  else echo "$(1) is missing: run 'sudo apt-get install $(2)'"; fi; }
 
-browser:
+# chromium for the browser test, ffmpeg and wrk for the benchmark harness and the soak test, java for METEOR,
+# PostgreSQL's server binaries for the store tests on PostgreSQL.
+test-tools:
 	$(call apt-install,chromium,chromium)
-
-bench-tools:
 	$(call apt-install,ffmpeg,ffmpeg)
 	$(call apt-install,wrk,wrk)
+	$(call apt-install,java,default-jre-headless)
+	$(call apt-install,/usr/lib/postgresql/*/bin/initdb,postgresql)
 
-test: install browser
+bench-tools: test-tools
+
+test: install test-tools
 	$(PY) -m pytest -q -ra
 
 test-fast: install

@@ -3,9 +3,19 @@ import json
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from tests.test_serve import VIDSEARCH, Server
+from trainer.synth import write_video
+
+
+def _gradient_frames(n: int, size: int) -> np.ndarray:
+    """A moving colour gradient, (n, size, size, 3) uint8: a video unlike every synthetic clip."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    frames = [np.stack([np.roll(ramp, 4 * t)[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1),
+                        np.full((size, size), 8.0 * t)], axis=-1) for t in range(n)]
+    return np.clip(frames, 0, 255).astype(np.uint8)
 
 
 def run(*args: str, timeout: float = 600) -> str:
@@ -51,9 +61,7 @@ def test_train_index_serve_query(synth_library, tmp_path):
         assert status == 200 and thumb[:3] == b"\xff\xd8\xff"
 
         # Index one more file while the server runs: it shows up without a restart.
-        extra = tmp_path / "extra.mp4"
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=96x96:rate=8",
-                        "-t", "3", "-pix_fmt", "yuv420p", str(extra)], check=True, timeout=60)
+        extra = write_video(tmp_path / "extra.mp4", _gradient_frames(24, 96), fps=8)
         run("index", str(extra), "--store", str(store), "--workers", "1", "--no-progress")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
