@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.test_media import write_video
@@ -63,3 +64,32 @@ def test_probe_console_script(videos):
     webm, missing = _lines(proc.stdout)
     assert webm["path"] == str(videos["webm"]) and webm["backend"] == "decord"
     assert missing["error"] == "file not found"
+
+
+def _flip_frame_bytes(good: Path, out: Path, flips: int = 20, seed: int = 2) -> Path:
+    """A copy of an MP4 with bytes flipped inside its frame data (mdat), the headers left intact."""
+    data = bytearray(good.read_bytes())
+    lo, hi = data.find(b"mdat") + 8, data.find(b"moov")
+    assert 8 <= lo < hi, "expected an MP4 with mdat before moov"
+    for pos in np.random.default_rng(seed).integers(lo, hi, flips):
+        data[pos] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_probe_agrees_with_the_indexer_on_a_corrupt_file(tmp_path, capsys):
+    from indexer import Store, index_paths
+    from tests.fixtures.store import FakeModel, make_mp4
+
+    good = make_mp4(tmp_path / "good.mp4", seconds=2.0)
+    bad = _flip_frame_bytes(good, tmp_path / "bitflip.mp4")
+    assert main(["probe", str(good), str(bad)]) == 1
+    ok, refused = _lines(capsys.readouterr().out)
+    assert ok["frame_count"] == 16 and "error" not in ok
+    assert refused["path"] == str(bad) and refused["error"]
+    report = index_paths([good, bad], tmp_path / "store", FakeModel(), workers=1, progress=False)
+    assert dict(report.failed) == {str(bad): refused["error"]}
+    with Store.open(tmp_path / "store") as store:
+        rows = {v.path: v for v in store.videos(limit=10)}
+    assert rows[str(good)].status == "indexed" and rows[str(bad)].status == "failed"

@@ -150,59 +150,17 @@ def _decord_times(reader) -> tuple[np.ndarray, float]:
     return np.round(ts[:, 0] - first, 6), round(float(ts[-1, 1] - first), 6)
 
 
-def _probe_decord(path: str, header: _Header) -> VideoInfo:
-    reader = _decord_reader(path, threads=1)
-    if len(reader) == 0:
-        raise MediaError(path, "no frames")
-    _, duration = _decord_times(reader)
-    _check_complete(path, header, len(reader), duration)
-    fps = round(float(reader.get_avg_fps()), 6)
-    return VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
+def probe_file(path: str, backend: str = "auto", sampling: SamplingConfig = SamplingConfig()) -> VideoInfo:
+    """A video's metadata, once its sampled frames have decoded; `backend` is "auto", "decord" or "pyav".
 
-
-def _probe_pyav(path: str, header: _Header) -> VideoInfo:
-    """Count frames and measure the duration by demuxing packets (no decoding)."""
-    import av
-
-    starts, last_end = [], None
-    with av.open(path, metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        tb = float(stream.time_base)
-        for packet in container.demux(stream):
-            ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is None or packet.size == 0:
-                continue
-            starts.append(ts * tb)
-            end = (ts + (packet.duration or 0)) * tb
-            last_end = end if last_end is None else max(last_end, end)
-        rate = float(stream.average_rate or stream.guessed_rate or 0)
-    if not starts:
-        raise MediaError(path, "no video frames")
-    first = min(starts)
-    duration = max(last_end, max(starts) + (1 / rate if rate else 0)) - first
-    fps = rate or len(starts) / duration
-    _check_complete(path, header, len(starts), duration)
-    return VideoInfo(path, round(duration, 6), round(fps, 6), header.width, header.height, len(starts),
-                     header.codec, "pyav")
-
-
-def probe_file(path: str, backend: str = "auto") -> VideoInfo:
-    """Read a video's metadata; `backend` is "auto" (decord, else PyAV), "decord" or "pyav"."""
-    path = os.fspath(path)
-    check_file(path)
-    header = _stream_header(path)
-    if backend in ("auto", "decord"):
-        try:
-            return _probe_decord(path, header)
-        except Exception as e:
-            if backend == "decord":
-                raise MediaError(path, f"decord cannot open the file ({_describe(e)})") from None
-    try:
-        return _probe_pyav(path, header)
-    except MediaError:
-        raise
-    except Exception as e:
-        raise MediaError(path, f"cannot read video packets ({_describe(e)})") from None
+    Headers alone can look fine on a corrupt file, so probe decodes the frames the indexer samples (by default
+    at its default sampling), through the same `decode_chunks_file` and one segment at a time: a file probe
+    calls good is one the indexer can index, and a bad one fails with the reason the indexer records.
+    """
+    for chunk in decode_chunks_file(path, sampling, backend, threads=1):
+        if chunk.last:
+            return chunk.info
+    raise MediaError(os.fspath(path), "no video frames could be decoded")
 
 
 def _decord_open(path: str, header: _Header, sampling: SamplingConfig, threads: int):
