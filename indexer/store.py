@@ -106,7 +106,8 @@ class Store:
     """
 
     def __init__(self, store_dir: str | os.PathLike, readonly: bool = True):
-        self.dir = Path(store_dir)
+        # Resolved once here: paths made from it (thumbnails) must not depend on the caller's working directory.
+        self.dir = Path(store_dir).resolve()
         self.readonly = readonly
         db = self.dir / DB_FILE
         if not db.is_file():

@@ -28,7 +28,6 @@ def create_app(store_dir, model_dir=None, config: dict | None = None, engine=Non
     app.config.update(config or {})
     # Flask rejects bodies past MAX_CONTENT_LENGTH before a view runs; leave room for the multipart envelope.
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_BYTES"]) + 64 * 1024
-    app.config["STORE_DIR"] = str(Path(store_dir))
     if engine is None:
         model = None
         if model_dir is not None:
@@ -38,15 +37,19 @@ def create_app(store_dir, model_dir=None, config: dict | None = None, engine=Non
                         config=EngineConfig(refresh_seconds=float(app.config["REFRESH_SECONDS"]),
                                             rerank_top=int(app.config["RERANK_TOP"])))
     app.extensions["vidsearch_engine"] = engine
+    # The store resolved its directory when it opened; a relative one would be read against the package folder.
+    app.config["STORE_DIR"] = str(getattr(engine.store, "dir", None) or Path(store_dir).resolve())
 
     from .api import api
     from .errors import register_error_handlers
+    from .headers import register_security_headers
     from .media import media
     from .ui import ui
     app.register_blueprint(api)
     app.register_blueprint(media)
     app.register_blueprint(ui)
     register_error_handlers(app)
+    register_security_headers(app)
     return app
 
 

@@ -46,9 +46,15 @@ def run(args: argparse.Namespace) -> int:
 def serve(app, host: str = "127.0.0.1", port: int = 8000, threads: int = 4) -> None:
     """Run `app` on waitress until interrupted, printing the address it listens on."""
     from waitress.server import create_server
-    # Let Flask, not waitress, refuse oversized bodies, so the client gets the API's JSON 413.
-    server = create_server(app, host=host, port=port, threads=threads,
-                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + (1 << 20))
+    if not is_loopback(host):
+        print(f"vidsearch serve: warning: binding to {host}, not loopback: anyone who can reach this address can "
+              f"search the library and read its videos (there is no authentication)", file=sys.stderr, flush=True)
+    # Waitress reads a whole request body before the app sees it, so it must refuse an oversized one itself,
+    # from the Content-Length (or as a chunked body grows), and answer in the API's JSON like the app would.
+    # No `ident`: no Server header naming the software.
+    server = create_server(app, host=host, port=port, threads=threads, ident="",
+                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1)
+    json_errors(server, app.config["MAX_UPLOAD_BYTES"])
     for url in listen_urls(server):
         print(f"vidsearch: serving {url}  (Ctrl-C to stop)", flush=True)
     try:
@@ -57,6 +63,46 @@ def serve(app, host: str = "127.0.0.1", port: int = 8000, threads: int = 4) -> N
         pass
     finally:
         server.close()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine (127.0.0.0/8, ::1 or localhost)."""
+    import ipaddress
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def json_errors(server, upload_limit: int) -> None:
+    """Make the errors waitress answers by itself (body too large, malformed request) JSON `{"error": ...}`."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self):
+            import json
+            e = self.request.error
+            message = (f"upload too large (limit {upload_limit} bytes)" if e.code == 413
+                       else f"{e.reason}: {e.body}")
+            body = json.dumps({"error": message}).encode()
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.extend([("Content-Type", "application/json"),
+                                          ("X-Content-Type-Options", "nosniff")])
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    # One listening socket gives one server; several (a name with several addresses) a map of them.
+    listeners = [server] if hasattr(server, "channel_class") else [
+        s for s in server.map.values() if hasattr(s, "channel_class")]
+    for listener in listeners:
+        listener.channel_class = JsonErrorChannel
 
 
 def listen_urls(server) -> list[str]:
