@@ -16,6 +16,7 @@ from .fusion import best_per_group, merge_max, page, reciprocal_rank_fusion, set
 MODES = ("dense", "keyword", "hybrid")
 GROUPS = ("clip", "video")
 MAX_K = 100
+MAX_OFFSET = 1000  # deepest page start; with MAX_K it bounds the candidates one query can ask for
 TEXT_CACHE = 256   # query vectors kept, so paging through one query embeds it once
 
 
@@ -118,6 +119,8 @@ class Engine:
         if mode not in MODES:
             raise QueryError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         reading, vector = (None, None) if mode == "keyword" else self._text_vector(q, rewrite)
+        # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
+        rerank = rerank and offset < self.config.rerank_top
         with self._reading():
             source = self._text_source(q, vector, mode)
             depth = offset + k
@@ -350,8 +353,8 @@ def _check_text(q) -> str:
 def _check_page(k, offset, group) -> None:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise QueryError(f"offset must be a non-negative integer, got {offset!r}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+        raise QueryError(f"offset must be an integer between 0 and {MAX_OFFSET}, got {offset!r}")
     if group not in GROUPS:
         raise QueryError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
 

@@ -215,7 +215,7 @@ def test_similar_leaves_out_the_clip_and_grouped_its_video(engine):
 
 
 def test_bad_parameters_raise_query_errors(engine):
-    for kwargs in ({"k": 0}, {"k": 101}, {"offset": -1}, {"mode": "fuzzy"}, {"group": "scene"}):
+    for kwargs in ({"k": 0}, {"k": 101}, {"offset": -1}, {"offset": 1001}, {"mode": "fuzzy"}, {"group": "scene"}):
         with pytest.raises(QueryError):
             engine.text("circle", **kwargs)
     with pytest.raises(QueryError, match="q must be"):

@@ -10,7 +10,7 @@ from .types import (
     VideoInfo,
     cut_clips,
 )
-from .workers import DecodePool, decode, probe
+from .workers import DecodePool, decode, decode_window, probe
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -23,5 +23,6 @@ __all__ = [
     "VideoInfo",
     "cut_clips",
     "decode",
+    "decode_window",
     "probe",
 ]

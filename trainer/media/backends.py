@@ -312,6 +312,52 @@ def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend:
         raise MediaError(path, f"decoding failed ({_describe(e)})") from None
 
 
+def decode_window_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
+                       threads: int = 0, *, start: float = 0.0, end: float = float("inf")) -> DecodedVideo:
+    """The frames `decode_file` samples whose time lies in [start, end), decoding as little else as it can.
+
+    decord picks the same frames as a whole decode (from the index of frame times) and decodes only those in
+    the window; PyAV decodes from the start, stops after the window, and converts only the window's frames.
+    """
+    path = os.fspath(path)
+    check_file(path)
+    header = _stream_header(path)
+    if _use_decord(path, header, backend):
+        try:
+            reader, indices, times, info = _decord_open(path, header, sampling, threads)
+            keep = [i for i, t in enumerate(times) if start <= t < end]
+            out_w, out_h = sampling.frame_size(header.width, header.height)
+            frames = (reader.get_batch([indices[i] for i in keep]).asnumpy() if keep
+                      else np.empty((0, out_h, out_w, 3), np.uint8))
+            return DecodedVideo(info, np.asarray(times[keep], np.float64), frames)
+        except Exception as e:
+            if backend == "decord":
+                raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
+    try:
+        return _window_pyav(path, header, sampling, threads, start, end)
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(path, f"decoding failed ({_describe(e)})") from None
+
+
+def _window_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: int, start: float,
+                 end: float) -> DecodedVideo:
+    frames = _frames_pyav(path, header, sampling, threads)
+    times, stack = [], []
+    for t, frame in frames:
+        if t >= end:
+            break
+        if t >= start:
+            times.append(t)
+            stack.append(frame)
+    frames.close()
+    if not stack:
+        raise MediaError(path, f"no frames between {start:g} s and {end:g} s")
+    info = VideoInfo(path, float(header.duration or times[-1]), 0.0, header.width, header.height, len(stack), header.codec, "pyav")
+    return DecodedVideo(info, np.array(times, np.float64), np.stack(stack))
+
+
 def decode_chunks_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
                        threads: int = 0, chunk_seconds: float = 60.0, skip: int = 0):
     """Generator of the video's VideoChunks, each decoded only when the previous one was taken.

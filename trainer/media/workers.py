@@ -2,6 +2,7 @@
 decoder crashes and hangs."""
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import json
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .backends import check_file, decode_chunks_file, decode_file, probe_file
+from .backends import check_file, decode_chunks_file, decode_file, decode_window_file, probe_file
 from .types import DecodedVideo, MediaError, SamplingConfig, VideoChunk, VideoInfo
 
 # Runs in the worker: take the parent's import path, then serve jobs on the inherited socket.
@@ -410,6 +411,12 @@ def decode(path, sampling: SamplingConfig = SamplingConfig(), timeout: float = 1
     `decoder(path, sampling, backend, threads)` runs in the worker; it must be importable by name.
     """
     return _run_one(_task(0, path, decoder, (sampling, "auto", 0), (sampling, "pyav", 0)), timeout)
+
+
+def decode_window(path, sampling: SamplingConfig, start: float, end: float, timeout: float = 120.0) -> DecodedVideo:
+    """The frames `decode` samples in [start, end) only (one clip's window), in a worker process; MediaError
+    for a bad file or a timeout. Frames and times are the ones a whole decode gives in that window."""
+    return decode(path, sampling, timeout, decoder=functools.partial(decode_window_file, start=start, end=end))
 
 
 class DecodePool:
