@@ -12,6 +12,7 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 api = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_LIST = 500
+MAX_LIST_OFFSET = 10 ** 9     # far past any library, well inside SQLite's 64-bit integers
 
 
 def engine():
@@ -23,7 +24,7 @@ def engine():
 def int_param(source, name: str, default: int, low: int, high: int | None = None) -> int:
     """An integer query/form parameter within [low, high]; 400 naming the parameter otherwise."""
     raw = source.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -37,7 +38,7 @@ def int_param(source, name: str, default: int, low: int, high: int | None = None
 
 def choice_param(source, name: str, choices, default: str) -> str:
     """A parameter restricted to a few words; 400 listing them otherwise."""
-    value = source.get(name) or default
+    value = source.get(name, default)
     if value not in choices:
         raise BadRequest(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
@@ -45,7 +46,7 @@ def choice_param(source, name: str, choices, default: str) -> str:
 
 def flag_param(source, name: str, default: bool = False) -> bool:
     """A 0/1 switch (also accepts true/false); `default` when the request leaves it out."""
-    if not source.get(name):
+    if source.get(name) is None:
         return default
     raw = source.get(name).lower()
     if raw not in ("0", "1", "true", "false"):
@@ -55,8 +56,8 @@ def flag_param(source, name: str, default: bool = False) -> bool:
 
 def paging(source) -> dict:
     """k, offset and group, checked, for the search endpoints."""
-    from search import GROUPS, MAX_K
-    return {"k": int_param(source, "k", 10, 1, MAX_K), "offset": int_param(source, "offset", 0, 0),
+    from search import GROUPS, MAX_K, MAX_OFFSET
+    return {"k": int_param(source, "k", 10, 1, MAX_K), "offset": int_param(source, "offset", 0, 0, MAX_OFFSET),
             "group": choice_param(source, "group", GROUPS, "clip")}
 
 
@@ -124,6 +125,8 @@ def search_video():
     from trainer.media import MediaError
 
     from .uploads import spooled
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(f"send the video as multipart/form-data (field 'file'), not {request.mimetype!r}")
     source = request.form if request.form else request.args
     params = paging(source)
     prefix = source.get("prefix") or None
@@ -158,7 +161,7 @@ def clip_detail(clip_id: int):
 @api.get("/videos")
 def list_videos():
     """A page of the library: every video with its index status and, for failures, the reason."""
-    offset = int_param(request.args, "offset", 0, 0)
+    offset = int_param(request.args, "offset", 0, 0, MAX_LIST_OFFSET)
     limit = int_param(request.args, "limit", 50, 1, MAX_LIST)
     counts = engine().counts()
     videos = [record_json(v) for v in engine().videos(offset=offset, limit=limit)]

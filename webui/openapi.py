@@ -1,6 +1,10 @@
 """The OpenAPI 3 document describing the JSON API and the media endpoints."""
 from __future__ import annotations
 
+from search import MAX_K, MAX_OFFSET
+
+from .api import MAX_LIST, MAX_LIST_OFFSET
+
 
 def _param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
@@ -8,7 +12,8 @@ def _param(name: str, where: str, schema: dict, description: str, required: bool
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "Bad parameter", 404: "Unknown id or route", 413: "Upload over the size limit",
+    text = {400: "Bad parameter", 403: "The file on disk is no longer the one that was indexed",
+            404: "Unknown id or route", 413: "Upload over the size limit",
             415: "Upload is not a decodable video", 416: "Range not satisfiable"}
     return {str(c): {"description": text[c], "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}}}} for c in codes}
@@ -19,8 +24,12 @@ def _ok(schema_ref: str, description: str = "OK") -> dict:
         "schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}}
 
 
-K = _param("k", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "Number of results")
-OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "Results to skip (paging)")
+# Bounds as the API checks them, from the same constants.
+K_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}
+OFFSET_SCHEMA = {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}
+ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 2 ** 63 - 1}
+K = _param("k", "query", K_SCHEMA, "Number of results")
+OFFSET = _param("offset", "query", OFFSET_SCHEMA, "Results to skip (paging)")
 GROUP = _param("group", "query", {"type": "string", "enum": ["clip", "video"], "default": "clip"},
                "One result per clip, or only the best clip of each video")
 PREFIX = _param("prefix", "query", {"type": "string"}, "Only videos whose path starts with this")
@@ -82,12 +91,13 @@ SCHEMAS = {
 
 def _paths() -> dict:
     """Path item objects for every JSON and media endpoint."""
-    clip_id = _param("clip_id", "path", {"type": "integer"}, "Clip id")
-    video_id = _param("video_id", "path", {"type": "integer"}, "Video id")
+    clip_id = _param("clip_id", "path", ID_SCHEMA, "Clip id")
+    video_id = _param("video_id", "path", ID_SCHEMA, "Video id")
     return {
         "/api/search": {"get": {
             "summary": "Search clips by text", "operationId": "searchText",
-            "parameters": [_param("q", "query", {"type": "string", "minLength": 1}, "Query text", True), K, OFFSET,
+            "parameters": [_param("q", "query", {"type": "string", "pattern": r"\S"}, "Query text (not only spaces)", True),
+                           K, OFFSET,
                            _param("mode", "query", {"type": "string", "enum": ["dense", "keyword", "hybrid"],
                                                     "default": "hybrid"}, "Dense vectors, FTS5 keywords, or both"),
                            _param("rerank", "query", {"type": "integer", "enum": [0, 1], "default": 0},
@@ -97,13 +107,15 @@ def _paths() -> dict:
             "responses": {**_ok("SearchAnswer"), **_errors(400)}}},
         "/api/search/video": {"post": {
             "summary": "Search clips by an example video", "operationId": "searchVideo",
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["file"],
-                "properties": {"file": {"type": "string", "format": "binary"},
-                               "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
-                               "offset": {"type": "integer", "minimum": 0, "default": 0},
-                               "group": {"type": "string", "enum": ["clip", "video"]},
-                               "prefix": {"type": "string"}}}}}},
+            "requestBody": {"required": True, "content": {"multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary",
+                                                   "description": "a video file (mp4, m4v, mov, mkv, webm, avi) "
+                                                                  "no larger than the server's upload limit"},
+                                          "k": K_SCHEMA, "offset": OFFSET_SCHEMA,
+                                          "group": {"type": "string", "enum": ["clip", "video"]},
+                                          "prefix": {"type": "string"}}},
+                "encoding": {"file": {"contentType": "video/*, application/octet-stream"}}}}},
             "responses": {**_ok("SearchAnswer"), **_errors(400, 413, 415)}}},
         "/api/clips/{clip_id}": {"get": {
             "summary": "One stored clip", "operationId": "getClip", "parameters": [clip_id],
@@ -114,8 +126,10 @@ def _paths() -> dict:
             "responses": {**_ok("SearchAnswer"), **_errors(400, 404)}}},
         "/api/videos": {"get": {
             "summary": "The video library with index status", "operationId": "listVideos",
-            "parameters": [OFFSET, _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500,
-                                                             "default": 50}, "Page size")],
+            "parameters": [_param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_LIST_OFFSET,
+                                                      "default": 0}, "Videos to skip (paging)"),
+                           _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIST,
+                                                     "default": 50}, "Page size")],
             "responses": {**_ok("VideoList"), **_errors(400)}}},
         "/api/videos/{video_id}": {"get": {
             "summary": "One video with its status and error", "operationId": "getVideo", "parameters": [video_id],
@@ -129,7 +143,7 @@ def _paths() -> dict:
             "parameters": [video_id, _param("Range", "header", {"type": "string"}, "e.g. bytes=0-1023")],
             "responses": {"200": {"description": "The whole file", "content": {"video/*": {}}},
                           "206": {"description": "The requested byte range", "content": {"video/*": {}}},
-                          **_errors(404, 416)}}},
+                          **_errors(403, 404, 416)}}},
         "/thumbs/{clip_id}.jpg": {"get": {
             "summary": "A clip's thumbnail", "operationId": "thumbnail", "parameters": [clip_id],
             "responses": {"200": {"description": "JPEG image", "content": {"image/jpeg": {}}}, **_errors(404)}}},
