@@ -1,8 +1,8 @@
 """Media endpoints: indexed video files streamed by id with HTTP Range support, and clip thumbnails."""
 from __future__ import annotations
 
-import mimetypes
 import os
+import stat
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, send_file
@@ -54,9 +54,9 @@ def _digits(s: str) -> bool:
     return s.isascii() and s.isdigit()
 
 
-def _read(path: str, first: int, length: int):
-    """Yield `length` bytes of the file from `first`, in chunks, closing the file however the stream ends."""
-    with open(path, "rb") as f:
+def _read(f, first: int, length: int):
+    """Yield `length` bytes of the open file `f` from `first`, in chunks, closing it however the stream ends."""
+    with f:
         f.seek(first)
         remaining = length
         while remaining > 0:
@@ -67,37 +67,68 @@ def _read(path: str, first: int, length: int):
             yield chunk
 
 
-def stream_file(path: str, mimetype: str) -> Response:
-    """A 200 or 206 response for `path` honouring the request's Range header; 416 when it cannot be met."""
-    size = os.path.getsize(path)
+def stream_file(f, mimetype: str) -> Response:
+    """A 200 or 206 response for the open file `f` honouring the request's Range header; 416 when it cannot be met."""
+    st = os.fstat(f.fileno())
+    size = st.st_size
     try:
         wanted = parse_range(request.headers.get("Range"), size)
     except RangeNotSatisfiable:
+        f.close()
         return error_response(416, f"requested range not satisfiable (file is {size} bytes)",
                               {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
     first, last = wanted if wanted else (0, size - 1)
     length = max(0, last - first + 1)
-    response = Response(_read(path, first, length), status=206 if wanted else 200, mimetype=mimetype,
+    response = Response(_read(f, first, length), status=206 if wanted else 200, mimetype=mimetype,
                         direct_passthrough=True)
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["Content-Length"] = str(length)
     response.headers["Cache-Control"] = "no-cache"
-    response.last_modified = os.path.getmtime(path)
+    response.last_modified = st.st_mtime
     if wanted:
         response.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     return response
+
+
+class Refused(Exception):
+    """The file at an indexed video's path is not the file that was indexed there; the message says how."""
+
+
+def open_indexed(record):
+    """The indexed video file of `record`, opened for reading; raises FileNotFoundError or `Refused`.
+
+    Only a file that is still the one indexed is served: a regular file with a video extension and the size and
+    modification time recorded when it was indexed. A symlink swapped in, a link pointed elsewhere or a file
+    replaced since changes them. The checks run on the opened file, so the file cannot change between check and read.
+    """
+    from trainer.media import VIDEO_EXTENSIONS
+    path = str(record.path)
+    if record.status != "indexed":
+        raise FileNotFoundError(f"video {record.id} is not indexed ({record.status})")
+    if Path(path).suffix.lower() not in VIDEO_EXTENSIONS:
+        raise Refused(f"video {record.id} does not name a video file")
+    f = open(path, "rb")            # FileNotFoundError when it is gone
+    st = os.fstat(f.fileno())
+    same = (stat.S_ISREG(st.st_mode) and record.size is not None and st.st_size == record.size
+            and record.mtime is not None and abs(st.st_mtime - float(record.mtime)) < 1e-3)
+    if not same:
+        f.close()
+        raise Refused(f"the file of video {record.id} changed since it was indexed; index it again to serve it")
+    return f
 
 
 @media.get("/media/<int:video_id>")
 def video_file(video_id: int):
     """Stream an indexed video file, chosen by its id only (never by a path from the request)."""
     record = current_app.extensions["vidsearch_engine"].video_record(video_id)
-    path = str(record.path)
-    if not os.path.isfile(path):
+    try:
+        f = open_indexed(record)
+    except Refused as e:
+        return error_response(403, str(e))
+    except OSError:
         return error_response(404, f"the file of video {video_id} is no longer on disk")
-    suffix = Path(path).suffix.lower()
-    mimetype = VIDEO_TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return stream_file(path, mimetype)
+    suffix = Path(str(record.path)).suffix.lower()
+    return stream_file(f, VIDEO_TYPES.get(suffix) or "application/octet-stream")
 
 
 @media.get("/thumbs/<int:clip_id>.jpg")
@@ -113,12 +144,11 @@ def thumbnail(clip_id: int):
 
 def thumbnail_path(record, store_dir: str) -> str | None:
     """Where a clip's thumbnail lies: the path its record gives, else `thumbs/<clip_id>.jpg` in the store."""
-    for name in ("thumbnail", "thumbnail_path", "thumb"):
-        value = getattr(record, name, None)
-        if value:
-            path = Path(value)
-            path = path if path.is_absolute() else Path(store_dir) / path
-            if path.is_file():
-                return str(path)
-    fallback = Path(store_dir) / "thumbs" / f"{record.id}.jpg"
-    return str(fallback) if fallback.is_file() else None
+    thumbs = (Path(store_dir) / "thumbs").resolve()
+    candidates = [Path(v) for v in (getattr(record, n, None) for n in ("thumbnail", "thumbnail_path", "thumb")) if v]
+    for path in [*candidates, thumbs / f"{record.id}.jpg"]:
+        path = (path if path.is_absolute() else Path(store_dir) / path).resolve()
+        # Only the store's own thumbnails: never a file that a link in the store points elsewhere.
+        if path.is_relative_to(thumbs) and path.is_file():
+            return str(path)
+    return None
