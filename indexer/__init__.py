@@ -33,6 +33,7 @@ _EXPORTS = {
     "ClipRecord": "indexer.store",
     "VideoRecord": "indexer.store",
     "StoreWriter": "indexer.writer",
+    "check_store": "indexer.check",
 }
 
 __all__ = list(_EXPORTS)

@@ -26,9 +26,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def server(tiny_store_dir):
-    """A real `vidsearch serve` on a free loopback port; yields its base URL."""
-    proc = subprocess.Popen([str(VIDSEARCH), "serve", "--store", str(tiny_store_dir), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """A real `vidsearch serve` on a free loopback port; yields its base URL.
+
+    The store is named by a relative path from its parent directory, as people type it."""
+    proc = subprocess.Popen([str(VIDSEARCH), "serve", "--store", tiny_store_dir.name, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tiny_store_dir.parent)
     try:
         url = _wait_for_url(proc, timeout=120)
         yield url
@@ -81,12 +83,15 @@ def test_search_open_and_play_from_clip_start(server, browser, tiny_store_dir, t
     target = next((h for h in hits if h["start"] > 0), hits[0])
 
     page = browser.new_page()
+    failed = []
+    page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
     page.goto(server)
     page.fill("input[name=q]", query)
     page.keyboard.press("Enter")
     page.wait_for_selector("a.result")
     cards = page.locator("a.result")
     assert cards.count() >= 1
+    assert_images_load(page)
     page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
 
     card = page.locator(f"a.result[data-clip-id='{target['clip_id']}']")
@@ -100,6 +105,16 @@ def test_search_open_and_play_from_clip_start(server, browser, tiny_store_dir, t
     current = page.evaluate("document.getElementById('player').currentTime")
     assert current >= target["start"]
     assert current < target["end"] + 1.0
+    assert_images_load(page)
     page.screenshot(path=str(tmp_path / "watch.png"), full_page=True)
     assert (tmp_path / "watch.png").stat().st_size > 1000
+    assert failed == [], failed
     page.close()
+
+
+def assert_images_load(page) -> None:
+    """Every image of the page loads (lazy ones are asked for now): a broken thumbnail fails the test."""
+    page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+    broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.src)")
+    assert broken == [], broken
