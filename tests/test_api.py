@@ -189,6 +189,10 @@ def test_openapi_documents_every_endpoint(client, app):
     ("/api/search?q=x&k=101", 400),
     ("/api/search?q=x&k=ten", 400),
     ("/api/search?q=x&offset=-1", 400),
+    ("/api/search?q=x&offset=1001", 400),
+    ("/api/search?q=x&mode=", 400),
+    ("/api/videos?offset=12594391427338801152&limit=500", 400),
+    ("/api/videos?limit=", 400),
     ("/api/search?q=x&mode=fuzzy", 400),
     ("/api/search?q=x&group=scene", 400),
     ("/api/search?q=x&rerank=maybe", 400),
@@ -260,4 +264,4 @@ def test_garbage_requests_never_get_a_500(client):
     r = client.post("/api/search/video", data=b"--nope\r\n\r\n", content_type="multipart/form-data; boundary=zz")
     assert r.status_code == 400
     r = client.post("/api/search/video", data="plain", content_type="text/plain")
-    assert r.status_code == 400
+    assert r.status_code == 415 and "multipart/form-data" in r.get_json()["error"]

@@ -123,7 +123,7 @@ def test_motion_is_visible_at_one_frame_per_second_in_decoded_videos(synth_libra
 
 
 def test_project_decoder_sees_the_motion_at_one_frame_per_second(synth_library):
-    media = pytest.importorskip("trainer.media")
+    import trainer.media as media
     sampling = media.SamplingConfig(fps=1.0, size=96)
     with media.DecodePool(workers=2, sampling=sampling, timeout=60) as pool:
         for (path, decoded), row in zip(pool.imap(synth_library.videos), synth_library.rows):
@@ -291,7 +291,7 @@ def test_synth_library_fixture_covers_shapes_colours_motions_and_codecs(synth_li
 
 
 def test_generated_videos_open_in_decord(synth_library):
-    decord = pytest.importorskip("decord")
+    import decord
     for row, path in zip(synth_library.rows[:4], synth_library.videos[:4]):
         reader = decord.VideoReader(str(path))
         assert len(reader) == round(row["end"] * 8)
