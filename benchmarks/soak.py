@@ -244,7 +244,8 @@ def section_of(r: dict, section: Section) -> Section:
     table.add(r["seconds"], r["requests"], r["rps"], r["5xx"], r["errors"] - (r["5xx"] or 0), r["p50_ms"],
               r["p99_ms"], r["rounds"] + r["kills"], r["kills"], "yes" if r["visible_all"] else "no",
               r["visible_max_s"], f"{r['start']['rss_mib']:.0f} -> {r['end']['rss_mib']:.0f}",
-              f"{r['start']['fds']} -> {r['end']['fds']}", "ok" if not r["consistency"] else "; ".join(r["consistency"]))
+              f"{r['start']['fds']} -> {r['end']['fds']}",
+              "ok" if not r["consistency"] else "; ".join(r["consistency"]))
     section.tables.append(("", table))
     section.notes = [
         "`vidsearch serve --threads 4` on 127.0.0.1 under `wrk -t2 -c8` (text searches in every mode, a deep page, "

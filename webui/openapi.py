@@ -96,8 +96,8 @@ def _paths() -> dict:
     return {
         "/api/search": {"get": {
             "summary": "Search clips by text", "operationId": "searchText",
-            "parameters": [_param("q", "query", {"type": "string", "pattern": r"\S"}, "Query text (not only spaces)", True),
-                           K, OFFSET,
+            "parameters": [_param("q", "query", {"type": "string", "pattern": r"\S"}, "Query text (not only spaces)",
+                                  True), K, OFFSET,
                            _param("mode", "query", {"type": "string", "enum": ["dense", "keyword", "hybrid"],
                                                     "default": "hybrid"}, "Dense vectors, FTS5 keywords, or both"),
                            _param("rerank", "query", {"type": "integer", "enum": [0, 1], "default": 0},

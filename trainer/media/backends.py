@@ -354,7 +354,8 @@ def _window_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     frames.close()
     if not stack:
         raise MediaError(path, f"no frames between {start:g} s and {end:g} s")
-    info = VideoInfo(path, float(header.duration or times[-1]), 0.0, header.width, header.height, len(stack), header.codec, "pyav")
+    info = VideoInfo(path, float(header.duration or times[-1]), 0.0, header.width, header.height, len(stack),
+                     header.codec, "pyav")
     return DecodedVideo(info, np.array(times, np.float64), np.stack(stack))
 
 
