@@ -46,30 +46,38 @@ class FeatureCache:
 
     def features(self, hits: list) -> list[np.ndarray | None]:
         """(T, F) frame features for each hit's clip, None where its window could not be decoded."""
-        out = []
+        keys = [(h.video_path, round(float(h.start), 6)) for h in hits]
+        with self._lock:
+            known = {k: self._clips[k] for k in keys if k in self._clips}
+            for k in known:
+                self._clips.move_to_end(k)
+        todo = {k: h for k, h in zip(keys, hits) if k not in known}
+        if todo:
+            known.update(self._load(list(todo.values())))
+            for k in todo:
+                self._put(k, known[k])
+        return [known[k] for k in keys]
+
+    def _load(self, hits: list) -> dict[tuple[str, float], np.ndarray | None]:
+        """Decode each hit's window, then encode all their frames in one batch (one call costs far less than many)."""
+        from trainer.media import MediaError, decode_window
+        windows = {}
         for h in hits:
             key = (h.video_path, round(float(h.start), 6))
-            with self._lock:
-                known = key in self._clips
-                if known:
-                    self._clips.move_to_end(key)
-                    feats = self._clips[key]
-            if not known:
-                feats = self._load(h.video_path, float(h.start), float(h.end))
-                self._put(key, feats)
-            out.append(feats)
-        return out
-
-    def _load(self, path: str, start: float, end: float) -> np.ndarray | None:
-        from trainer.media import MediaError, decode_window
-        # Through the shared decoder processes, which stay warm between calls.
-        try:
-            decoded = decode_window(path, self.sampling, start, end, timeout=self.timeout)
-        except MediaError:
-            return None
-        if len(decoded.frames) == 0:
-            return None
-        return np.asarray(self.model.encode_frames(decoded.frames))
+            try:
+                # Through the shared decoder processes, which stay warm between calls.
+                frames = decode_window(h.video_path, self.sampling, float(h.start), float(h.end),
+                                       timeout=self.timeout).frames
+            except MediaError:
+                frames = None
+            windows[key] = frames if frames is not None and len(frames) else None
+        stacks = [f for f in windows.values() if f is not None]
+        if not stacks:
+            return windows
+        feats = np.asarray(self.model.encode_frames(np.concatenate(stacks)))
+        bounds = np.cumsum([0] + [len(f) for f in stacks])
+        parts = iter(feats[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]))
+        return {k: (None if f is None else next(parts)) for k, f in windows.items()}
 
     def _put(self, key: tuple[str, float], feats: np.ndarray | None) -> None:
         with self._lock:

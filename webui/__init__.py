@@ -7,7 +7,7 @@ DEFAULTS = {
     "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,   # largest query video accepted by POST /api/search/video
     "UPLOAD_DIR": None,                      # where uploads are spooled while searched; None = system temp dir
     "REFRESH_SECONDS": 2.0,                  # how often the engine looks for a newer index on disk
-    "RERANK_TOP": 100,                       # candidates re-scored when re-ranking is asked for
+    "RERANK_TOP": 20,                        # candidates re-scored per re-ranked query (each new one is decoded)
     "PAGE_SIZE": 12,                         # results per page in the HTML UI
 }
 
