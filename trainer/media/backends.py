@@ -157,7 +157,7 @@ def probe_file(path: str, backend: str = "auto", sampling: SamplingConfig = Samp
     at its default sampling), through the same `decode_chunks_file` and one segment at a time: a file probe
     calls good is one the indexer can index, and a bad one fails with the reason the indexer records.
     """
-    for chunk in decode_chunks_file(path, sampling, backend, threads=1):
+    for chunk in decode_chunks_file(path, sampling, backend, threads=0):
         if chunk.last:
             return chunk.info
     raise MediaError(os.fspath(path), "no video frames could be decoded")
