@@ -7,38 +7,52 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .config import CONFIG_FILE, StoreConfig, StoreError
+from .config import CONFIG_FILE, FORMAT_VERSION, StoreConfig, StoreError
 from .discover import discover
+from .encode import classifier, look_width
+from .offline import DEFAULT_TEXT_ENCODER, OfflineEncoders, store_encoders
 from .pipeline import EncodeSettings, IndexReport, plan_jobs, run_pipeline
 from .writer import StoreWriter
 
 
 def _load_model(model, store_dir: Path, reindex: bool):
-    """The model object: as given, loaded from a directory, or the one the store records."""
+    """The encoder: the model as given or loaded from a directory; for no model, the one the store records,
+    else (a new store, or one indexed without a model) the offline encoders."""
     if model is not None and not isinstance(model, (str, os.PathLike)):
         return model
     if model is None:
         if reindex or not (store_dir / CONFIG_FILE).is_file():
-            raise StoreError(f"{store_dir}: a new store needs a model; pass --model DIR")
-        model = StoreConfig.load(store_dir).model_path
-        if not model:
-            raise StoreError(f"{store_dir}: the store records no model; pass --model DIR")
+            return OfflineEncoders()
+        config = StoreConfig.load(store_dir)
+        if not config.model_path:
+            return store_encoders(config)
+        model = config.model_path
     from trainer.api import load
 
     return load(model)
 
 
+def _encoder_fields(model) -> dict:
+    """What a new store records of the encoders behind its concepts and look-alike vectors."""
+    head = classifier(model)
+    frames = getattr(model, "frame_encoder", None)
+    return {"frame_encoder": str(getattr(frames, "spec", "") or getattr(model, "frame_spec", "")),
+            "text_encoder": str(getattr(model, "text_spec", DEFAULT_TEXT_ENCODER)),
+            "look_dim": look_width(model), "concept_classes": len(head.label_names) if head is not None else 0}
+
+
 def store_config(model, store_dir: Path, reindex: bool = False, **overrides) -> StoreConfig:
     """The StoreConfig for indexing with `model`: the store's own settings if it exists, else the model's
-    sampling; `overrides` (fps, clip_seconds, stride_seconds, index_type, ...) that are not None win."""
+    sampling and encoders; `overrides` (fps, clip_seconds, stride_seconds, index_type, ...) that are not
+    None win."""
     if (store_dir / CONFIG_FILE).is_file() and not reindex:
         base = StoreConfig.load(store_dir)
     else:
         base = StoreConfig(**{f: getattr(model.sampling, f) for f in
-                              ("fps", "size", "square", "clip_seconds", "stride_seconds")})
+                              ("fps", "size", "square", "clip_seconds", "stride_seconds")}, **_encoder_fields(model))
     identity = dict(getattr(model, "identity", {}) or {})
     changes = {"model_path": str(identity.get("path", "")), "model_hash": str(identity.get("hash", "")),
-               "model_name": str(identity.get("name", "")), "dim": int(model.dim)}
+               "model_name": str(identity.get("name", "")), "dim": int(model.dim), "format_version": FORMAT_VERSION}
     changes.update({k: v for k, v in overrides.items() if v is not None})
     return dataclasses.replace(base, **changes)
 
@@ -50,7 +64,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0) -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
-    `model` is a loaded model (trainer.load), a model directory, or None for the model the store records.
+    `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
+    a new store indexed without one uses the offline encoders (see indexer.offline) and has no dense vectors.
     A new store takes the model's sampling unless `fps`/`clip_seconds`/`stride_seconds` say otherwise; an
     existing one must match them (or pass `reindex=True` to rebuild it). Videos are decoded in segments of
     about `chunk_seconds`, so memory stays flat on long videos; `timeout` is the time allowed for one segment.
@@ -80,7 +95,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout)
             reader = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
-                                  thumb_size=writer.config.thumb_size)
+                                  thumb_size=writer.config.thumb_size, concept_top=writer.config.concept_top,
+                                  looks=writer.config.look_dim > 0)
         run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
                      total=len(found.files) + len(found.problems), commit_every=commit_every)
     except BaseException:

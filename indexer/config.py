@@ -7,13 +7,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT_VERSION = 1
+# 2: clips keep their concept probabilities and look-alike vectors; stores without a model.
+FORMAT_VERSION = 2
 CONFIG_FILE = "store.json"
 DB_FILE = "store.db"
 CLIP_INDEX_FILE = "clips.faiss"
 CAPTION_INDEX_FILE = "captions.faiss"
+LOOK_INDEX_FILE = "looks.faiss"
 THUMB_DIR = "thumbs"
 LOCK_FILE = ".lock"
+
+
+# Search channels, by the data each needs (see StoreConfig.channels).
+DENSE, KEYWORD, CONCEPT, LOOKALIKE = "dense", "keyword", "concept", "lookalike"
 
 
 class StoreError(Exception):
@@ -26,12 +32,20 @@ class StoreConfig:
 
     The model identity (path, content hash, name, dim) says which model made the vectors; the sampling
     fields say how frames were sampled and cut into clips; the index fields say how FAISS searches them.
+    A store indexed without a trained model has no model identity and dim 0: it has no dense vectors, and
+    records only its offline encoders (`frame_encoder`, `text_encoder`), which make its concept
+    probabilities and look-alike vectors, and read queries into concepts.
     """
 
     model_path: str = ""
     model_hash: str = ""
     model_name: str = ""
-    dim: int = 0
+    dim: int = 0  # of the model's clip and caption vectors; 0 when the store has no model (no dense channel)
+    frame_encoder: str = ""  # spec of the frame encoder behind `look_dim` and the concept probabilities
+    text_encoder: str = ""  # the sentence encoder that reads queries into concepts (a model dir or name)
+    look_dim: int = 0  # of the look-alike vectors (the frame encoder's pooled features); 0: none kept
+    concept_classes: int = 0  # classes of the frame encoder's classifier (1000 ImageNet); 0: no concepts kept
+    concept_top: int = 10  # class probabilities kept per clip (the rest are dropped as ~0)
     # "auto" (exact while small, IVF past auto_threshold vectors), "flat" (always exact), or a FAISS
     # factory string such as "IVF1024,Flat", "HNSW32", "IVF256,PQ16" (kept exact until it can be trained).
     index_type: str = "auto"
@@ -51,11 +65,30 @@ class StoreConfig:
         for name in ("fps", "clip_seconds", "stride_seconds"):
             if not getattr(self, name) > 0:
                 raise StoreError(f"StoreConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("size", "thumb_size", "auto_threshold", "ef_search"):
+        for name in ("size", "thumb_size", "auto_threshold", "ef_search", "concept_top"):
             if not getattr(self, name) > 0:
                 raise StoreError(f"StoreConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("dim", "look_dim", "concept_classes"):
+            if getattr(self, name) < 0:
+                raise StoreError(f"StoreConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.nprobe < 0:
             raise StoreError(f"StoreConfig.nprobe must be >= 0, got {self.nprobe!r}")
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a trained model made vectors for this store (the dense channel)."""
+        return bool(self.model_hash) and self.dim > 0
+
+    def channels(self) -> list[str]:
+        """The search channels this store can answer: dense (model vectors), keyword (always: captions and
+        tags in FTS5), concept (class probabilities per clip), lookalike (pooled frame features)."""
+        out = [DENSE] if self.has_model else []
+        out.append(KEYWORD)
+        if self.concept_classes > 0:
+            out.append(CONCEPT)
+        if self.look_dim > 0:
+            out.append(LOOKALIKE)
+        return out
 
     def sampling(self):
         """The trainer SamplingConfig that decodes and cuts videos for this store."""

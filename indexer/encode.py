@@ -23,21 +23,66 @@ class Encoded:
 
 
 
-def _clip_tags(encoder, features: np.ndarray, frames: np.ndarray, top: int) -> list[tuple[str, float]]:
-    """Concept tags of one clip: per-frame ImageNet label probabilities averaged over its frames, best first.
+# A class the clip shows with at least this probability lends its synonyms and broader names ("bicycle" for a
+# mountain bike) to the clip's keyword text; weaker guesses keep only their label, as tags always did.
+TAG_WORDS_MIN = 0.1
 
-    Uses the frame features already computed when the frame encoder can label them, so frames are not
-    run through the network a second time; otherwise asks the model (`tags(frames)`).
+
+def classifier(encoder):
+    """The encoder's frame classifier (`label_probs`, `label_names`), or None if its frame encoder has none."""
+    frames = getattr(encoder, "frame_encoder", None)
+    return frames if callable(getattr(frames, "label_probs", None)) else None
+
+
+def look_width(encoder) -> int:
+    """Width of the look-alike vectors the encoder's frame features give (0: it has no frame encoder): the
+    global-pool block of a grid-pooled encoder (`channels`), else the whole feature."""
+    frames = getattr(encoder, "frame_encoder", None)
+    if frames is None:
+        return 0
+    return int(getattr(frames, "channels", 0) or getattr(frames, "dim", 0) or 0)
+
+
+def has_dense(encoder) -> bool:
+    """Whether the encoder is a trained model that makes dense clip and caption vectors (dim > 0)."""
+    return int(getattr(encoder, "dim", 0) or 0) > 0
+
+
+def clip_look(features: np.ndarray, width: int) -> np.ndarray:
+    """(T, F) frame features -> (width,) look-alike vector: the pooled block averaged over frames, unit length."""
+    v = np.asarray(features, np.float32)[:, :width].mean(axis=0)
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def _clip_concepts(encoder, features: np.ndarray, frames: np.ndarray, top: int, concept_top: int):
+    """(tags, concepts, tag_text) of one clip: the classifier's probabilities averaged over its frames, as
+    the top `top` (label, p) tags and the top `concept_top` (class, p) pairs, plus the keyword text of the
+    tags with their classes' synonyms and broader names.
+
+    Uses the frame features already computed, so frames are not run through the network a second time;
+    without a classifier, asks the model for tags (`tags(frames)`) and keeps no concepts.
     """
-    labels = getattr(getattr(encoder, "frame_encoder", None), "labels_from_features", None)
-    if labels is None:
-        return list(encoder.tags(frames, top=top))
-    per_frame = labels(features, top=top)
-    scores: dict[str, float] = {}
-    for row in per_frame:
-        for name, p in row:
-            scores[name] = scores.get(name, 0.0) + p / len(per_frame)
-    return sorted(scores.items(), key=lambda kv: -kv[1])[:top]
+    head = classifier(encoder)
+    if head is None:
+        return list(encoder.tags(frames, top=top)), [], ""
+    probs = head.label_probs(features).mean(axis=0)  # (C,)
+    order = np.argsort(-probs, kind="stable")
+    tags = [(head.label_names[i], float(probs[i])) for i in order[:top]]
+    concepts = [(int(i), float(probs[i])) for i in order[:concept_top]]
+    return tags, concepts, tag_text(head.label_names, tags, concepts)
+
+
+def tag_text(labels, tags: list[tuple[str, float]], concepts: list[tuple[int, float]]) -> str:
+    """Keyword text of a clip's tags: every tag label, then the names WordNet gives the clearly seen classes."""
+    from trainer.classes import class_table
+
+    words = [label for label, _ in tags]
+    table = class_table()["classes"]
+    if len(labels) == len(table):  # the ImageNet classifier the table describes
+        for c, p in concepts:
+            if p >= TAG_WORDS_MIN:
+                words += table[c]["names"] + table[c]["broader"]
+    return " ".join(dict.fromkeys(words))
 
 
 def _thumbnail(frames: np.ndarray, size: int) -> bytes:
@@ -69,6 +114,8 @@ class EncodeSettings:
     sampling: object  # trainer.media.SamplingConfig
     batch_size: int = 64  # frames per encode_frames call, clips per embed_clips call
     top_tags: int = 5
+    concept_top: int = 10  # class probabilities kept per clip
+    looks: bool = True  # keep look-alike vectors (off for a store made before they existed)
     thumb_size: int = 320
     sidecars: bool = True
 
@@ -93,7 +140,9 @@ def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
     return np.split(allf, np.cumsum(sizes)[:-1])
 
 
-def _embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> np.ndarray:
+def _embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> list:
+    if not has_dense(encoder):  # no trained model: the store has no dense vectors
+        return [None] * len(feature_stacks)
     out = [encoder.embed_clips(feature_stacks[i:i + batch], features=True)
            for i in range(0, len(feature_stacks), batch)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
@@ -106,11 +155,19 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
     per_chunk = [(ch.clips(), ch, f) for ch, f in zip(chunks, feats)]
     stacks = [f[np.searchsorted(ch.times, c.times)] for clips, ch, f in per_chunk for c in clips]
     vectors = iter(_embed_clips(encoder, stacks, settings.batch_size))
+    width = look_width(encoder) if settings.looks else 0
     stacks = iter(stacks)
-    return [[ClipData(c.start, c.end, next(vectors),
-                      _clip_tags(encoder, next(stacks), c.frames, settings.top_tags),
-                      _thumbnail(c.frames, settings.thumb_size)) for c in clips]
-            for clips, _, _ in per_chunk]
+    out = []
+    for clips, _, _ in per_chunk:
+        data = []
+        for c in clips:
+            feats = next(stacks)
+            tags, concepts, text = _clip_concepts(encoder, feats, c.frames, settings.top_tags, settings.concept_top)
+            data.append(ClipData(c.start, c.end, next(vectors), tags, _thumbnail(c.frames, settings.thumb_size),
+                                 look=clip_look(feats, width) if width else None, concepts=concepts,
+                                 tag_text=text))
+        out.append(data)
+    return out
 
 
 def encode_chunks_isolated(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData] | str]:
@@ -219,9 +276,12 @@ def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -
     if not pairs:
         return
     texts = [c.text.strip() for _, c, _, _ in pairs]
-    # Captions are embedded as written: they are matched text to text, where the sentence encoder knows
-    # synonyms, and rewriting thousands of subtitle lines would cost more than the clips themselves.
-    vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size], rewrite=False)
-                           for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
+    if not has_dense(encoder):  # no model: captions are found by keyword until the store has one
+        vecs = [None] * len(texts)
+    else:
+        # Captions are embedded as written: they are matched text to text, where the sentence encoder knows
+        # synonyms, and rewriting thousands of subtitle lines would cost more than the clips themselves.
+        vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size], rewrite=False)
+                               for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
     for (e, c, src, at), text, vec in zip(pairs, texts, vecs):
         e.captions.append(CaptionData(text, c.start, c.end, vec, at, src))

@@ -91,8 +91,15 @@ class Clip(Base):
     thumbnail: Mapped[str | None] = mapped_column(Text)  # relative to the store directory
     tags: Mapped[str] = mapped_column(Text, default="[]")  # JSON [[label, score], ...] best first
     # The embedding (float32 bytes) is the source of truth that clips.faiss is rebuilt from; deferred so
-    # that reading clip rows never loads it.
+    # that reading clip rows never loads it. NULL in a store without a model.
     vector: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    # The frame encoder's class probabilities averaged over the clip's frames, its top classes only:
+    # JSON [[class index, probability], ...] best first. Kept so that the concept channel is rebuilt on
+    # open without decoding anything.
+    concepts: Mapped[str | None] = deferred(mapped_column(Text))
+    # The look-alike vector (float32 bytes): the frame encoder's pooled features averaged over the clip's
+    # frames, L2-normalised; the source looks.faiss is rebuilt from.
+    look: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
 
     video: Mapped[Video] = relationship(back_populates="clips")
 
@@ -160,6 +167,28 @@ def make_engine(db_path: str, readonly: bool) -> Engine:
     event.listen(engine, "connect", _on_connect(readonly))
     event.listen(engine, "begin", _on_begin)
     return engine
+
+
+# Columns added after the first store format, with their SQL types; `migrate` adds them to older stores.
+ADDED_COLUMNS = {"clips": (("concepts", "TEXT"), ("look", "BLOB"))}
+
+
+def missing_columns(conn) -> list[tuple[str, str, str]]:
+    """(table, column, type) of every column in ADDED_COLUMNS that the store's tables lack."""
+    out = []
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+        out += [(table, name, kind) for name, kind in columns if name not in have]
+    return out
+
+
+def migrate(engine: Engine) -> bool:
+    """Add the columns of newer store formats to an older store (existing rows get NULL); True if any."""
+    with engine.begin() as conn:
+        missing = missing_columns(conn)
+        for table, name, kind in missing:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    return bool(missing)
 
 
 def create_schema(engine: Engine, meta: list[dict] = ()) -> None:

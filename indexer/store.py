@@ -17,11 +17,12 @@ from .config import (
     CLIP_INDEX_FILE,
     DB_FILE,
     FORMAT_VERSION,
+    LOOK_INDEX_FILE,
     StoreConfig,
     StoreError,
 )
 from .faiss_index import EXACT, SearchParams, VectorIndex
-from .schema import FAILED, INDEXED, Caption, Clip, Meta, Video, VideoPath, make_engine
+from .schema import FAILED, INDEXED, Caption, Clip, Meta, Video, VideoPath, make_engine, missing_columns
 
 # SQLite's default limit on bound parameters is 32766; stay well below it per IN (...) query.
 _CHUNK = 5000
@@ -65,15 +66,76 @@ class VideoRecord:
 
 @dataclass
 class _Kind:
-    """One vector table and the FAISS file that mirrors it."""
+    """One vector column and the FAISS file that mirrors it; `active` when the store keeps such vectors."""
 
     model: type
     file: str
+    column: str = "vector"
+    active: bool = True
     index: VectorIndex | None = None
     unremoved: int = 0  # vectors without a row that this index type could not drop (filtered at search)
     lost: list[int] = field(default_factory=list)  # rows whose vector is nowhere
     changed: bool = False  # the loaded FAISS file did not match SQLite (or was missing)
     max_id: int = 0  # highest row id the index has caught up with (ids only grow: AUTOINCREMENT)
+
+    @property
+    def blob(self):
+        """The ORM column holding this kind's vectors."""
+        return getattr(self.model, self.column)
+
+
+class ConceptPostings:
+    """Every clip's sparse class probabilities as one (clips x classes) matrix, for weighted-sum queries.
+
+    Built from the `clips.concepts` column on open and caught up with new rows on refresh; rows deleted
+    since are filtered out at search, as for the FAISS indexes.
+    """
+
+    def __init__(self, classes: int):
+        self.classes = classes
+        self.max_id = 0
+        self._ids: list[int] = []
+        self._rows: list[int] = []
+        self._cols: list[int] = []
+        self._vals: list[float] = []
+        self._matrix = None
+        self._id_array = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, rows) -> None:
+        """Add (clip_id, concepts JSON) rows with ids above `max_id`."""
+        for clip_id, raw in rows:
+            self.max_id = max(self.max_id, int(clip_id))
+            pairs = [(int(c), float(p)) for c, p in json.loads(raw or "[]") if 0 <= int(c) < self.classes]
+            row = len(self._ids)  # a clip without pairs still counts, so that deletions can be told apart
+            self._ids.append(int(clip_id))
+            for c, p in pairs:
+                self._rows.append(row)
+                self._cols.append(c)
+                self._vals.append(p)
+            self._matrix = None
+
+    def _csc(self):
+        if self._matrix is None:
+            from scipy.sparse import csc_matrix
+
+            self._matrix = csc_matrix((np.asarray(self._vals, np.float32), (self._rows, self._cols)),
+                                      shape=(len(self._ids), self.classes))
+            self._id_array = np.asarray(self._ids, np.int64)
+        return self._matrix, self._id_array
+
+    def score(self, weights: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+        """(clip ids, scores) of the clips with a positive weighted sum of their class probabilities."""
+        cols = [c for c, w in weights.items() if 0 <= c < self.classes and w > 0]
+        if not cols or not self._ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        matrix, ids = self._csc()
+        w = np.asarray([weights[c] for c in cols], np.float32)
+        scores = np.asarray(matrix[:, cols] @ w).ravel()
+        hit = np.flatnonzero(scores > 0)
+        return ids[hit], scores[hit].astype(np.float32)
 
 
 def vector_bytes(v: np.ndarray) -> bytes:
@@ -116,7 +178,9 @@ class Store:
         self.engine = make_engine(str(db), readonly=readonly)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.RLock()
-        self._kinds = {"clips": _Kind(Clip, CLIP_INDEX_FILE), "captions": _Kind(Caption, CAPTION_INDEX_FILE)}
+        self._kinds = {"clips": _Kind(Clip, CLIP_INDEX_FILE), "captions": _Kind(Caption, CAPTION_INDEX_FILE),
+                       "looks": _Kind(Clip, LOOK_INDEX_FILE, column="look")}
+        self._concepts: ConceptPostings | None = None
         self._state = None
         self._load()
 
@@ -153,20 +217,57 @@ class Store:
             raise StoreError(f"{self.dir}: store format {config.format_version} is newer than this "
                              f"vidsearch understands ({FORMAT_VERSION})")
         old, state = self._state, self._disk_state()
+        active = self._active_kinds(config)
         loaded = {}
         for i, (name, kind) in enumerate(self._kinds.items()):
-            if old is not None and kind.index is not None and old[i + 1] == state[i + 1]:
+            if name not in active:
+                loaded[name] = (None, 0, [], False, 0)
+            elif old is not None and kind.active and kind.index is not None and old[i + 1] == state[i + 1]:
                 self._catch_up(kind)  # same FAISS file as loaded: only apply the commits since
             else:
                 loaded[name] = self._reconcile(kind, config)
+        concepts = self._load_concepts(config, active)
         with self._lock:
             self.config = config
             self._meta = meta
+            self._concepts = concepts
+            for name, kind in self._kinds.items():
+                kind.active = name in active
             for name, (index, unremoved, lost, changed, max_id) in loaded.items():
                 kind = self._kinds[name]
                 kind.index, kind.unremoved, kind.lost, kind.changed = index, unremoved, lost, changed
                 kind.max_id = max_id
             self._state = state
+
+    def _active_kinds(self, config: StoreConfig) -> set[str]:
+        """The vector kinds this store keeps: model vectors if it has a model, looks if it keeps them."""
+        with self.engine.connect() as conn:
+            columns_missing = {c for _, c, _ in missing_columns(conn)}
+            conn.rollback()
+        self._has_added_columns = not columns_missing
+        active = {"clips", "captions"} if config.has_model else set()
+        if config.look_dim > 0 and "look" not in columns_missing:
+            active.add("looks")
+        return active
+
+    def _load_concepts(self, config: StoreConfig, active: set[str]) -> ConceptPostings | None:
+        """The concept postings, caught up with rows committed since the last load (rebuilt if rows went)."""
+        if config.concept_classes <= 0 or not self._has_added_columns:
+            return None
+        postings = self._concepts
+        if postings is None or postings.classes != config.concept_classes:
+            postings = ConceptPostings(config.concept_classes)
+        with self.Session() as s:
+            count = s.scalar(select(func.count()).select_from(Clip).where(Clip.id <= postings.max_id))
+            if count != len(postings):  # rows were deleted (or replaced): start over
+                postings = ConceptPostings(config.concept_classes)
+            while True:
+                rows = s.execute(select(Clip.id, Clip.concepts).where(Clip.id > postings.max_id)
+                                 .order_by(Clip.id).limit(_CHUNK)).all()
+                if not rows:
+                    break
+                postings.add(rows)
+        return postings
 
     def _disk_state(self) -> tuple:
         """What refresh compares: the commit generation and the FAISS files' identity."""
@@ -181,11 +282,14 @@ class Store:
                 stats.append(None)
         return (gen, *stats)
 
+    def _kind_dim(self, kind: _Kind, config: StoreConfig) -> int:
+        return config.look_dim if kind.column == "look" else config.dim
+
     def _read_index(self, kind: _Kind, config: StoreConfig) -> VectorIndex | None:
         path = self.dir / kind.file
         if path.exists():
             try:
-                return VectorIndex.read(str(path), config.dim, config.index_type)
+                return VectorIndex.read(str(path), self._kind_dim(kind, config), config.index_type)
             except Exception:  # unreadable or foreign file: rebuilt from the SQLite blobs
                 return None
         return None
@@ -199,7 +303,7 @@ class Store:
         index = self._read_index(kind, config)
         changed = index is None
         if index is None:
-            index = VectorIndex.empty(config.dim, EXACT)
+            index = VectorIndex.empty(self._kind_dim(kind, config), EXACT)
         with self.Session() as s:
             row_ids = np.fromiter(s.scalars(select(kind.model.id)), dtype=np.int64)
         have = index.ids()
@@ -216,7 +320,7 @@ class Store:
         model = kind.model
         while True:
             with self.Session() as s:
-                rows = s.execute(select(model.id, model.vector).where(model.id > kind.max_id)
+                rows = s.execute(select(model.id, kind.blob).where(model.id > kind.max_id)
                                  .order_by(model.id).limit(_CHUNK)).all()
             if not rows:
                 break
@@ -240,7 +344,7 @@ class Store:
         model = kind.model
         for part in chunks(ids.tolist()):
             with self.Session() as s:
-                rows = s.execute(select(model.id, model.vector).where(model.id.in_(part))).all()
+                rows = s.execute(select(model.id, kind.blob).where(model.id.in_(part))).all()
             good = [(i, v) for i, v in rows if v is not None]
             lost += [i for i, v in rows if v is None]
             if good:
@@ -274,10 +378,21 @@ class Store:
     def meta(self) -> dict:
         """Model identity, dim, index type, format version, generation and the built FAISS types."""
         c = self.config
+        spec = {name: kind.index.spec if kind.index is not None else None for name, kind in self._kinds.items()}
         return {"model_path": c.model_path, "model_hash": c.model_hash, "model_name": c.model_name,
                 "dim": c.dim, "index_type": c.index_type, "format_version": c.format_version,
-                "generation": int(self._meta.get("generation", 0)),
-                "clip_index": self._kinds["clips"].index.spec, "caption_index": self._kinds["captions"].index.spec}
+                "generation": int(self._meta.get("generation", 0)), "channels": self.channels(),
+                "frame_encoder": c.frame_encoder, "text_encoder": c.text_encoder,
+                "clip_index": spec["clips"], "caption_index": spec["captions"], "look_index": spec["looks"]}
+
+    def channels(self) -> list[str]:
+        """The search channels this store answers (see StoreConfig.channels), as far as its data allows."""
+        out = self.config.channels()
+        if not self._kinds["looks"].active:
+            out = [c for c in out if c != "lookalike"]
+        if self._concepts is None:
+            out = [c for c in out if c != "concept"]
+        return out
 
     def counts(self) -> dict:
         """{"videos": indexed videos, "clips": clips, "failed": failed files, "captions", "pending"}."""
@@ -294,6 +409,8 @@ class Store:
         with self._lock:
             kind = self._kinds[name]
             index, extra = kind.index, kind.unremoved
+        if index is None:  # the store keeps no such vectors
+            return (np.full((len(vectors), k), -np.inf, np.float32), np.full((len(vectors), k), -1, np.int64))
         params = SearchParams(nprobe=self.config.nprobe, ef_search=self.config.ef_search)
         # Ask for a few more than k: rows deleted since this index was loaded are dropped below.
         scores, ids = index.search(vectors, k + extra + 8, params)
@@ -319,6 +436,22 @@ class Store:
     def search_captions(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k captions by inner product: (scores, caption_ids), each (Q, k), -1 padded."""
         return self._search("captions", np.atleast_2d(vectors), k)
+
+    def search_looks(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k clips by cosine of look-alike vectors: (scores, clip_ids), each (Q, k), -1 padded."""
+        return self._search("looks", np.atleast_2d(vectors), k)
+
+    def search_concepts(self, weights: dict[int, float], k: int) -> list[tuple[int, float]]:
+        """Clips by the weighted sum of their class probabilities (weights: class index -> weight), best
+        first, at most k; clips showing none of the weighted classes are left out."""
+        with self._lock:
+            postings = self._concepts
+        if postings is None or k <= 0:
+            return []
+        ids, scores = postings.score(weights)
+        alive = self._existing(Clip, ids)
+        order = [j for j in np.argsort(-scores, kind="stable") if int(ids[j]) in alive][:k]
+        return [(int(ids[j]), float(scores[j])) for j in order]
 
     def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
         """Full-text search over clip captions and concept tags: (clip_id, score) best first (BM25)."""
@@ -381,13 +514,24 @@ class Store:
                 out.update({cid: clip for cid, clip in s.execute(q).all()})
         return out
 
-    def clip_vector(self, clip_id: int) -> np.ndarray:
-        """The stored embedding of a clip, (dim,) float32; KeyError if there is no such clip."""
+    def clip_vector(self, clip_id: int, column: str = "vector") -> np.ndarray:
+        """The stored embedding of a clip, (dim,) float32 (`column="look"`: its look-alike vector);
+        KeyError if there is no such clip or it has no such vector."""
+        if column not in ("vector", "look") or (column == "look" and not self._has_added_columns):
+            raise KeyError(f"clips in store {self.dir} keep no {column!r} vectors")
         with self.Session() as s:
-            row = s.execute(select(Clip.vector).where(Clip.id == int(clip_id))).first()
+            row = s.execute(select(getattr(Clip, column)).where(Clip.id == int(clip_id))).first()
         if row is None or row[0] is None:
             raise KeyError(f"no clip {clip_id} in store {self.dir}")
         return bytes_vector(row[0]).copy()
+
+    def clip_concepts(self, clip_id: int) -> list[tuple[int, float]]:
+        """A clip's stored (class index, probability) pairs, best first; empty if it has none."""
+        if not self._has_added_columns:
+            return []
+        with self.Session() as s:
+            raw = s.scalar(select(Clip.concepts).where(Clip.id == int(clip_id)))
+        return [(int(c), float(p)) for c, p in json.loads(raw or "[]")]
 
     def _video_records(self, s: Session, videos: list[Video]) -> list[VideoRecord]:
         ids = [v.id for v in videos]

@@ -19,6 +19,7 @@ from .config import (
     CONFIG_FILE,
     DB_FILE,
     LOCK_FILE,
+    LOOK_INDEX_FILE,
     THUMB_DIR,
     StoreConfig,
     StoreError,
@@ -36,12 +37,14 @@ from .schema import (
     VideoPath,
     create_schema,
     make_engine,
+    migrate,
     utcnow,
 )
 from .store import Store, _Kind, bytes_vector, chunks, vector_bytes
 
 # Settings that change what the vectors mean: a store keeps them for life unless rebuilt with --reindex.
-FIXED = ("model_hash", "dim", "fps", "size", "square", "clip_seconds", "stride_seconds")
+FIXED = ("model_hash", "dim", "fps", "size", "square", "clip_seconds", "stride_seconds", "frame_encoder",
+         "look_dim", "concept_classes")
 
 
 @dataclass
@@ -58,9 +61,12 @@ class FileState:
 class ClipData:
     start: float
     end: float
-    vector: np.ndarray  # (dim,) float32, L2-normalised
+    vector: np.ndarray | None  # (dim,) float32, L2-normalised; None in a store without a model
     tags: list[tuple[str, float]] = field(default_factory=list)
     thumbnail: bytes | None = None  # JPEG
+    look: np.ndarray | None = None  # (look_dim,) float32, L2-normalised pooled frame features
+    concepts: list[tuple[int, float]] = field(default_factory=list)  # (class index, probability), best first
+    tag_text: str = ""  # what keyword search matches of its tags; empty: the tag labels themselves
 
 
 @dataclass
@@ -68,7 +74,7 @@ class CaptionData:
     text: str
     start: float | None
     end: float | None
-    vector: np.ndarray
+    vector: np.ndarray | None  # None in a store without a model
     clip: int | None  # index into the video's clips, None for a caption of the whole video
     source: str = "manifest"
 
@@ -85,7 +91,8 @@ def _lock(store_dir: Path):
 
 def _wipe(store_dir: Path) -> None:
     """Delete a store's files (not the directory, not the lock) for --reindex."""
-    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CLIP_INDEX_FILE, CAPTION_INDEX_FILE, CONFIG_FILE):
+    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CLIP_INDEX_FILE, CAPTION_INDEX_FILE, LOOK_INDEX_FILE,
+                 CONFIG_FILE):
         (store_dir / name).unlink(missing_ok=True)
     shutil.rmtree(store_dir / THUMB_DIR, ignore_errors=True)
 
@@ -112,6 +119,19 @@ def _initialised(db: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+def _migrate(store_dir: Path) -> None:
+    """Bring an older store's tables up to this format (new columns, NULL in old rows)."""
+    engine = make_engine(str(store_dir / DB_FILE), readonly=False)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def _blob(v) -> bytes | None:
+    return None if v is None else vector_bytes(v)
 
 
 def _mismatch(old: StoreConfig, new: StoreConfig) -> list[str]:
@@ -149,7 +169,13 @@ class StoreWriter(Store):
         store_dir = Path(store_dir)
         if not (store_dir / DB_FILE).is_file():
             raise StoreError(f"{store_dir}: no store here (missing {DB_FILE})")
-        return cls(store_dir, _lock(store_dir))
+        fd = _lock(store_dir)
+        try:
+            _migrate(store_dir)
+            return cls(store_dir, fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     @classmethod
     def create_or_open(cls, store_dir, config: StoreConfig, reindex: bool = False) -> StoreWriter:
@@ -160,13 +186,15 @@ class StoreWriter(Store):
         """
         store_dir = Path(store_dir)
         store_dir.mkdir(parents=True, exist_ok=True)
-        config.index_type = check_index_type(config.index_type, config.dim)
+        config.index_type = check_index_type(config.index_type, max(config.dim, config.look_dim, 1))
         fd = _lock(store_dir)
         try:
             if reindex or not _initialised(store_dir / DB_FILE):
                 _wipe(store_dir)
                 (store_dir / THUMB_DIR).mkdir()
                 _init_db(store_dir, config)
+            else:
+                _migrate(store_dir)
             writer = cls(store_dir, fd)  # from here on the writer owns the lock
         except BaseException:
             os.close(fd)
@@ -200,13 +228,13 @@ class StoreWriter(Store):
                 self.session.execute(update(Video).where(Video.id.in_(vids)).values(status=PENDING))
                 kind.lost = []
                 changed = True
-            if kind.unremoved:
+            if kind.index is not None and kind.unremoved:
                 kind.index.stale = True
         if changed:
             self._bump()
             self.session.commit()
         self._remove_orphan_thumbs()
-        if any(k.changed or k.index.stale for k in self._kinds.values()):
+        if any(k.index is not None and (k.changed or k.index.stale) for k in self._kinds.values()):
             self._dirty = True
             self.flush(force=True)
 
@@ -315,6 +343,7 @@ class StoreWriter(Store):
         # Clips, captions and their FTS rows go by ON DELETE CASCADE and the clip_text trigger.
         self.session.execute(delete(Video).where(Video.id == vid))
         self._tx_remove["clips"] += clip_ids
+        self._tx_remove["looks"] += clip_ids
         self._tx_remove["captions"] += cap_ids
         self._tx_thumbs += [self.dir / THUMB_DIR / f"{i}.jpg" for i in clip_ids]
         return True
@@ -355,7 +384,9 @@ class StoreWriter(Store):
                       codec=info.codec, indexed_at=utcnow())
         video.paths.append(VideoPath(path=state.path, size=state.size, mtime=state.mtime))
         rows = [Clip(start=float(c.start), end=float(c.end), tags=json.dumps([[t, round(float(p), 4)] for t, p in c.tags]),
-                     vector=vector_bytes(c.vector)) for c in clips]
+                     vector=_blob(c.vector), look=_blob(c.look),
+                     concepts=json.dumps([[int(k), round(float(p), 5)] for k, p in c.concepts]) if c.concepts else None)
+                for c in clips]
         video.clips.extend(rows)
         self.session.add(video)
         self.session.flush()
@@ -364,13 +395,14 @@ class StoreWriter(Store):
             if clip.thumbnail is not None:
                 row.thumbnail = self._write_thumb(row.id, clip.thumbnail)
         caps = [Caption(video_id=video.id, clip_id=rows[c.clip].id if c.clip is not None else None,
-                        start=c.start, end=c.end, text=c.text, source=c.source, vector=vector_bytes(c.vector))
+                        start=c.start, end=c.end, text=c.text, source=c.source, vector=_blob(c.vector))
                 for c in captions]
         self.session.add_all(caps)
         self.session.flush()
-        self._add_fts(rows, captions)
-        self._tx_add["clips"].append(([r.id for r in rows], [c.vector for c in clips]))
-        self._tx_add["captions"].append(([c.id for c in caps], [c.vector for c in captions]))
+        self._add_fts(rows, clips, captions)
+        self._queue_vectors("clips", rows, [c.vector for c in clips])
+        self._queue_vectors("captions", caps, [c.vector for c in captions])
+        self._queue_vectors("looks", rows, [c.look for c in clips])
         crash_point("video-written")
         return video.id
 
@@ -384,7 +416,7 @@ class StoreWriter(Store):
             return 0
         clip_ids = list(self.session.scalars(select(Clip.id).where(Clip.video_id == video_id).order_by(Clip.start)))
         rows = [Caption(video_id=video_id, start=c.start, end=c.end, text=c.text, source=c.source,
-                        vector=vector_bytes(c.vector),
+                        vector=_blob(c.vector),
                         clip_id=clip_ids[c.clip] if c.clip is not None and c.clip < len(clip_ids) else None)
                 for c in new]
         self.session.add_all(rows)
@@ -394,8 +426,14 @@ class StoreWriter(Store):
             if target is not None:
                 self.session.execute(text("UPDATE clip_text SET captions = captions || char(10) || :t "
                                           "WHERE rowid = :id"), {"t": row.text, "id": target})
-        self._tx_add["captions"].append(([r.id for r in rows], [c.vector for c in new]))
+        self._queue_vectors("captions", rows, [c.vector for c in new])
         return len(rows)
+
+    def _queue_vectors(self, kind: str, rows: list, vectors: list) -> None:
+        """Vectors to add to FAISS once the transaction commits (only those given, for kinds the store keeps)."""
+        pairs = [(r.id, v) for r, v in zip(rows, vectors) if v is not None]
+        if pairs and self._kinds[kind].active:
+            self._tx_add[kind].append(([i for i, _ in pairs], [v for _, v in pairs]))
 
     def _absorb_pending(self, video_id: int, content_hash: str | None) -> None:
         """A pending video of the same content (embedded again now) hands its other paths over and goes."""
@@ -404,7 +442,9 @@ class StoreWriter(Store):
         old = list(self.session.scalars(select(Video.id).where(Video.hash == content_hash, Video.status == PENDING)))
         for vid in old:
             self.session.execute(update(VideoPath).where(VideoPath.video_id == vid).values(video_id=video_id))
-            self._tx_remove["clips"] += list(self.session.scalars(select(Clip.id).where(Clip.video_id == vid)))
+            gone = list(self.session.scalars(select(Clip.id).where(Clip.video_id == vid)))
+            self._tx_remove["clips"] += gone
+            self._tx_remove["looks"] += gone
             self._tx_remove["captions"] += list(self.session.scalars(select(Caption.id).where(Caption.video_id == vid)))
             self.session.execute(delete(Video).where(Video.id == vid))
 
@@ -416,17 +456,65 @@ class StoreWriter(Store):
         self._tx_new_thumbs.append(self.dir / rel)
         return rel
 
-    def _add_fts(self, rows: list[Clip], captions: list[CaptionData]) -> None:
-        """One FTS row per clip: its captions' text (untimed video captions go to the first clip) and tags."""
+    def _add_fts(self, rows: list[Clip], clips: list[ClipData], captions: list[CaptionData]) -> None:
+        """One FTS row per clip: its captions' text (untimed video captions go to the first clip) and its
+        tags' text (the clip's `tag_text`, or else its tag labels)."""
         texts = [[] for _ in rows]
         for c in captions:
             at = c.clip if c.clip is not None else 0
             if rows:
                 texts[at].append(c.text)
-        params = [{"id": r.id, "c": "\n".join(t), "t": " ".join(label for label, _ in json.loads(r.tags))}
-                  for r, t in zip(rows, texts)]
+        params = [{"id": r.id, "c": "\n".join(t),
+                   "t": clip.tag_text or " ".join(label for label, _ in clip.tags)}
+                  for r, clip, t in zip(rows, clips, texts)]
         if params:
             self.session.execute(text("INSERT INTO clip_text(rowid, captions, tags) VALUES (:id, :c, :t)"), params)
+
+    # ---- giving a model-less store its model -------------------------------------------------------
+
+    def rows_without_vectors(self, kind: str = "clips") -> list[int]:
+        """Ids of the committed clips ("clips") or captions ("captions") that have no model vector yet."""
+        model = {"clips": Clip, "captions": Caption}[kind]
+        with self.Session() as s:
+            return list(s.scalars(select(model.id).where(model.vector.is_(None)).order_by(model.id)))
+
+    def add_model_vectors(self, config: StoreConfig, clip_vectors, caption_vectors=()) -> int:
+        """Add a trained model's vectors to a store that has none yet, without re-decoding anything.
+
+        `config` is the store's config with the model's identity and `dim` filled in (sampling unchanged);
+        `clip_vectors` and `caption_vectors` are (row id, (dim,) float32 unit vector) pairs for existing
+        rows, e.g. from `rows_without_vectors`. Writes them, records the model, builds clips.faiss and
+        captions.faiss, commits; returns how many vectors were written. A clip left without a vector marks
+        its video pending on the next open, so the next index run embeds it again.
+        """
+        if self.config.has_model:
+            raise StoreError(f"{self.dir}: the store already has a model ({self.config.model_path}); "
+                             "replace it with --reindex")
+        if not config.has_model:
+            raise StoreError("add_model_vectors needs a config that names a model (model_hash and dim)")
+        diffs = [d for d in _mismatch(self.config, config) if not d.startswith(("model_hash", "dim"))]
+        if diffs:
+            raise StoreError(f"{self.dir}: the model samples differently from the store ({'; '.join(diffs)})")
+        self._touched = True
+        written = 0
+        for name, model, pairs in (("clips", Clip, clip_vectors), ("captions", Caption, caption_vectors)):
+            kind = self._kinds[name]
+            kind.index, kind.active, kind.lost, kind.unremoved = VectorIndex.empty(config.dim), True, [], 0
+            for part in chunks(pairs, 2000):
+                for row_id, vec in part:
+                    vec = np.asarray(vec, np.float32).reshape(-1)
+                    if vec.shape != (config.dim,):
+                        raise StoreError(f"{name} vector of row {row_id} has shape {vec.shape}, "
+                                         f"expected ({config.dim},)")
+                    self.session.execute(update(model).where(model.id == int(row_id)).values(vector=vector_bytes(vec)))
+                self._tx_add[name].append(([int(i) for i, _ in part], [np.asarray(v, np.float32) for _, v in part]))
+                written += len(part)
+        self.session.merge(Meta(key="config", value=config.to_json()))
+        self.config = config
+        self.commit()
+        config.save(self.dir)
+        self.flush(force=True)
+        return written
 
     # ---- commit and flush --------------------------------------------------------------------------
 
@@ -445,6 +533,8 @@ class StoreWriter(Store):
         crash_point("commit")
         with self._lock:
             for name, kind in self._kinds.items():
+                if kind.index is None:
+                    continue
                 if self._tx_remove[name]:
                     kind.index.remove(self._tx_remove[name])
                 for ids, vecs in self._tx_add[name]:
@@ -454,13 +544,13 @@ class StoreWriter(Store):
         for p in self._tx_thumbs:
             p.unlink(missing_ok=True)
         self._clear_tx()
-        small = all(k.index.ntotal <= self.small_index for k in self._kinds.values())
+        small = all(k.index.ntotal <= self.small_index for k in self._kinds.values() if k.index is not None)
         if small or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def _clear_tx(self) -> None:
-        self._tx_add = {"clips": [], "captions": []}
-        self._tx_remove = {"clips": [], "captions": []}
+        self._tx_add = {"clips": [], "captions": [], "looks": []}
+        self._tx_remove = {"clips": [], "captions": [], "looks": []}
         self._tx_thumbs = []  # thumbnails of deleted clips, removed once the deletion commits
         self._tx_new_thumbs = []  # thumbnails written by this transaction, removed if it rolls back
 
@@ -477,8 +567,10 @@ class StoreWriter(Store):
         if not (self._dirty or force):
             return
         for name, kind in self._kinds.items():
+            if kind.index is None:
+                continue
             n = kind.index.ntotal
-            spec = plan(self.config.index_type, n, self.config.dim, self.config.auto_threshold)
+            spec = plan(self.config.index_type, n, self._kind_dim(kind, self.config), self.config.auto_threshold)
             if kind.index.stale or should_rebuild(kind.index.spec, spec):
                 kind.index = self._rebuild(kind, spec)
             kind.index.write(str(self.dir / kind.file))
@@ -492,17 +584,17 @@ class StoreWriter(Store):
         sample = None
         want = train_size(spec)
         if want:
-            q = text(f"SELECT vector FROM {kind.model.__tablename__} WHERE vector IS NOT NULL "
+            q = text(f"SELECT {kind.column} FROM {kind.model.__tablename__} WHERE {kind.column} IS NOT NULL "
                      "ORDER BY random() LIMIT :n")
             blobs = self.session.execute(q, {"n": want}).scalars().all()
             sample = np.stack([bytes_vector(b) for b in blobs]) if blobs else None
-        return VectorIndex.build(self.config.dim, spec, self._blob_chunks(kind.model), sample)
+        return VectorIndex.build(self._kind_dim(kind, self.config), spec, self._blob_chunks(kind), sample)
 
-    def _blob_chunks(self, model, size: int = 20000):
-        last = -1
+    def _blob_chunks(self, kind: _Kind, size: int = 20000):
+        last, model = -1, kind.model
         while True:
-            rows = self.session.execute(select(model.id, model.vector).where(model.id > last,
-                                        model.vector.is_not(None)).order_by(model.id).limit(size)).all()
+            rows = self.session.execute(select(model.id, kind.blob).where(model.id > last,
+                                        kind.blob.is_not(None)).order_by(model.id).limit(size)).all()
             if not rows:
                 return
             yield np.array([r[0] for r in rows], np.int64), np.stack([bytes_vector(r[1]) for r in rows])

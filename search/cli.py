@@ -17,8 +17,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--similar", metavar="CLIP_ID", type=int, help="clips similar to this stored clip")
     p.add_argument("-k", type=int, default=10, help="number of results (1-100, default 10)")
     p.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
-    p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="hybrid",
-                   help="text search mode (default hybrid)")
+    p.add_argument("--mode", choices=["dense", "keyword", "concept", "hybrid"], default="hybrid",
+                   help="text search mode (default hybrid: every channel the store has, fused)")
     p.add_argument("--rerank", action="store_true", help="re-rank the top candidates with the alignment head")
     p.add_argument("--no-rewrite", action="store_true",
                    help="search the words as typed, without putting unknown words into the model's training words")
@@ -46,15 +46,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     reading = _reading(engine, args)
     if args.json:
-        answer = {"query": _describe(args), "results": [h.to_dict() for h in hits]}
+        answer = {"query": _describe(args), "channels": engine.channels, "results": [h.to_dict() for h in hits]}
         if reading is not None:
             answer["read_as"] = reading.to_dict()
         print(json.dumps(answer, indent=2))
     else:
+        print(f"channels: {', '.join(engine.channels)}")
         if reading is not None and reading.changed:
             swaps = ", ".join(f"{s.source} -> {s.target}" if s.target else f"{s.source} left out"
                               for s in reading.substitutions)
             print(f"read as: {reading.text} ({swaps}; --no-rewrite searches the words as typed)")
+        if reading is not None and reading.concepts:
+            print("concepts: " + "; ".join(f"{c.source} -> {', '.join(c.classes[:5])}"
+                                           + (f" (+{len(c.classes) - 5})" if len(c.classes) > 5 else "")
+                                           for c in reading.concepts))
         print(format_table(hits))
     return 0
 
@@ -102,12 +107,14 @@ def mmss(seconds: float) -> str:
 
 
 def format_table(hits) -> str:
-    """A plain-text table of hits: rank, score, time range, clip id, path and caption."""
+    """A plain-text table of hits: rank, the channels that found each with their own scores, time range, clip id,
+    path and caption."""
     if not hits:
         return "no results"
     lines = []
     for rank, h in enumerate(hits, start=1):
         caption = f"  {h.caption}" if h.caption else ""
-        lines.append(f"{rank:3d}. {h.score:8.4f}  {mmss(h.start)}-{mmss(h.end)}  clip {h.clip_id}  "
+        found = " ".join(f"{c}={h.similarities.get(c, 0.0):.3f}" for c in h.sources) or f"{h.score:.4f}"
+        lines.append(f"{rank:3d}. [{found}]  {mmss(h.start)}-{mmss(h.end)}  clip {h.clip_id}  "
                      f"{h.video_path}{caption}")
     return "\n".join(lines)

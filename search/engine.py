@@ -7,17 +7,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .fusion import best_per_group, merge_max, page, reciprocal_rank_fusion, settled_max
 
-MODES = ("dense", "keyword", "hybrid")
+# Search channels: "dense" (the model's clip and caption vectors), "keyword" (FTS5 over captions and concept
+# tags), "concept" (the query's class weights against each clip's class probabilities) and "lookalike" (the
+# frame encoder's pooled features, for video and similar-clip queries). A store has the ones its data allows.
+DENSE, KEYWORD, CONCEPT, LOOKALIKE = "dense", "keyword", "concept", "lookalike"
+CHANNELS = (DENSE, KEYWORD, CONCEPT, LOOKALIKE)
+TEXT_CHANNELS = (DENSE, KEYWORD, CONCEPT)
+MODES = (DENSE, KEYWORD, CONCEPT, "hybrid")
 GROUPS = ("clip", "video")
 MAX_K = 100
 MAX_OFFSET = 1000  # deepest page start; with MAX_K it bounds the candidates one query can ask for
+MAX_QUERY_CHARS = 2000  # longer text is no query a person typed; it is refused rather than cut silently
 TEXT_CACHE = 256   # query vectors kept, so paging through one query embeds it once
+_CONTROL = {c: " " for c in range(32)} | {127: " "}
 
 
 class QueryError(ValueError):
@@ -41,6 +49,8 @@ class Hit:
     end: float
     score: float
     caption: str | None
+    sources: list[str] = field(default_factory=list)   # the channels that found it
+    similarities: dict[str, float] = field(default_factory=dict)  # each of those channels' own score
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,16 +62,18 @@ class Reading:
     query: str
     text: str
     substitutions: tuple = ()          # trainer.lexicon.Substitution, in query order
+    concepts: tuple = ()               # search.concepts.ConceptMatch: the classes the query's words reached
 
     @property
     def changed(self) -> bool:
         return self.text != self.query
 
     def to_dict(self) -> dict:
-        """{"text", "substitutions": [{"from", "to", "evidence", "score"}]}, as the API and CLI report it."""
+        """{"text", "substitutions": [{"from", "to", "evidence", "score"}], "concepts": [{"from", "classes",
+        "count", "evidence"}]}, as the API and CLI report it."""
         subs = [{"from": s.source, "to": s.target, "evidence": s.evidence, "score": s.score}
                 for s in self.substitutions]
-        return {"text": self.text, "substitutions": subs}
+        return {"text": self.text, "substitutions": subs, "concepts": [c.to_dict() for c in self.concepts]}
 
 
 @dataclass
@@ -73,30 +85,76 @@ class EngineConfig:
     depth: int = 100                 # first-stage search depth; deeper only when filters or paging need more
     max_candidates: int = 5000       # widest first-stage search when filters or grouping thin the list
     feature_cache: int = 4096        # clips whose frame features are kept for re-ranking
+    # Text results a channel returns must beat chance: dense cosines the best that random letter strings reach
+    # in this store (measured on `null_probes` of them), concept scores `concept_floor` (the share of a clip's
+    # class probability that the query's concepts hold). Off (False) returns every candidate, as ranked.
+    cutoffs: bool = True
+    null_probes: int = 16
+    concept_floor: float = 0.05
 
 
-# A candidate source: given a depth n, the (clip_id, score) list best first and whether the source ran dry.
-Source = Callable[[int], tuple[list[tuple[int, float]], bool]]
+# A candidate source: given a depth n, the (clip_id, score) list best first, whether the source ran dry, and per
+# clip the channels that found it with their own scores.
+Found = tuple[list[tuple[int, float]], bool, dict[int, dict[str, float]]]
+Source = Callable[[int], Found]
 
 
 class Engine:
     """Answers queries against one store; safe to share between threads."""
 
-    def __init__(self, store, model=None, config: EngineConfig | None = None):
-        """`store` is an `indexer.Store` or its directory; `model` defaults to the model recorded in the store."""
+    def __init__(self, store, model=None, config: EngineConfig | None = None, sentences=None):
+        """`store` is an `indexer.Store` or its directory; `model` defaults to the model recorded in the store
+        (a store indexed without one has none, and no dense channel). `sentences` (texts -> (N, D) unit rows)
+        is the sentence encoder that reads words into concepts; by default the one the store records."""
         if isinstance(store, (str, os.PathLike)):
             from indexer import Store
             store = Store.open(store, readonly=True)
         self.store = store
-        self.model = model if model is not None else _load_recorded_model(store)
-        check_model_matches(store, self.model)
+        if DENSE in store.channels():
+            self.model = model if model is not None else _load_recorded_model(store)
+            check_model_matches(store, self.model)
+        elif model is not None:
+            raise ValueError(f"the store {getattr(store, 'dir', '')} has no model vectors; index it with "
+                             "--model to add them, or search it without a model")
+        else:
+            self.model = None
         self.config = config or EngineConfig()
         self._lock = _ReadWriteLock()
         self._text_cache: OrderedDict[tuple[str, bool], tuple[Reading, np.ndarray]] = OrderedDict()
         self._text_lock = threading.Lock()
         self._checked = time.monotonic()
+        self._dense_floor: float | None = None
+        self._offline = None
+        self._concepts = None
+        self._sentences = sentences
         from .rerank import FeatureCache
-        self._features = FeatureCache(self.model, self.sampling, self.config.feature_cache)
+        self._features = FeatureCache(self.model, self.sampling, self.config.feature_cache) if self.model else None
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels this store answers, in CHANNELS order."""
+        return list(self.store.channels())
+
+    def _encoders(self):
+        """The store's offline encoders (frame and sentence), made on first use."""
+        if self._offline is None:
+            from indexer.offline import store_encoders
+            self._offline = store_encoders(self.store.config)
+        return self._offline
+
+    def _concept_reader(self):
+        if self._concepts is None:
+            from indexer.offline import text_encoder_path
+
+            from .concepts import ConceptReader
+            if self._sentences is not None:
+                encode = self._sentences
+                key = f"{getattr(encode, '__module__', '')}.{getattr(encode, '__qualname__', type(encode).__name__)}"
+            else:
+                encoders = self._encoders()
+                encode, key = encoders.sentence_vectors, text_encoder_path(encoders.text_spec)
+            self._concepts = ConceptReader(encode, key, classes=self.store.config.concept_classes)
+        return self._concepts
 
     @property
     def sampling(self):
@@ -106,23 +164,39 @@ class Engine:
             return config.sampling()
         return self.model.sampling
 
+    def _text_channels(self, mode: str) -> list[str]:
+        """The channels a text query in `mode` uses; QueryError if the store lacks the one asked for."""
+        have = [c for c in TEXT_CHANNELS if c in self.channels]
+        if mode == "hybrid":
+            return have
+        if mode not in have:
+            raise QueryError(f"mode {mode!r}: this store has no {mode} channel (it has {', '.join(have)}; "
+                             "a store gets dense vectors from a trained model: `vidsearch index --model`)")
+        return [mode]
+
     # ---- queries ---------------------------------------------------------------------------------------------
     def text(self, q: str, k: int = 10, offset: int = 0, mode: str = "hybrid", rerank: bool = False,
              group: str = "clip", prefix: str | None = None, rewrite: bool = True) -> list[Hit]:
-        """Clips matching a sentence: dense (clip + caption vectors), keyword (FTS5) or hybrid (RRF of both).
+        """Clips matching a sentence: dense (clip + caption vectors), keyword (FTS5), concept (ImageNet classes)
+        or hybrid (RRF of the channels the store has). Each channel keeps only results that beat chance
+        (`EngineConfig.cutoffs`), so a query no channel finds evidence for has no results.
 
-        rewrite: the dense side reads the query in the model's training words (see `read`); keyword search
-        always matches the words as typed.
+        rewrite: the dense side reads the query in the model's training words (see `read`); keyword and concept
+        search always read the words as typed.
         """
         q = _check_text(q)
         _check_page(k, offset, group)
         if mode not in MODES:
             raise QueryError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        reading, vector = (None, None) if mode == "keyword" else self._text_vector(q, rewrite)
+        use = self._text_channels(mode)
+        if rerank and self.model is None:
+            raise QueryError("rerank needs a trained model, and this store has none")
+        reading, vector = self._text_vector(q, rewrite) if DENSE in use else (None, None)
+        weights = self._concept_reader().read(q).weights if CONCEPT in use else None
         # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
         rerank = rerank and offset < self.config.rerank_top
         with self._reading():
-            source = self._text_source(q, vector, mode)
+            source = self._text_source(q, vector, weights, use)
             depth = offset + k
             if rerank:
                 depth = max(depth, self.config.rerank_top)
@@ -136,7 +210,7 @@ class Engine:
     def video(self, path, k: int = 10, offset: int = 0, group: str = "clip", prefix: str | None = None) -> list[Hit]:
         """Clips that look like the video file at `path`; raises `trainer.MediaError` if it cannot be decoded."""
         _check_page(k, offset, group)
-        vectors = self.embed_video(path)
+        vectors = self._video_vectors(path)
         with self._reading():
             hits = self._collect(self._vector_source(vectors), offset + k, group, prefix)
         return _shape(hits, group, offset, k)
@@ -154,18 +228,30 @@ class Engine:
             if not records:
                 raise UnknownId(f"unknown clip id {clip_id}")
             own_video = records[0].video_id if group == "video" else None
-            try:
-                vector = np.asarray(self.store.clip_vector(clip_id), dtype=np.float32).reshape(1, -1)
-            except KeyError:   # removed since the lookup above, or its vector was lost and awaits re-indexing
-                raise UnknownId(f"clip {clip_id} has no stored vector") from None
-            source = self._vector_source(vector, exclude=clip_id)
+            vectors = {}
+            for channel, column in ((DENSE, "vector"), (LOOKALIKE, "look")):
+                if channel in self.channels:
+                    try:
+                        vectors[channel] = np.asarray(self.store.clip_vector(clip_id, column),
+                                                      dtype=np.float32).reshape(1, -1)
+                    except KeyError:  # removed since the lookup above, or lost and awaiting re-indexing
+                        pass
+            if not vectors:
+                raise UnknownId(f"clip {clip_id} has no stored vector")
+            source = self._vector_source(vectors, exclude=clip_id)
             hits = self._collect(source, offset + k, group, prefix, skip_video=own_video)
         return _shape(hits, group, offset, k)
 
     def read(self, q: str, rewrite: bool = True) -> Reading:
-        """How the dense search reads `q`: words the model never saw in training are put into words it did
-        (through WordNet, see trainer.lexicon), so that a user can tell when a result answers a rewritten query."""
-        return self._text_vector(_check_text(q), rewrite)[0]
+        """How search reads `q`: for the dense channel, words the model never saw in training put into words it
+        did (through WordNet, see trainer.lexicon), and for the concept channel, the ImageNet classes the words
+        reach; so that a user can tell when a result answers a query read differently from how it was typed."""
+        q = _check_text(q)
+        reading = self._text_vector(q, rewrite)[0] if DENSE in self.channels else Reading(q, q)
+        if CONCEPT in self.channels:
+            from dataclasses import replace
+            reading = replace(reading, concepts=self._concept_reader().read(q).matches)
+        return reading
 
     def _text_vector(self, q: str, rewrite: bool) -> tuple[Reading, np.ndarray]:
         """The query's reading and (1, dim) vector, remembered for the next pages of the same query."""
@@ -186,12 +272,28 @@ class Engine:
 
     def embed_video(self, path) -> np.ndarray:
         """(Q, dim) vectors of a query video's clips, decoded, cut and embedded the way the indexer embeds clips."""
+        if self.model is None:
+            raise QueryError("this store has no model, so no dense vectors to embed a video into")
+        return self._video_vectors(path)[DENSE]
+
+    def _video_vectors(self, path) -> dict[str, np.ndarray]:
+        """Per vector channel of the store, (Q, d) vectors of a query video's clips, decoded, cut and embedded
+        the way the indexer embeds clips."""
+        from indexer.encode import clip_look, look_width
         from trainer.media import MediaError, decode
+        encoder = self.model if self.model is not None else self._encoders()
         decoded = decode(str(path), self.sampling)
-        stacks = clip_features(self.model, decoded, self.sampling)
+        stacks = clip_features(encoder, decoded, self.sampling)
         if not stacks:
             raise MediaError(str(path), "no frames could be sampled")
-        return np.asarray(self.model.embed_clips([f for _, _, f in stacks], features=True), dtype=np.float32)
+        feats = [f for _, _, f in stacks]
+        out = {}
+        if self.model is not None:
+            out[DENSE] = np.asarray(self.model.embed_clips(feats, features=True), dtype=np.float32)
+        width = look_width(encoder)
+        if LOOKALIKE in self.channels and width == self.store.config.look_dim:
+            out[LOOKALIKE] = np.stack([clip_look(f, width) for f in feats])
+        return out
 
     # ---- lookups the web layer needs, under the same refresh discipline ---------------------------------------
     def clip(self, clip_id: int):
@@ -236,40 +338,66 @@ class Engine:
         with self._lock.writing():
             self._checked = time.monotonic()
             changed = bool(self.store.refresh())
-        if changed:
+            if changed:
+                self._dense_floor = None  # the library changed: measure chance again
+        if changed and self._features is not None:
             self._features.clear()
         return changed
 
     # ---- candidate sources -----------------------------------------------------------------------------------
-    def _text_source(self, q: str, vector, mode: str) -> Source:
+    def _text_source(self, q: str, vector, weights, use: list[str]) -> Source:
+        """The candidate source of a text query over the channels in `use` (RRF when there are several)."""
+        from .concepts import query_words
+
         def dense(n: int):
             clips = _valid(*self.store.search_clips(vector, n), n)
             captions = _valid(*self.store.search_captions(vector, n), n)
             owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
             mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
-            return _settled([clips, captions], merge_max(clips[0], mapped))
+            return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance_cosine())
+
+        words = " ".join(query_words(q))   # function words alone are no evidence of anything
 
         def keyword(n: int):
-            found = [(int(c), float(s)) for c, s in self.store.keyword(q, n)]
+            found = [(int(c), float(s)) for c, s in self.store.keyword(words, n)] if words else []
             return found, len(found) < n
 
-        def hybrid(n: int):
-            (d, d_dry), (w, w_dry) = dense(n), keyword(n)
-            # Both rankings are cut at the same depth; RRF over them is the usual fixed-depth fusion.
-            fused = reciprocal_rank_fusion([[c for c, _ in d], [c for c, _ in w]], k=self.config.rrf_k)
-            return fused, d_dry and w_dry
+        def concept(n: int):
+            found = self.store.search_concepts(weights, n) if weights else []
+            floor = self.config.concept_floor if self.config.cutoffs else -np.inf
+            return _cut(found, len(found) < n, floor)
 
-        return {"dense": dense, "keyword": keyword, "hybrid": hybrid}[mode]
+        channels = {DENSE: dense, KEYWORD: keyword, CONCEPT: concept}
+        return _fused([(name, channels[name]) for name in use], self.config.rrf_k)
 
-    def _vector_source(self, vectors: np.ndarray, exclude: int | None = None) -> Source:
-        def source(n: int):
-            depth = n + (exclude is not None)
-            scores, ids = self.store.search_clips(vectors, depth)
-            # A result clip's score is its best similarity to any of the query's clips.
-            rows = [_valid(s[None], i[None], depth) for s, i in zip(scores, ids)]
-            merged, dry = _settled(rows, merge_max(*(r[0] for r in rows)))
-            return [(c, s) for c, s in merged if c != exclude], dry
-        return source
+    def _chance_cosine(self) -> float:
+        """The best dense cosine that random letter strings reach in this store: real matches must beat it."""
+        if not self.config.cutoffs or self.config.null_probes <= 0:
+            return -np.inf
+        if self._dense_floor is None:
+            from .concepts import random_strings
+            probes = random_strings(self.config.null_probes)
+            vectors = np.asarray(self.model.embed_text(probes, rewrite=False), dtype=np.float32)
+            best = [self.store.search_clips(vectors, 1)[0], self.store.search_captions(vectors, 1)[0]]
+            top = np.concatenate([b.ravel() for b in best])
+            self._dense_floor = float(top[np.isfinite(top)].max()) if np.isfinite(top).any() else -np.inf
+        return self._dense_floor
+
+    def _vector_source(self, vectors: dict[str, np.ndarray], exclude: int | None = None) -> Source:
+        """Candidates for query vectors per channel (dense, lookalike): each result clip scores its best
+        similarity to any of the query's clips; several channels are fused by RRF."""
+        search = {DENSE: self.store.search_clips, LOOKALIKE: self.store.search_looks}
+
+        def channel(name: str):
+            def source(n: int):
+                depth = n + (exclude is not None)
+                scores, ids = search[name](vectors[name], depth)
+                rows = [_valid(s[None], i[None], depth) for s, i in zip(scores, ids)]
+                merged, dry = _settled(rows, merge_max(*(r[0] for r in rows)))
+                return [(c, s) for c, s in merged if c != exclude], dry
+            return source
+
+        return _fused([(name, channel(name)) for name in (DENSE, LOOKALIKE) if name in vectors], self.config.rrf_k)
 
     def _collect(self, source: Source, need: int, group: str, prefix: str | None,
                  skip_video: int | None = None) -> list[Hit]:
@@ -277,22 +405,24 @@ class Engine:
         # Results past max_candidates are never produced, so a huge offset costs no more than a deep page.
         n = min(max(2 * need, self.config.depth), self.config.max_candidates)
         while True:
-            scored, dry = source(n)
-            hits = [h for h in self._hits(scored, prefix) if h.video_id != skip_video]
+            scored, dry, evidence = source(n)
+            hits = [h for h in self._hits(scored, evidence, prefix) if h.video_id != skip_video]
             kept = best_per_group(hits, lambda h: h.video_id) if group == "video" else hits
             if len(kept) >= need or dry or n >= self.config.max_candidates:
                 return hits
             n = min(4 * n, self.config.max_candidates)
 
-    def _hits(self, scored: list[tuple[int, float]], prefix: str | None) -> list[Hit]:
+    def _hits(self, scored: list[tuple[int, float]], evidence: dict, prefix: str | None) -> list[Hit]:
         records = {r.id: r for r in self.store.clips([c for c, _ in scored])} if scored else {}
         hits = []
         for clip_id, score in scored:
             r = records.get(clip_id)
             if r is None or (prefix and not str(r.video_path).startswith(prefix)):
                 continue
+            found = evidence.get(clip_id, {})
             hits.append(Hit(clip_id=int(r.id), video_id=int(r.video_id), video_path=str(r.video_path),
-                            start=float(r.start), end=float(r.end), score=float(score), caption=r.caption))
+                            start=float(r.start), end=float(r.end), score=float(score), caption=r.caption,
+                            sources=list(found), similarities={c: round(float(v), 4) for c, v in found.items()}))
         return hits
 
     @contextmanager
@@ -321,6 +451,30 @@ def _shape(hits: list[Hit], group: str, offset: int, k: int) -> list[Hit]:
     return page(hits, offset, k)
 
 
+def _fused(channels: list[tuple[str, Callable]], rrf_k: int) -> Source:
+    """One source over named channel sources ((scored, dry) at depth n): a lone channel as it ranks, several
+    fused by RRF at the same depth; the evidence names the channels that found each clip, with their scores."""
+    def source(n: int) -> Found:
+        lists = [(name, *fn(n)) for name, fn in channels]
+        evidence: dict[int, dict[str, float]] = {}
+        for name, scored, _ in lists:
+            for c, s in scored:
+                evidence.setdefault(c, {})[name] = s
+        dry = all(d for _, _, d in lists)
+        if len(lists) == 1:
+            return lists[0][1], dry, evidence
+        # Every ranking is cut at the same depth; RRF over them is the usual fixed-depth fusion.
+        fused = reciprocal_rank_fusion([[c for c, _ in scored] for _, scored, _ in lists], k=rrf_k)
+        return fused, dry, evidence
+    return source
+
+
+def _cut(scored: list[tuple[int, float]], dry: bool, floor: float) -> tuple[list[tuple[int, float]], bool]:
+    """Drop results scoring under `floor` (best first, so the rest would too: the channel is then dry)."""
+    kept = [(c, s) for c, s in scored if s >= floor]
+    return kept, dry or len(kept) < len(scored)
+
+
 def _settled(lists, merged):
     """The final-order prefix of a max-merge of (list, dry) pairs, and whether every list ran dry."""
     dry = all(d for _, d in lists)
@@ -345,9 +499,19 @@ def _check_id(value, kind: str) -> int:
 
 
 def _check_text(q) -> str:
+    """The query text, stripped, with control characters as spaces; QueryError for none, too long or not text."""
     if not isinstance(q, str) or not q.strip():
         raise QueryError("q must be a non-empty query text")
-    return q.strip()
+    if len(q) > MAX_QUERY_CHARS:
+        raise QueryError(f"q must be at most {MAX_QUERY_CHARS} characters, got {len(q)}")
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate: not text any encoder or SQLite can take
+        raise QueryError("q must be valid Unicode text (it holds an unpaired surrogate)") from None
+    q = q.translate(_CONTROL).strip()
+    if not q:
+        raise QueryError("q must be a non-empty query text")
+    return q
 
 
 def _check_page(k, offset, group) -> None:

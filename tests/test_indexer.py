@@ -214,10 +214,6 @@ def test_progress_and_report_dict(tmp_path, capsys):
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         run(tmp_path, tmp_path / "store", batch_size=0)
-    from indexer import StoreError
-
-    with pytest.raises(StoreError, match="needs a model"):
-        index_paths([tmp_path], tmp_path / "store2")
 
 
 def test_error_mid_run_keeps_finished_files_and_drops_the_half_written_one(tmp_path):

@@ -71,6 +71,9 @@ class MemoryStore:
     def search_captions(self, vectors, k):
         return self._search(self.captions, vectors, k)
 
+    def search_looks(self, vectors, k):
+        raise AssertionError("this store keeps no look-alike vectors")
+
     def keyword(self, query, k):
         words = set(query.lower().split())
         scored = [(cid, float(len(words & set(text.lower().split()))))
@@ -84,8 +87,11 @@ class MemoryStore:
     def caption_clip(self, caption_ids):
         return {c: self.captions[c][0] if c in self.captions else None for c in caption_ids}
 
-    def clip_vector(self, clip_id):
+    def clip_vector(self, clip_id, column="vector"):
         return self.vectors[clip_id]
+
+    def channels(self):
+        return ["dense", "keyword"]
 
     def counts(self):
         return {"videos": len({r.video_id for r in self.clip_recs.values()}), "clips": len(self.clip_recs),
@@ -142,7 +148,7 @@ def store():
 def engine(store):
     model = VectorModel({"circle": unit(0), "triangle": unit(4), "red square": unit(0, 1, 0.8),
                          "nothing": unit(7), "red diamond": unit(4), "red rhombus": unit(0)})
-    return Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0))
+    return Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
 
 
 def ids(hits):
@@ -199,7 +205,7 @@ def test_prefix_filter_widens_until_enough_results(store):
     for i in range(150):
         store.add(1000 + i, 50 + i, f"/lib/b/x{i}.mp4", 0.0, unit(6, 7, 0.003 * i))
     store.add(2000, 999, "/lib/a/far.mp4", 0.0, unit(6, 7, 1.0))
-    engine = Engine(store, model=VectorModel({"q": unit(6)}), config=EngineConfig(depth=20))
+    engine = Engine(store, model=VectorModel({"q": unit(6)}), config=EngineConfig(depth=20, cutoffs=False))
     hits = engine.text("q", k=1, mode="dense", prefix="/lib/a/")
     assert ids(hits) == [2000]
     assert all(h.video_path.startswith("/lib/b/") for h in engine.text("q", k=100, mode="dense", prefix="/lib/b"))
@@ -224,8 +230,8 @@ def test_bad_parameters_raise_query_errors(engine):
 
 def test_refresh_picks_up_new_clips_no_more_often_than_configured(store):
     model = VectorModel({"q": unit(5)})
-    slow = Engine(store, model=model, config=EngineConfig(refresh_seconds=3600))
-    fast = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0))
+    slow = Engine(store, model=model, config=EngineConfig(refresh_seconds=3600, cutoffs=False))
+    fast = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
     assert 7 not in ids(fast.text("q", k=3, mode="dense"))
     store.pending.append((7, 4, "/lib/c/new.mp4", 0.0, unit(5), "new clip"))
     assert ids(slow.text("q", k=1, mode="dense")) != [7] or not store.pending
@@ -234,7 +240,7 @@ def test_refresh_picks_up_new_clips_no_more_often_than_configured(store):
 
 
 def test_concurrent_queries_during_refreshes(store):
-    engine = Engine(store, model=VectorModel({"q": unit(0)}), config=EngineConfig(refresh_seconds=0.0))
+    engine = Engine(store, model=VectorModel({"q": unit(0)}), config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
     errors, stop = [], threading.Event()
 
     def search():

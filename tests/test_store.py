@@ -13,6 +13,7 @@ import pytest
 
 from indexer import Store, StoreConfig, StoreError, StoreWriter, index_paths, remove_paths
 from indexer.faiss_index import VectorIndex
+from indexer.config import FORMAT_VERSION
 from tests.fixtures.store import COLOURS, FakeModel, fake_reader, write_fake_video
 
 
@@ -53,7 +54,7 @@ def test_layout_pragmas_and_config(tmp_path):
         assert store.config == saved
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert store.meta["format_version"] == 1 and store.meta["clip_index"] == "Flat"
+        assert store.meta["format_version"] == FORMAT_VERSION and store.meta["clip_index"] == "Flat"
         thumbs = sorted((store_dir / "thumbs").iterdir())
         assert len(thumbs) == store.counts()["clips"] == 12
         assert thumbs[0].read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG

@@ -9,6 +9,7 @@ DEFAULTS = {
     "REFRESH_SECONDS": 2.0,                  # how often the engine looks for a newer index on disk
     "RERANK_TOP": 20,                        # candidates re-scored per re-ranked query (each new one is decoded)
     "PAGE_SIZE": 12,                         # results per page in the HTML UI
+    "CUTOFFS": True,                         # text results must beat chance per channel (EngineConfig.cutoffs)
 }
 
 
@@ -35,7 +36,8 @@ def create_app(store_dir, model_dir=None, config: dict | None = None, engine=Non
             model = trainer.load(model_dir)
         engine = Engine(store_dir, model=model,
                         config=EngineConfig(refresh_seconds=float(app.config["REFRESH_SECONDS"]),
-                                            rerank_top=int(app.config["RERANK_TOP"])))
+                                            rerank_top=int(app.config["RERANK_TOP"]),
+                                            cutoffs=bool(app.config["CUTOFFS"])))
     app.extensions["vidsearch_engine"] = engine
     # The store resolved its directory when it opened; a relative one would be read against the package folder.
     app.config["STORE_DIR"] = str(getattr(engine.store, "dir", None) or Path(store_dir).resolve())

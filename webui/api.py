@@ -102,7 +102,7 @@ def _plain(value):
 # ---- endpoints -------------------------------------------------------------------------------------------------
 @api.get("/search")
 def search_text():
-    """Text to video: dense, keyword or hybrid search, optionally re-ranked and grouped by video."""
+    """Text to video: dense, keyword, concept or hybrid search, optionally re-ranked and grouped by video."""
     from search import MODES
     args = request.args
     q = (args.get("q") or "").strip()
@@ -179,14 +179,14 @@ def video_detail(video_id: int):
 
 @api.get("/health")
 def health():
-    """Liveness and what is being served: counts, model and index."""
+    """Liveness and what is being served: counts, model (empty for a store without one), index and channels."""
     from search.engine import recorded_model_path
     eng = engine()
     counts = eng.counts()
     identity = getattr(eng.model, "identity", None) or {}
     model = identity.get("path") or recorded_model_path(eng.store) or identity.get("name") or ""
     return jsonify(status="ok", videos=int(counts.get("videos", 0)), clips=int(counts.get("clips", 0)),
-                   model=str(model), index=index_name(eng.store))
+                   model=str(model), index=index_name(eng.store), channels=eng.channels)
 
 
 def index_name(store) -> str:

@@ -34,15 +34,27 @@ GROUP = _param("group", "query", {"type": "string", "enum": ["clip", "video"], "
                "One result per clip, or only the best clip of each video")
 PREFIX = _param("prefix", "query", {"type": "string"}, "Only videos whose path starts with this")
 
+CHANNEL = {"type": "string", "enum": ["dense", "keyword", "concept", "lookalike"],
+           "description": "dense: the model's clip and caption vectors; keyword: FTS5 over captions and concept "
+                          "tags; concept: the query's ImageNet classes against each clip's class probabilities; "
+                          "lookalike: the frame encoder's pooled features (video and similar-clip queries)"}
+
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "Result": {"type": "object", "required": ["clip_id", "video_id", "video_path", "start", "end", "score",
-                                              "caption", "thumbnail_url", "video_url"],
+                                              "caption", "thumbnail_url", "video_url", "sources", "similarities"],
                "properties": {"clip_id": {"type": "integer"}, "video_id": {"type": "integer"},
                               "video_path": {"type": "string"},
                               "start": {"type": "number", "description": "seconds"},
                               "end": {"type": "number", "description": "seconds"},
-                              "score": {"type": "number", "description": "higher is better"},
+                              "score": {"type": "number", "description": "higher is better: the channel's own "
+                                        "score for one channel, the reciprocal rank fusion score for several"},
+                              "sources": {"type": "array", "items": CHANNEL,
+                                          "description": "the channels that found this clip"},
+                              "similarities": {"type": "object", "additionalProperties": {"type": "number"},
+                                               "description": "each source channel's own score: cosine (dense, "
+                                               "lookalike), BM25 (keyword), share of the clip's class "
+                                               "probability on the query's concepts (concept)"},
                               "caption": {"type": "string", "nullable": True},
                               "thumbnail_url": {"type": "string"},
                               "video_url": {"type": "string",
@@ -51,9 +63,20 @@ SCHEMAS = {
                      "properties": {"query": {"type": "string"}, "took_ms": {"type": "number"},
                                     "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
                                     "read_as": {"$ref": "#/components/schemas/Reading"}}},
-    "Reading": {"type": "object", "required": ["text", "substitutions"],
-                "description": "The text query as the dense search read it: unknown words put into training words.",
+    "Reading": {"type": "object", "required": ["text", "substitutions", "concepts"],
+                "description": "The text query as search read it: for the dense channel, unknown words put into "
+                               "training words; for the concept channel, the ImageNet classes its words reached.",
                 "properties": {"text": {"type": "string"},
+                               "concepts": {"type": "array", "items": {
+                                   "type": "object", "required": ["from", "classes", "count", "evidence"],
+                                   "properties": {"from": {"type": "string", "description": "query words"},
+                                                  "classes": {"type": "array", "items": {"type": "string"},
+                                                              "description": "the first ten classes reached"},
+                                                  "count": {"type": "integer", "description": "classes reached"},
+                                                  "evidence": {"type": "string", "enum": ["wordnet", "similarity"],
+                                                               "description": "wordnet: the classes are kinds of "
+                                                               "the words; similarity: the sentence encoder puts "
+                                                               "the word near the classes' names (ConSE)"}}}},
                                "substitutions": {"type": "array", "items": {
                                    "type": "object", "required": ["from", "to", "evidence", "score"],
                                    "properties": {"from": {"type": "string"}, "to": {"type": "string"},
@@ -82,10 +105,13 @@ SCHEMAS = {
                             "start": {"type": "number"}, "end": {"type": "number"},
                             "thumbnail_url": {"type": "string"}, "video_url": {"type": "string"}},
              "additionalProperties": True},
-    "Health": {"type": "object", "required": ["status", "videos", "clips", "model", "index"],
+    "Health": {"type": "object", "required": ["status", "videos", "clips", "model", "index", "channels"],
                "properties": {"status": {"type": "string", "enum": ["ok"]}, "videos": {"type": "integer"},
-                              "clips": {"type": "integer"}, "model": {"type": "string"},
-                              "index": {"type": "string"}}},
+                              "clips": {"type": "integer"},
+                              "model": {"type": "string", "description": "empty for a store without a model"},
+                              "index": {"type": "string"},
+                              "channels": {"type": "array", "items": CHANNEL,
+                                           "description": "the channels the store answers"}}},
 }
 
 
@@ -96,10 +122,13 @@ def _paths() -> dict:
     return {
         "/api/search": {"get": {
             "summary": "Search clips by text", "operationId": "searchText",
-            "parameters": [_param("q", "query", {"type": "string", "pattern": r"\S"}, "Query text (not only spaces)",
-                                  True), K, OFFSET,
-                           _param("mode", "query", {"type": "string", "enum": ["dense", "keyword", "hybrid"],
-                                                    "default": "hybrid"}, "Dense vectors, FTS5 keywords, or both"),
+            "parameters": [_param("q", "query", {"type": "string", "pattern": r"\S", "maxLength": 2000},
+                                  "Query text (not only spaces, at most 2,000 characters)", True), K, OFFSET,
+                           _param("mode", "query", {"type": "string",
+                                                    "enum": ["dense", "keyword", "concept", "hybrid"],
+                                                    "default": "hybrid"},
+                                  "One channel (400 if the store lacks it), or hybrid: every text channel the "
+                                  "store has, fused by reciprocal rank"),
                            _param("rerank", "query", {"type": "integer", "enum": [0, 1], "default": 0},
                                   "Re-rank the top candidates with the alignment head"),
                            _param("rewrite", "query", {"type": "integer", "enum": [0, 1], "default": 1},

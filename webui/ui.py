@@ -52,7 +52,14 @@ def search_page():
         if state["mode"] != "keyword":
             reading = engine().read(state["q"], state["rewrite"])
     return render_template("search.html", state=state, hits=hits, took=took, more=more, reading=reading,
-                           counts=engine().counts())
+                           counts=engine().counts(), **_channels())
+
+
+def _channels() -> dict:
+    """The store's channels, and the search modes they allow, for the search form."""
+    channels = engine().channels
+    modes = ["hybrid"] + [m for m in ("dense", "keyword", "concept") if m in channels]
+    return {"channels": channels, "modes": modes}
 
 
 @ui.post("/search/video")
@@ -74,7 +81,7 @@ def search_video_page():
             raise UnsupportedMediaType(f"{upload.filename!r} is not a decodable video: {e.reason}") from None
     took = (time.perf_counter() - started) * 1000.0
     return render_template("search.html", state=state, hits=hits, took=took, more=False,
-                           counts=engine().counts(), query_video=upload.filename)
+                           counts=engine().counts(), query_video=upload.filename, **_channels())
 
 
 @ui.get("/watch/<int:clip_id>")

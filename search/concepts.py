@@ -1,0 +1,214 @@
+"""The concept channel's query side: a text query read as weights over the frame encoder's ImageNet classes.
+
+Two readings, as the words allow:
+
+* WordNet (through the shipped class table, trainer.classes): a query noun, or a collocation of up to three words,
+  reaches every class under any of its senses by hyponym closure, and the classes it names by lemma match
+  ("motorcycle" -> moped; "vehicle" -> seventy classes; "tabby cat" -> tabby). Each reached class weighs 1, so a
+  clip's concept score is the share of its probability mass on what the query names.
+* ConSE (Norouzi et al., 2014, "Zero-Shot Learning by Convex Combination of Semantic Embeddings") for content
+  words WordNet does not reach ("kitten", "puppy"): the sentence-embedding cosine between the word and each
+  class's names and gloss. A class counts only when the word is closer to it than random letter strings get to
+  any class (`null_cosine`, measured on the class embeddings), and weighs what the cosine exceeds that by,
+  scaled to [0, 1]; the clip's score is then ConSE's convex combination of its class probabilities with those
+  similarities.
+
+Class embeddings and the chance level are computed once per sentence encoder and kept in a cache file, so a
+query costs one lookup per word and, for words WordNet does not reach, one sentence embedding.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Encode = Callable[[list[str]], np.ndarray]  # texts -> (N, D) L2-normalised rows
+
+WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
+MAX_NGRAM = 3  # longest collocation looked up ("golden retriever", "african hunting dog")
+MAX_WORDS = 64  # content words read from one query; the rest of a very long query is ignored
+CONSE_TOP = 10  # classes one word may reach by similarity (ConSE's T)
+NULL_PROBES = 32  # random letter strings that measure the cosine a meaningless word reaches
+SIMILARITY = "similarity"
+WORDNET = "wordnet"
+
+
+@dataclass(frozen=True)
+class ConceptMatch:
+    """Query words and the classes they reached, strongest first, by `evidence` ("wordnet" or "similarity")."""
+
+    source: str
+    classes: tuple[str, ...]
+    evidence: str
+
+    def to_dict(self, most: int = 10) -> dict:
+        """{"from", "classes" (the first `most`), "count" (all of them), "evidence"}."""
+        return {"from": self.source, "classes": list(self.classes[:most]), "count": len(self.classes),
+                "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class ConceptQuery:
+    """A query's concept weights (class index -> weight in (0, 1]) and how its words reached them."""
+
+    weights: dict
+    matches: tuple[ConceptMatch, ...] = ()
+
+
+def query_words(text: str) -> list[str]:
+    """Lower-case words of a query (hyphenated words and contractions whole), function words left out."""
+    from trainer.lexicon import stop_words
+
+    stops = stop_words()
+    return [w for w in WORD.findall(text.lower()) if w not in stops][:MAX_WORDS]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("VIDSEARCH_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
+                                                             or os.path.expanduser("~/.cache"), "vidsearch")
+    return Path(root)
+
+
+def random_strings(n: int) -> list[str]:
+    """`n` random lowercase letter strings (3 to 9 letters, fixed seed): queries that mean nothing."""
+    rng = random.Random(0)
+    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(n)]
+
+
+class ClassEmbeddings:
+    """Sentence embeddings of every class's names and of its names with its gloss, and the chance cosine."""
+
+    def __init__(self, names: np.ndarray, glossed: np.ndarray, null_cosine: float):
+        self.names, self.glossed, self.null_cosine = names, glossed, float(null_cosine)
+
+    @classmethod
+    def build(cls, encode: Encode, classes: list[dict]) -> ClassEmbeddings:
+        names = [", ".join(c["names"]) for c in classes]
+        emb = np.asarray(encode(names + [f"{n}: {c['gloss']}" for n, c in zip(names, classes)]), np.float32)
+        out = cls(emb[:len(classes)], emb[len(classes):], 0.0)
+        probes = np.asarray(encode(random_strings(NULL_PROBES)), np.float32)
+        out.null_cosine = float(out.similarity(probes).max())
+        return out
+
+    @classmethod
+    def cached(cls, encode: Encode, classes: list[dict], key: str) -> ClassEmbeddings:
+        """`build`, kept in a cache file named by `key` (the encoder's identity) and the class texts."""
+        digest = hashlib.sha256((key + repr([(c["names"], c["gloss"]) for c in classes])).encode()).hexdigest()[:16]
+        path = _cache_dir() / f"class-embeddings-{digest}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["names"], data["glossed"], float(data["null_cosine"]))
+        except (OSError, KeyError, ValueError):
+            pass
+        out = cls.build(encode, classes)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.savez(fh, names=out.names, glossed=out.glossed, null_cosine=np.float32(out.null_cosine))
+            os.replace(tmp, path)
+        except OSError:  # a read-only home: the embeddings are rebuilt next time
+            pass
+        return out
+
+    def similarity(self, vectors: np.ndarray) -> np.ndarray:
+        """(Q, D) unit vectors -> (Q, C) cosine to each class, the better of its names and its glossed names."""
+        v = np.atleast_2d(np.asarray(vectors, np.float32))
+        return np.maximum(v @ self.names.T, v @ self.glossed.T)
+
+
+class ConceptReader:
+    """Reads queries into class weights; shared by threads. `encode` (a sentence encoder) enables ConSE."""
+
+    def __init__(self, encode: Encode | None = None, encoder_key: str = "", classes: int | None = None):
+        from trainer.classes import class_table
+
+        table = class_table()
+        self.classes = table["classes"]
+        if classes is not None and classes != len(self.classes):
+            raise ValueError(f"the store's classifier has {classes} classes; the class table describes "
+                             f"{len(self.classes)} ImageNet classes")
+        self.lexicon: dict[str, list[int]] = table["lexicon"]
+        self._encode, self._key = encode, encoder_key
+        self._embeddings: ClassEmbeddings | None = None
+        self._lock = threading.Lock()
+        self._word_cache: dict[str, tuple] = {}
+
+    def label(self, c: int) -> str:
+        return self.classes[c]["label"]
+
+    def embeddings(self) -> ClassEmbeddings | None:
+        """The class embeddings (built or read from the cache on first use); None without a sentence encoder."""
+        if self._encode is None:
+            return None
+        with self._lock:
+            if self._embeddings is None:
+                self._embeddings = ClassEmbeddings.cached(self._encode, self.classes, self._key)
+            return self._embeddings
+
+    def read(self, text: str) -> ConceptQuery:
+        """The concept weights of a query and the words that reached them."""
+        words = query_words(text)
+        weights: dict[int, float] = {}
+        matches: list[ConceptMatch] = []
+        unreached: list[str] = []
+        i = 0
+        while i < len(words):
+            n, classes = self._wordnet_at(words, i)
+            if classes:
+                for c in classes:
+                    weights[c] = 1.0
+                matches.append(ConceptMatch(" ".join(words[i:i + n]), tuple(self.label(c) for c in classes), WORDNET))
+            elif words[i].replace("-", "").isalpha():
+                unreached.append(words[i])
+            i += n
+        for word in dict.fromkeys(unreached):
+            reached = self._similar(word)
+            for c, w in reached:
+                weights[c] = max(weights.get(c, 0.0), w)
+            if reached:
+                matches.append(ConceptMatch(word, tuple(self.label(c) for c, _ in reached), SIMILARITY))
+        return ConceptQuery(weights, tuple(matches))
+
+    def _wordnet_at(self, words: list[str], i: int) -> tuple[int, list[int]]:
+        """(words used, classes reached) by the longest collocation starting at word i; (1, []) for none."""
+        for n in range(min(MAX_NGRAM, len(words) - i), 0, -1):
+            head, last = words[i:i + n - 1], words[i + n - 1]
+            for base in self._bases(last):
+                phrase = " ".join(head + [base])
+                if phrase in self.lexicon:
+                    return n, self.lexicon[phrase]
+        return 1, []
+
+    def _bases(self, word: str) -> list[str]:
+        """The word, then its noun base forms (plural endings stripped) that name something in the table."""
+        from trainer.classes import NOUN_ENDINGS, class_table
+
+        out = [word]
+        out += class_table()["plurals"].get(word, [])
+        out += [word[:-len(old)] + new for old, new in NOUN_ENDINGS if word.endswith(old) and len(word) > len(old) + 1]
+        return list(dict.fromkeys(out))
+
+    def _similar(self, word: str) -> list[tuple[int, float]]:
+        """ConSE: (class, weight) of the classes a word is closer to than chance, strongest first."""
+        if word in self._word_cache:
+            return list(self._word_cache[word])
+        emb = self.embeddings()
+        if emb is None:
+            return []
+        sims = emb.similarity(self._encode([word]))[0]
+        top = np.argsort(-sims, kind="stable")[:CONSE_TOP]
+        span = max(1.0 - emb.null_cosine, 1e-6)
+        out = tuple((int(c), float((sims[c] - emb.null_cosine) / span)) for c in top if sims[c] > emb.null_cosine)
+        with self._lock:
+            if len(self._word_cache) > 4096:
+                self._word_cache.clear()
+            self._word_cache[word] = out
+        return list(out)
