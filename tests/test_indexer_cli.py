@@ -57,8 +57,8 @@ def test_index_command_with_the_real_model(synth_library, tiny_model_dir, tmp_pa
 def test_index_command_errors(tmp_path, synth_library, capsys):
     assert main(["index", "--store", str(tmp_path / "s")]) == 2
     assert "give at least one PATH" in capsys.readouterr().err
-    assert main(["index", str(synth_library.videos[0]), "--store", str(tmp_path / "s")]) == 1
-    assert "needs a model" in capsys.readouterr().err
+    assert main(["index", str(synth_library.videos[0]), "--store", str(tmp_path / "s"), "--fps", "0"]) == 1
+    assert "fps must be > 0" in capsys.readouterr().err
     assert main(["remove", "x.mp4", "--store", str(tmp_path / "nothing")]) == 1
     assert "no store here" in capsys.readouterr().err
 
