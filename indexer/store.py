@@ -449,9 +449,14 @@ class Store:
         if postings is None or k <= 0:
             return []
         ids, scores = postings.score(weights)
-        alive = self._existing(Clip, ids)
-        order = [j for j in np.argsort(-scores, kind="stable") if int(ids[j]) in alive][:k]
-        return [(int(ids[j]), float(scores[j])) for j in order]
+        order = np.argsort(-scores, kind="stable")
+        out, start = [], 0
+        while len(out) < k and start < len(order):  # check deletions only as far down as the answer reaches
+            block = order[start:start + 2 * k + 8]
+            alive = self._existing(Clip, ids[block])
+            out += [(int(ids[j]), float(scores[j])) for j in block if int(ids[j]) in alive]
+            start += len(block)
+        return out[:k]
 
     def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
         """Full-text search over clip captions and concept tags: (clip_id, score) best first (BM25)."""

@@ -36,6 +36,7 @@ MAX_NGRAM = 3  # longest collocation looked up ("golden retriever", "african hun
 MAX_WORDS = 64  # content words read from one query; the rest of a very long query is ignored
 CONSE_TOP = 10  # classes one word may reach by similarity (ConSE's T)
 NULL_PROBES = 32  # random letter strings that measure the cosine a meaningless word reaches
+QUERY_CACHE = 1024  # query readings kept (a search and its `read_as` read the same text)
 SIMILARITY = "similarity"
 WORDNET = "wordnet"
 
@@ -140,6 +141,7 @@ class ConceptReader:
         self._embeddings: ClassEmbeddings | None = None
         self._lock = threading.Lock()
         self._word_cache: dict[str, tuple] = {}
+        self._query_cache: dict[str, ConceptQuery] = {}
 
     def label(self, c: int) -> str:
         return self.classes[c]["label"]
@@ -154,7 +156,17 @@ class ConceptReader:
             return self._embeddings
 
     def read(self, text: str) -> ConceptQuery:
-        """The concept weights of a query and the words that reached them."""
+        """The concept weights of a query and the words that reached them (remembered for repeated queries)."""
+        cached = self._query_cache.get(text)
+        if cached is None:
+            cached = self._read(text)
+            with self._lock:
+                if len(self._query_cache) >= QUERY_CACHE:
+                    self._query_cache.pop(next(iter(self._query_cache)))
+                self._query_cache[text] = cached
+        return cached
+
+    def _read(self, text: str) -> ConceptQuery:
         words = query_words(text)
         weights: dict[int, float] = {}
         matches: list[ConceptMatch] = []

@@ -169,6 +169,28 @@ def test_adding_model_vectors_to_a_model_less_store(colour_store, tmp_path):
         assert reopened.counts()["pending"] == 0
 
 
+def transcode(src, dst, codec: str = "mpeg4"):
+    """A copy of a video re-encoded with another codec (its pixels change a little, its content not)."""
+    from fractions import Fraction
+
+    import av
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = None
+        for i, frame in enumerate(inp.decode(video=0)):
+            if stream is None:
+                stream = out.add_stream(codec, rate=8)
+                stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, "yuv420p"
+                stream.codec_context.time_base = Fraction(1, 8)
+            frame = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24").reformat(
+                format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 8)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return dst
+
+
 @pytest.mark.slow
 def test_index_without_a_model_end_to_end_through_the_cli(tmp_path, capsys):
     from webui import create_app
@@ -200,6 +222,12 @@ def test_index_without_a_model_end_to_end_through_the_cli(tmp_path, capsys):
     assert concept["read_as"]["concepts"][0]["classes"][0] == label
     assert main(["search", "--store", str(store), "x", "--mode", "dense"]) == 2
     assert "no dense channel" in capsys.readouterr().err
+
+    # A re-encoded copy (another codec) of the first video finds it first, by look alone.
+    copy = transcode(lib / "clip0.mp4", tmp_path / "copy.mkv")
+    assert main(["search", "--store", str(store), "--video", str(copy), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["results"][0]
+    assert top["video_path"].endswith("clip0.mp4") and top["sources"] == ["lookalike"]
 
     client = create_app(store).test_client()
     health = client.get("/api/health").get_json()
