@@ -237,3 +237,19 @@ def test_index_without_a_model_end_to_end_through_the_cli(tmp_path, capsys):
     assert similar and all(r["sources"] == ["lookalike"] for r in similar)
     page = client.get(f"/?q={label}&mode=concept").get_data(as_text=True)
     assert 'class="badge badge-concept"' in page and "keyword, concept, lookalike" in page
+
+
+def test_bad_text_gets_a_json_400_or_nothing_in_every_mode(colour_store):
+    from webui import create_app
+    store, engine = colour_store
+    client = create_app(store.dir, engine=engine).test_client()
+    for mode in ("hybrid", "keyword", "concept", "dense"):
+        # "%ED%A0%80" is the UTF-8 form of a lone surrogate; an unpaired one in a str is refused by the engine.
+        for q, expected in (("the of and", 200), ("x" * 10_000, 400), ("a\x00b\x1f", 200), ("%ED%A0%80", 200)):
+            r = client.get(f"/api/search?mode={mode}&q={q}")
+            want = 400 if mode == "dense" else expected          # this store has no dense channel
+            assert r.status_code == want and r.is_json, (mode, q[:12], r.status_code)
+            body = r.get_json()
+            assert ("error" in body) if want == 400 else body["results"] == []
+    health = client.get("/api/health").get_json()
+    assert health["channels"] == ["keyword", "concept", "lookalike"] and health["model"] == ""
