@@ -19,7 +19,7 @@ LOCK_FILE = ".lock"
 
 
 # Search channels, by the data each needs (see StoreConfig.channels).
-DENSE, KEYWORD, CONCEPT, LOOKALIKE = "dense", "keyword", "concept", "lookalike"
+DENSE, KEYWORD, CONCEPT, LOOKALIKE, CLIP = "dense", "keyword", "concept", "lookalike", "clip"
 
 
 class StoreError(Exception):
@@ -81,13 +81,17 @@ class StoreConfig:
 
     def channels(self) -> list[str]:
         """The search channels this store can answer: dense (model vectors), keyword (always: captions and
-        tags in FTS5), concept (class probabilities per clip), lookalike (pooled frame features)."""
+        tags in FTS5), concept (class probabilities per clip), lookalike (pooled frame features), clip (text
+        through the CLIP text tower into the look-alike vectors, when the frame encoder is a CLIP vision tower:
+        they are then its image embeddings)."""
         out = [DENSE] if self.has_model else []
         out.append(KEYWORD)
         if self.concept_classes > 0:
             out.append(CONCEPT)
         if self.look_dim > 0:
             out.append(LOOKALIKE)
+            if self.frame_encoder.startswith("clip:"):
+                out.append(CLIP)
         return out
 
     def sampling(self):

@@ -39,6 +39,7 @@ class OfflineEncoders:
         self.device = device
         self._frames = None
         self._text = None
+        self._clip_text = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -58,6 +59,11 @@ class OfflineEncoders:
         """(N, H, W, 3) uint8 RGB -> (N, F) float32 frame features."""
         return self.frame_encoder.encode(frames)
 
+    def tags(self, frames, top: int = 5) -> list:
+        """No tags: the indexer reads tags from the frame encoder's classifier, and a frame encoder without one
+        (CLIP) gives none."""
+        return []
+
     def sentence_vectors(self, texts: list[str]):
         """Sentences -> (N, D) L2-normalised sentence embeddings of the recorded sentence encoder."""
         with self._lock:
@@ -66,6 +72,47 @@ class OfflineEncoders:
 
                 self._text = TextEncoder(text_encoder_path(self.text_spec), device=self.device)
         return self._text.encode(list(texts))
+
+
+    def clip_text_vectors(self, texts: list[str]):
+        """Sentences -> (N, D) L2-normalised CLIP text embeddings, in the space of the CLIP frame encoder's image
+        embeddings (its checkpoint must hold the text tower and tokenizer too); ValueError for another encoder."""
+        if not self.frame_spec.startswith("clip:"):
+            raise ValueError(f"frame encoder {self.frame_spec!r} is no CLIP vision tower: it has no text tower")
+        with self._lock:
+            if self._clip_text is None:
+                self._clip_text = _ClipText(self.frame_spec.partition(":")[2], self.device)
+        return self._clip_text.encode(list(texts))
+
+
+class _ClipText:
+    """The text tower and tokenizer of a CLIP checkpoint, with its projection."""
+
+    def __init__(self, name_or_path: str, device):
+        from transformers import AutoConfig, AutoTokenizer, CLIPTextModelWithProjection
+
+        from trainer.encoders import pick_device
+        from trainer.encoders.hub import quiet_loading
+        self.device = pick_device(device)
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(name_or_path)
+            if config.model_type == "clip":  # a whole CLIPModel: its projection width lives at the top level
+                text = config.text_config
+                text.projection_dim = config.projection_dim
+                config = text
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            self.model = CLIPTextModelWithProjection.from_pretrained(name_or_path, config=config)
+        self.model = self.model.eval().to(self.device)
+
+    def encode(self, texts: list[str]):
+        import torch
+        import torch.nn.functional as F
+
+        limit = int(self.model.config.max_position_embeddings)
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model(**{k: v.to(self.device) for k, v in tokens.items()}).text_embeds
+        return F.normalize(out.float(), dim=-1).cpu().numpy()
 
 
 def store_encoders(config) -> OfflineEncoders:

@@ -389,7 +389,7 @@ class Store:
         """The search channels this store answers (see StoreConfig.channels), as far as its data allows."""
         out = self.config.channels()
         if not self._kinds["looks"].active:
-            out = [c for c in out if c != "lookalike"]
+            out = [c for c in out if c not in ("lookalike", "clip")]
         if self._concepts is None:
             out = [c for c in out if c != "concept"]
         return out

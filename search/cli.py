@@ -17,7 +17,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--similar", metavar="CLIP_ID", type=int, help="clips similar to this stored clip")
     p.add_argument("-k", type=int, default=10, help="number of results (1-100, default 10)")
     p.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
-    p.add_argument("--mode", choices=["dense", "keyword", "concept", "hybrid"], default="hybrid",
+    p.add_argument("--mode", choices=["dense", "keyword", "concept", "clip", "hybrid"], default="hybrid",
                    help="text search mode (default hybrid: every channel the store has, fused)")
     p.add_argument("--rerank", action="store_true", help="re-rank the top candidates with the alignment head")
     p.add_argument("--no-rewrite", action="store_true",

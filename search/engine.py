@@ -15,11 +15,13 @@ from .fusion import best_per_group, merge_max, page, reciprocal_rank_fusion, set
 
 # Search channels: "dense" (the model's clip and caption vectors), "keyword" (FTS5 over captions and concept
 # tags), "concept" (the query's class weights against each clip's class probabilities) and "lookalike" (the
-# frame encoder's pooled features, for video and similar-clip queries). A store has the ones its data allows.
-DENSE, KEYWORD, CONCEPT, LOOKALIKE = "dense", "keyword", "concept", "lookalike"
-CHANNELS = (DENSE, KEYWORD, CONCEPT, LOOKALIKE)
-TEXT_CHANNELS = (DENSE, KEYWORD, CONCEPT)
-MODES = (DENSE, KEYWORD, CONCEPT, "hybrid")
+# frame encoder's pooled features, for video and similar-clip queries) and "clip" (text through the CLIP text tower
+# into the look-alike vectors, which are CLIP image embeddings when the frame encoder is CLIP's vision tower). A
+# store has the ones its data allows.
+DENSE, KEYWORD, CONCEPT, LOOKALIKE, CLIP = "dense", "keyword", "concept", "lookalike", "clip"
+CHANNELS = (DENSE, KEYWORD, CONCEPT, LOOKALIKE, CLIP)
+TEXT_CHANNELS = (DENSE, KEYWORD, CONCEPT, CLIP)
+MODES = (DENSE, KEYWORD, CONCEPT, CLIP, "hybrid")
 GROUPS = ("clip", "video")
 MAX_K = 100
 MAX_OFFSET = 1000  # deepest page start; with MAX_K it bounds the candidates one query can ask for
@@ -123,7 +125,7 @@ class Engine:
         self._text_cache: OrderedDict[tuple[str, bool], tuple[Reading, np.ndarray]] = OrderedDict()
         self._text_lock = threading.Lock()
         self._checked = time.monotonic()
-        self._dense_floor: float | None = None
+        self._floors: dict[str, float] = {}
         self._offline = None
         self._concepts = None
         self._sentences = sentences
@@ -193,10 +195,11 @@ class Engine:
             raise QueryError("rerank needs a trained model, and this store has none")
         reading, vector = self._text_vector(q, rewrite) if DENSE in use else (None, None)
         weights = self._concept_reader().read(q).weights if CONCEPT in use else None
+        clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
         # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
         rerank = rerank and offset < self.config.rerank_top
         with self._reading():
-            source = self._text_source(q, vector, weights, use)
+            source = self._text_source(q, vector, weights, use, clip_vector)
             depth = offset + k
             if rerank:
                 depth = max(depth, self.config.rerank_top)
@@ -339,13 +342,13 @@ class Engine:
             self._checked = time.monotonic()
             changed = bool(self.store.refresh())
             if changed:
-                self._dense_floor = None  # the library changed: measure chance again
+                self._floors = {}  # the library changed: measure chance again
         if changed and self._features is not None:
             self._features.clear()
         return changed
 
     # ---- candidate sources -----------------------------------------------------------------------------------
-    def _text_source(self, q: str, vector, weights, use: list[str]) -> Source:
+    def _text_source(self, q: str, vector, weights, use: list[str], clip_vector=None) -> Source:
         """The candidate source of a text query over the channels in `use` (RRF when there are several)."""
         from .concepts import query_words
 
@@ -354,7 +357,7 @@ class Engine:
             captions = _valid(*self.store.search_captions(vector, n), n)
             owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
             mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
-            return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance_cosine())
+            return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance(DENSE))
 
         words = " ".join(query_words(q))   # function words alone are no evidence of anything
 
@@ -367,21 +370,29 @@ class Engine:
             floor = self.config.concept_floor if self.config.cutoffs else -np.inf
             return _cut(found, len(found) < n, floor)
 
-        channels = {DENSE: dense, KEYWORD: keyword, CONCEPT: concept}
+        def clip(n: int):
+            return _cut(*_valid(*self.store.search_looks(clip_vector, n), n), self._chance(CLIP))
+
+        channels = {DENSE: dense, KEYWORD: keyword, CONCEPT: concept, CLIP: clip}
         return _fused([(name, channels[name]) for name in use], self.config.rrf_k)
 
-    def _chance_cosine(self) -> float:
-        """The best dense cosine that random letter strings reach in this store: real matches must beat it."""
+    def _chance(self, channel: str) -> float:
+        """The best cosine that random letter strings reach in this store through a vector channel (dense:
+        the model's text vectors against clips and captions; clip: CLIP text vectors against the clips' image
+        embeddings): real matches must beat it."""
         if not self.config.cutoffs or self.config.null_probes <= 0:
             return -np.inf
-        if self._dense_floor is None:
+        if channel not in self._floors:
             from .concepts import random_strings
             probes = random_strings(self.config.null_probes)
-            vectors = np.asarray(self.model.embed_text(probes, rewrite=False), dtype=np.float32)
-            best = [self.store.search_clips(vectors, 1)[0], self.store.search_captions(vectors, 1)[0]]
+            if channel == DENSE:
+                vectors = np.asarray(self.model.embed_text(probes, rewrite=False), dtype=np.float32)
+                best = [self.store.search_clips(vectors, 1)[0], self.store.search_captions(vectors, 1)[0]]
+            else:
+                best = [self.store.search_looks(self._encoders().clip_text_vectors(probes), 1)[0]]
             top = np.concatenate([b.ravel() for b in best])
-            self._dense_floor = float(top[np.isfinite(top)].max()) if np.isfinite(top).any() else -np.inf
-        return self._dense_floor
+            self._floors[channel] = float(top[np.isfinite(top)].max()) if np.isfinite(top).any() else -np.inf
+        return self._floors[channel]
 
     def _vector_source(self, vectors: dict[str, np.ndarray], exclude: int | None = None) -> Source:
         """Candidates for query vectors per channel (dense, lookalike): each result clip scores its best

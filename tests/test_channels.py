@@ -253,3 +253,46 @@ def test_bad_text_gets_a_json_400_or_nothing_in_every_mode(colour_store):
             assert ("error" in body) if want == 400 else body["results"] == []
     health = client.get("/api/health").get_json()
     assert health["channels"] == ["keyword", "concept", "lookalike"] and health["model"] == ""
+
+
+def tiny_clip(out):
+    """A randomly initialised CLIP (both towers, 16-d projections) with a byte-level tokenizer, saved to `out`."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    chars = sorted(ByteLevel.alphabet())
+    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars])}
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(out)
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(out)
+    return out
+
+
+def test_a_clip_frame_encoder_keeps_image_embeddings_and_searches_them_by_text(tmp_path):
+    from indexer.offline import OfflineEncoders
+    from trainer.media import SamplingConfig
+    model_dir = tiny_clip(tmp_path / "clip")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name, colour in (("red", "red"), ("blue", "blue"), ("green", "green")):
+        write_fake_video(lib / f"{name}.mp4", colour, 2.0)
+    encoders = OfflineEncoders(f"clip:{model_dir}", sampling=SamplingConfig(fps=2.0, size=32, clip_seconds=2.0,
+                                                                            stride_seconds=2.0))
+    report = index_paths([lib], tmp_path / "store", encoders, workers=1, reader=fake_reader(encoders.sampling))
+    assert report.exit_code == 0, report.summary()
+    with Store.open(tmp_path / "store") as store:
+        assert (store.config.look_dim, store.config.concept_classes) == (16, 0)
+        assert store.channels() == ["keyword", "lookalike", "clip"] and (tmp_path / "store" / "looks.faiss").is_file()
+        # Random weights match nothing better than chance, so the cutoffs are off to see the plumbing.
+        engine = Engine(store, config=EngineConfig(cutoffs=False))
+        hits = engine.text("a red car", mode="clip", k=5)
+        assert len(hits) == 3 and all(h.sources == ["clip"] for h in hits)
+        query = encoders.clip_text_vectors(["a red car"])[0]
+        for h in hits:   # the score is the cosine of the CLIP text embedding with the clip's image embedding
+            assert h.similarities["clip"] == pytest.approx(float(store.clip_vector(h.clip_id, "look") @ query),
+                                                           abs=1e-3)
+        assert "clip" in engine.text("red", k=5)[0].sources
+        with pytest.raises(QueryError, match="no concept channel"):
+            engine.text("a red car", mode="concept")

@@ -34,10 +34,11 @@ GROUP = _param("group", "query", {"type": "string", "enum": ["clip", "video"], "
                "One result per clip, or only the best clip of each video")
 PREFIX = _param("prefix", "query", {"type": "string"}, "Only videos whose path starts with this")
 
-CHANNEL = {"type": "string", "enum": ["dense", "keyword", "concept", "lookalike"],
+CHANNEL = {"type": "string", "enum": ["dense", "keyword", "concept", "lookalike", "clip"],
            "description": "dense: the model's clip and caption vectors; keyword: FTS5 over captions and concept "
                           "tags; concept: the query's ImageNet classes against each clip's class probabilities; "
-                          "lookalike: the frame encoder's pooled features (video and similar-clip queries)"}
+                          "lookalike: the frame encoder's pooled features (video and similar-clip queries); clip: "
+                          "the query through the CLIP text tower against the clips' CLIP image embeddings"}
 
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -125,7 +126,7 @@ def _paths() -> dict:
             "parameters": [_param("q", "query", {"type": "string", "pattern": r"\S", "maxLength": 2000},
                                   "Query text (not only spaces, at most 2,000 characters)", True), K, OFFSET,
                            _param("mode", "query", {"type": "string",
-                                                    "enum": ["dense", "keyword", "concept", "hybrid"],
+                                                    "enum": ["dense", "keyword", "concept", "clip", "hybrid"],
                                                     "default": "hybrid"},
                                   "One channel (400 if the store lacks it), or hybrid: every text channel the "
                                   "store has, fused by reciprocal rank"),

@@ -58,7 +58,7 @@ def search_page():
 def _channels() -> dict:
     """The store's channels, and the search modes they allow, for the search form."""
     channels = engine().channels
-    modes = ["hybrid"] + [m for m in ("dense", "keyword", "concept") if m in channels]
+    modes = ["hybrid"] + [m for m in ("dense", "keyword", "concept", "clip") if m in channels]
     return {"channels": channels, "modes": modes}
 
 
