@@ -3,12 +3,13 @@
 A store is one directory:
     store.db          SQLite, WAL, foreign keys on: videos, video_paths, clips, captions, meta, clip_text (FTS5)
     clips.faiss       IndexIDMap2 of clip embeddings; FAISS id == clips.id
-    captions.faiss    IndexIDMap2 of caption embeddings; FAISS id == captions.id
+    captions.faiss    IndexIDMap2 of caption embeddings; FAISS id == captions.id (no model: neither file)
+    looks.faiss       IndexIDMap2 of look-alike vectors (pooled frame features); FAISS id == clips.id
     thumbs/<id>.jpg   one JPEG per clip (its middle sampled frame)
-    store.json        StoreConfig: model path + hash + dim, sampling, index type and search settings
+    store.json        StoreConfig: model path + hash + dim, offline encoders, channels' data, sampling, index type
     .lock             held by the one process writing (flock)
-Vectors are also kept as float32 blobs in clips.vector / captions.vector, the source the FAISS files are
-repaired or rebuilt from.
+Vectors are also kept as float32 blobs in clips.vector / clips.look / captions.vector, the source the FAISS
+files are repaired or rebuilt from; clips.concepts keeps each clip's top class probabilities.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ _EXPORTS = {
     "prune_store": "indexer.api",
     "store_config": "indexer.api",
     "StoreConfig": "indexer.config",
+    "OfflineEncoders": "indexer.offline",
     "StoreError": "indexer.config",
     "IndexReport": "indexer.pipeline",
     "run_pipeline": "indexer.pipeline",
