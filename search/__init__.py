@@ -1,5 +1,6 @@
 """Search: answer text, video and similar-clip queries over an `indexer.Store`."""
-from .engine import CHANNELS, MODES, GROUPS, MAX_K, MAX_OFFSET, Engine, EngineConfig, Hit, QueryError, Reading, UnknownId
+from .engine import (CHANNELS, GROUPS, MAX_K, MAX_OFFSET, MODES, Engine, EngineConfig, Hit, QueryError, Reading,
+                     UnknownId)
 from .fusion import reciprocal_rank_fusion
 
 __all__ = ["Engine", "EngineConfig", "Hit", "QueryError", "Reading", "UnknownId", "CHANNELS", "MODES", "GROUPS",
