@@ -206,4 +206,4 @@ def index_name(store) -> str:
 def openapi():
     """The OpenAPI 3 description of this API."""
     from .openapi import document
-    return jsonify(document())
+    return jsonify(document(engine().channels))

@@ -116,8 +116,12 @@ SCHEMAS = {
 }
 
 
-def _paths() -> dict:
-    """Path item objects for every JSON and media endpoint."""
+TEXT_MODES = ["dense", "keyword", "concept", "clip"]
+
+
+def _paths(channels=None) -> dict:
+    """Path item objects for every JSON and media endpoint; `channels` (the served store's) narrow the modes."""
+    modes = [m for m in TEXT_MODES if channels is None or m in channels] + ["hybrid"]
     clip_id = _param("clip_id", "path", ID_SCHEMA, "Clip id")
     video_id = _param("video_id", "path", ID_SCHEMA, "Video id")
     return {
@@ -126,7 +130,7 @@ def _paths() -> dict:
             "parameters": [_param("q", "query", {"type": "string", "pattern": r"\S", "maxLength": 2000},
                                   "Query text (not only spaces, at most 2,000 characters)", True), K, OFFSET,
                            _param("mode", "query", {"type": "string",
-                                                    "enum": ["dense", "keyword", "concept", "clip", "hybrid"],
+                                                    "enum": modes,
                                                     "default": "hybrid"},
                                   "One channel (400 if the store lacks it), or hybrid: every text channel the "
                                   "store has, fused by reciprocal rank"),
@@ -180,11 +184,12 @@ def _paths() -> dict:
     }
 
 
-def document() -> dict:
-    """The OpenAPI 3.0 document for every endpoint the app serves outside the HTML pages."""
+def document(channels=None) -> dict:
+    """The OpenAPI 3.0 document for every endpoint the app serves outside the HTML pages; given the served
+    store's channels, `mode` lists only the ones it answers."""
     return {"openapi": "3.0.3",
             "info": {"title": "vidsearch", "version": "1",
                      "description": "Cross-modal video search: find the moments of a video library that match a "
                                     "sentence or an example video."},
-            "paths": _paths(),
+            "paths": _paths(channels),
             "components": {"schemas": SCHEMAS}}
