@@ -254,14 +254,13 @@ def encode_videos(items: list[tuple[Job, object]], encoder, settings: EncodeSett
 
 
 def _sidecar(e: Encoded) -> list:
-    """Captions of the video's .srt/.vtt/.txt sidecar; a bad sidecar is a warning, not a failed video."""
-    from trainer.captions import CaptionError, read_sidecar
+    """The video's own captions: its .srt/.vtt/.txt sidecar, else the text subtitle streams inside it. A bad
+    sidecar or stream is a warning, not a failed video."""
+    from trainer.captions import read_timed_text
 
-    try:
-        return [(c, "sidecar") for c in read_sidecar(e.job.state.path)]
-    except CaptionError as err:
-        e.warnings.append(f"sidecar captions skipped ({err})")
-        return []
+    captions, warnings = read_timed_text(e.job.state.path)
+    e.warnings += warnings
+    return captions
 
 
 def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
@@ -284,4 +283,4 @@ def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -
         vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size], rewrite=False)
                                for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
     for (e, c, src, at), text, vec in zip(pairs, texts, vecs):
-        e.captions.append(CaptionData(text, c.start, c.end, vec, at, src))
+        e.captions.append(CaptionData(text, c.start, c.end, vec, at, src, getattr(c, "lang", None)))

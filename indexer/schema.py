@@ -116,7 +116,8 @@ class Caption(Base):
     start: Mapped[float | None] = mapped_column(Float)
     end: Mapped[float | None] = mapped_column(Float)
     text: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(16))  # "manifest" or "sidecar"
+    source: Mapped[str] = mapped_column(String(16))  # "manifest", "sidecar" or "embedded" (a stream in the file)
+    lang: Mapped[str | None] = mapped_column(String(16))  # an embedded stream's language tag, when it has one
     vector: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
 
 
@@ -170,7 +171,7 @@ def make_engine(db_path: str, readonly: bool) -> Engine:
 
 
 # Columns added after the first store format, with their SQL types; `migrate` adds them to older stores.
-ADDED_COLUMNS = {"clips": (("concepts", "TEXT"), ("look", "BLOB"))}
+ADDED_COLUMNS = {"clips": (("concepts", "TEXT"), ("look", "BLOB")), "captions": (("lang", "VARCHAR(16)"),)}
 
 
 def missing_columns(conn) -> list[tuple[str, str, str]]:
@@ -200,3 +201,4 @@ def create_schema(engine: Engine, meta: list[dict] = ()) -> None:
             conn.exec_driver_sql(ddl)
         if meta:
             conn.execute(Meta.__table__.insert(), list(meta))
+

@@ -44,6 +44,17 @@ class ClipRecord:
 
 
 @dataclass
+class CaptionRecord:
+    """One caption or subtitle of a video, as the watch page lists it."""
+
+    start: float | None
+    end: float | None
+    text: str
+    source: str  # "manifest", "sidecar" or "embedded"
+    lang: str | None
+
+
+@dataclass
 class VideoRecord:
     """A video row with all its paths and its clip count."""
 
@@ -570,6 +581,14 @@ class Store:
         with self.Session() as s:
             v = s.scalar(select(Video).join(VideoPath).where(VideoPath.path == os.path.abspath(path)))
             return self._video_records(s, [v])[0] if v else None
+
+    def video_captions(self, video_id: int) -> list[CaptionRecord]:
+        """A video's captions and subtitles in time order (untimed ones first)."""
+        with self.Session() as s:
+            rows = s.execute(select(Caption.start, Caption.end, Caption.text, Caption.source, Caption.lang)
+                             .where(Caption.video_id == int(video_id))
+                             .order_by(Caption.start.is_not(None), Caption.start, Caption.id)).all()
+        return [CaptionRecord(*r) for r in rows]
 
     def video_clips(self, video_id: int) -> list[int]:
         """Clip ids of a video in time order."""

@@ -77,6 +77,7 @@ class CaptionData:
     vector: np.ndarray | None  # None in a store without a model
     clip: int | None  # index into the video's clips, None for a caption of the whole video
     source: str = "manifest"
+    lang: str | None = None  # language of an embedded subtitle stream
 
 
 def _lock(store_dir: Path):
@@ -395,7 +396,8 @@ class StoreWriter(Store):
             if clip.thumbnail is not None:
                 row.thumbnail = self._write_thumb(row.id, clip.thumbnail)
         caps = [Caption(video_id=video.id, clip_id=rows[c.clip].id if c.clip is not None else None,
-                        start=c.start, end=c.end, text=c.text, source=c.source, vector=_blob(c.vector))
+                        start=c.start, end=c.end, text=c.text, source=c.source, lang=c.lang,
+                        vector=_blob(c.vector))
                 for c in captions]
         self.session.add_all(caps)
         self.session.flush()
@@ -416,7 +418,7 @@ class StoreWriter(Store):
             return 0
         clip_ids = list(self.session.scalars(select(Clip.id).where(Clip.video_id == video_id).order_by(Clip.start)))
         rows = [Caption(video_id=video_id, start=c.start, end=c.end, text=c.text, source=c.source,
-                        vector=_blob(c.vector),
+                        lang=c.lang, vector=_blob(c.vector),
                         clip_id=clip_ids[c.clip] if c.clip is not None and c.clip < len(clip_ids) else None)
                 for c in new]
         self.session.add_all(rows)

@@ -328,6 +328,12 @@ class Engine:
         with self._reading():
             return list(self.store.video_clips(video_id))
 
+    def video_captions(self, video_id: int) -> list:
+        """A video's captions and subtitles (indexer.store.CaptionRecord) in time order; raises `UnknownId`."""
+        self.video_record(video_id)
+        with self._reading():
+            return list(self.store.video_captions(int(video_id)))
+
     def counts(self) -> dict:
         """{"videos", "clips", "failed"} as the store counts them now."""
         with self._reading():

@@ -1,4 +1,5 @@
-"""Caption sources: JSONL manifests and sidecar subtitle files (SRT, WebVTT, plain text) beside videos."""
+"""Caption sources: JSONL manifests, sidecar subtitle files (SRT, WebVTT, plain text) beside videos, and text
+subtitle streams inside video files (mov_text, SubRip, ASS, WebVTT), read through PyAV."""
 from __future__ import annotations
 
 import html
@@ -29,6 +30,7 @@ class Caption:
     text: str
     start: float | None = None
     end: float | None = None
+    lang: str | None = None  # a subtitle stream's language tag (ISO 639), when the file says
 
 
 class Cue(NamedTuple):
@@ -191,3 +193,109 @@ def read_sidecar(video_path) -> list[Caption]:
         cues = parse_srt(text, sidecar) if ext == ".srt" else parse_vtt(text, sidecar)
         return [Caption(video=str(video), text=c.text, start=c.start, end=c.end) for c in cues]
     return []
+
+
+# ---------------------------------------------------------------- subtitles inside the file
+
+# Decoders of text subtitles; their cues come out of PyAV as ASS dialogue. Bitmap subtitles (DVD, PGS)
+# carry pictures of text, which would need OCR, so their streams are left alone.
+TEXT_SUBTITLE_CODECS = frozenset({"mov_text", "subrip", "srt", "ass", "ssa", "webvtt", "text", "microdvd",
+                                  "subviewer", "subviewer1", "sami", "realtext", "mpl2", "vplayer", "pjs",
+                                  "stl", "jacosub"})
+
+
+class SubtitleStream(NamedTuple):
+    """One text subtitle stream of a video file: its cues, or why they could not be read."""
+
+    index: int
+    codec: str
+    lang: str | None
+    cues: list[Cue]
+    error: str | None = None
+
+
+def _stream_cues(container, stream) -> list[Cue]:
+    """Cues of one subtitle stream, timed by their packets; a cue without a duration lasts until the next."""
+    base = stream.time_base
+    timed: list[tuple[float, float | None, str]] = []
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue  # the flush packet at the end of the stream
+        start = float(packet.pts * base)
+        length = float(packet.duration * base) if packet.duration else None
+        for sub in packet.decode():
+            text = getattr(sub, "dialogue", None) or getattr(sub, "text", None) or b""
+            text = _clean(bytes(text).decode("utf-8", "replace").replace("\\N", "\n").split("\n"))
+            if text:
+                timed.append((start, length, text))
+    timed.sort(key=lambda t: t[0])
+    cues = []
+    for i, (start, length, text) in enumerate(timed):
+        if start < 0 or (length is not None and length < 0):
+            raise ValueError(f"cue {text!r} has a negative time ({start}s, lasting {length}s)")
+        end = start + length if length else (timed[i + 1][0] if i + 1 < len(timed) else start)
+        cues.append(Cue(start, max(end, start), text))
+    return cues
+
+
+def read_subtitle_streams(path) -> list[SubtitleStream]:
+    """Every text subtitle stream of a video file with its cues. A stream that cannot be demuxed or decoded
+    comes back with `error` set and no cues, so one bad stream never hides the others. Raises CaptionError
+    only when the file cannot be opened at all."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as e:  # a file PyAV cannot open has no streams to read (the video decoder says why)
+        raise CaptionError(path, None, f"cannot open for subtitles: {e}") from e
+    out = []
+    with container:
+        for stream in container.streams.subtitles:
+            codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
+            if codec not in TEXT_SUBTITLE_CODECS:
+                continue
+            lang = (stream.metadata or {}).get("language")
+            lang = None if lang in (None, "", "und") else lang
+            try:
+                out.append(SubtitleStream(stream.index, codec, lang, _stream_cues(container, stream)))
+            except Exception as e:
+                out.append(SubtitleStream(stream.index, codec, lang, [], f"{type(e).__name__}: {e}"))
+            container.seek(0)  # demuxing read to the end; the next stream starts over
+    return out
+
+
+def read_embedded(video_path, timeout: float = 60.0) -> tuple[list[Caption], list[str]]:
+    """Captions from the text subtitle streams inside a video file, and a warning per stream that could not
+    be read (naming the file and stream). The streams are read in a worker process with a time limit, so a
+    malformed stream that crashes or hangs the demuxer costs only its captions."""
+    from .media import MediaError
+    from .media.workers import run_in_worker
+
+    try:
+        streams = run_in_worker(read_subtitle_streams, video_path, timeout=timeout)
+    except (MediaError, CaptionError) as e:
+        return [], [f"embedded subtitles skipped ({e})"]
+    captions, warnings = [], []
+    for s in streams:
+        if s.error is not None:
+            warnings.append(f"embedded subtitles skipped ({video_path}: stream {s.index} ({s.codec}): {s.error})")
+            continue
+        captions += [Caption(str(video_path), c.text, c.start, c.end, s.lang) for c in s.cues]
+    return captions, warnings
+
+
+def read_timed_text(video_path) -> tuple[list[tuple[Caption, str]], list[str]]:
+    """A video's own captions with their source ("sidecar" or "embedded"), and warnings for what was skipped.
+
+    A readable sidecar file wins over subtitle streams inside the video; a sidecar that cannot be read is
+    skipped with a warning naming it, and the embedded streams are used instead.
+    """
+    warnings = []
+    try:
+        sidecar = read_sidecar(video_path)
+        if sidecar or any(Path(video_path).with_suffix(ext).is_file() for ext in SIDECAR_EXTENSIONS):
+            return [(c, "sidecar") for c in sidecar], warnings
+    except CaptionError as err:
+        warnings.append(f"sidecar captions skipped ({err})")
+    embedded, more = read_embedded(video_path)
+    return [(c, "embedded") for c in embedded], warnings + more

@@ -92,7 +92,7 @@ def watch_page(clip_id: int):
     video = eng.video_record(clip.video_id)
     similar = eng.similar(clip_id, k=SIMILAR_STRIP)
     return render_template("watch.html", clip=clip, video=video, similar=similar,
-                           tags=_tag_words(getattr(clip, "tags", None)))
+                           tags=_tag_words(getattr(clip, "tags", None)), captions=eng.video_captions(clip.video_id))
 
 
 @ui.get("/library")

@@ -399,6 +399,15 @@ def _run_one(task: _Task | MediaError, timeout: float):
     return result
 
 
+def run_in_worker(func: Callable, path, *args, timeout: float = 60.0):
+    """`func(path, *args)` in a worker process, for other readers of a media file (its subtitle streams)
+    that must not take the caller down; raises MediaError naming the file for a crash, a timeout or an error.
+
+    `func` runs in the worker; it must be importable by name and return something picklable.
+    """
+    return _run_one(_task(0, path, func, args, None), timeout)
+
+
 def probe(path, timeout: float = 30.0) -> VideoInfo:
     """Read a video's metadata in a worker process; raises MediaError for a bad file or after `timeout` s."""
     return _run_one(_task(0, path, probe_file, ("auto",), ("pyav",)), timeout)

@@ -18,6 +18,13 @@
         player.play();
       });
     }
+    // The caption list: each timed caption's button plays the video from that caption.
+    document.querySelectorAll(".cues button.seek").forEach(function (button) {
+      button.addEventListener("click", function () {
+        player.currentTime = parseFloat(button.dataset.start || "0");
+        player.play();
+      });
+    });
   }
 
   // Search page: changing a toggle re-runs the current text query; a dropped file is searched right away.
