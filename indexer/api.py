@@ -61,7 +61,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 workers: int = 2, batch_size: int = 64, index_type: str | None = None, fps: float | None = None,
                 clip_seconds: float | None = None, stride_seconds: float | None = None, reindex: bool = False,
                 prune: bool = False, timeout: float = 120.0, progress: bool = False,
-                reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0) -> IndexReport:
+                reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0,
+                keep_features: bool = True) -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
@@ -71,6 +72,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     about `chunk_seconds`, so memory stays flat on long videos; `timeout` is the time allowed for one segment.
     `reader` replaces the decoder pool: a callable from an iterable of paths to, in order, (path, VideoChunk)
     items ending with the last chunk or a MediaError, or one (path, DecodedVideo | MediaError) per path.
+    `keep_features` keeps each video's frame features in the store (indexer.features), for training on the
+    store and for adding a model to it without decoding again.
     Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
     """
     store_dir = Path(store_dir)
@@ -96,7 +99,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             reader = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
                                   thumb_size=writer.config.thumb_size, concept_top=writer.config.concept_top,
-                                  looks=writer.config.look_dim > 0)
+                                  looks=writer.config.look_dim > 0,
+                                  keep_features=_feature_shelf(store_dir, model, writer.config) if keep_features else None)
         run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
                      total=len(found.files) + len(found.problems), commit_every=commit_every)
     except BaseException:
@@ -107,6 +111,14 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             pool.close()
     writer.close()
     return report
+
+
+def _feature_shelf(store_dir: Path, model, config: StoreConfig):
+    """Where this run keeps frame features: None when the model names no frame encoder to key them by."""
+    from .features import FeatureShelf, encoder_spec
+
+    spec = encoder_spec(model)
+    return FeatureShelf(store_dir, spec, config.sampling()) if spec else None
 
 
 def _close_after_error(writer: StoreWriter) -> None:

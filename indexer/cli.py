@@ -45,6 +45,9 @@ def add_parsers(subparsers) -> None:
                    help="commit to the store every N files (default 32); a crash loses at most one batch")
     p.add_argument("--reindex", action="store_true", help="delete the store's contents and rebuild it")
     p.add_argument("--prune", action="store_true", help="first remove videos whose files are gone")
+    p.add_argument("--no-features", action="store_true",
+                   help="do not keep frame features in the store (they let `train --store` and adding a model "
+                        "skip decoding; about 13 kB per sampled frame)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=index_command)
@@ -74,7 +77,8 @@ def index_command(args) -> int:
                              index_type=args.index_type, fps=args.fps, clip_seconds=args.clip_seconds,
                              stride_seconds=args.stride_seconds, reindex=args.reindex, prune=args.prune,
                              timeout=args.timeout, chunk_seconds=args.chunk_seconds,
-                             commit_every=args.commit_every, progress=not args.no_progress and sys.stderr.isatty())
+                             commit_every=args.commit_every, keep_features=not args.no_features,
+                             progress=not args.no_progress and sys.stderr.isatty())
     except KeyboardInterrupt:
         print("vidsearch index: interrupted; work committed so far is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -96,3 +100,91 @@ def remove_command(args) -> int:
         print(f"removed {p}")
     print(f"removed {len(removed)} path(s)")
     return EXIT_OK
+
+
+# ---- `vidsearch train --store` ----------------------------------------------------------------------------
+
+def extend_parsers(subparsers) -> None:
+    """Give the trainer's `train` command a `--store` source: the indexer reads the store, the trainer gets
+    plain clip-text pairs (the trainer never reads a store itself)."""
+    p = subparsers.choices.get("train")
+    if p is None:
+        return
+    p.add_argument("--store", metavar="DIR",
+                   help="also train on the captions and subtitles this store holds (manifest, sidecar .srt/.vtt/.txt "
+                        "and embedded streams), each aligned to the clips it overlaps, with the frame features "
+                        "its index run kept; MANIFEST arguments are then optional")
+    p.set_defaults(func=train_command)
+
+
+def train_command(args) -> int:
+    """Run `vidsearch train`, with the store's clip-text pairs when `--store` is given; returns the exit code."""
+    from trainer.cli import run_train
+
+    if not getattr(args, "store", None):
+        return run_train(args)
+    from indexer import StoreError
+    from trainer.captions import CaptionError
+
+    try:
+        cfg, examples, counted = _store_examples(args)
+    except (StoreError, CaptionError, OSError) as e:
+        return _error("train", e)
+    if counted is not None:
+        print(f"vidsearch train: {counted}", file=sys.stderr)
+        return EXIT_USAGE
+    from trainer.training import train
+
+    print(train(args.manifests, args.out, cfg, examples=examples))
+    return EXIT_OK
+
+
+def _store_examples(args):
+    """(TrainConfig, (texts, feats), None) for the store and manifests, or (None, None, why there is too
+    little to train on)."""
+    import dataclasses
+
+    from indexer import StoreConfig
+    from indexer.pairs import check_store, store_pairs
+    from trainer.captions import read_manifest
+    from trainer.cli import train_config
+    from trainer.train_config import defaults
+
+    store = check_store(args.store)
+    stored = StoreConfig.load(store)
+    cfg = train_config(args)
+    # The store's sampling unless a flag says otherwise: its clips, and the features kept for them, are cut so.
+    d = defaults()
+    cfg = dataclasses.replace(cfg, size=stored.size, **{k: getattr(stored, k) for k in ("fps", "clip_seconds")
+                                                        if getattr(cfg, k) == d[k]})
+    manifest_rows = [c for m in args.manifests for c in read_manifest(m)]
+    given = {(c.video, c.text.strip(), c.start, c.end) for c in manifest_rows}
+    pairs = store_pairs(store, cfg.frame_encoder, cfg.sampling(), decode=_decoder(cfg), skip=given)
+    for path, reason in pairs.warnings:
+        print(f"vidsearch train: warning: {path}: its captions are skipped ({reason})", file=sys.stderr)
+    total = len(pairs) + len(manifest_rows)
+    source = f"{store}" + (f" and {len(manifest_rows)} manifest captions" if manifest_rows else "")
+    print(f"vidsearch train: found {len(pairs)} clip-text pairs in {store} ({pairs.videos} videos"
+          + (f", {len(pairs.decoded)} decoded again: no kept features fit" if pairs.decoded else "") + ")"
+          + (f" and {len(manifest_rows)} manifest captions" if manifest_rows else ""), file=sys.stderr)
+    help_ = ("add subtitles beside the videos (clip.srt, clip.vtt or clip.txt) or inside them, or a JSONL manifest, "
+             "then run `vidsearch index` on the library again")
+    if total == 0:
+        return None, None, f"error: nothing to learn from: {source} holds no captions or subtitles; {help_}"
+    need = max(2, cfg.batch_size)
+    if total < need:
+        return None, None, (f"error: too few clip-text pairs to train on: found {total} in {source}, training needs "
+                            f"at least one batch ({need}, --batch-size); {help_}, or lower --batch-size")
+    return cfg, (pairs.texts, pairs.feats), None
+
+
+def _decoder(cfg):
+    """Features for videos whose kept ones do not fit `cfg` (another encoder or rate, or none kept): decoded
+    through the trainer's own feature cache."""
+    def decode(paths: list[str]) -> dict:
+        from trainer.encoders import load_frame_encoder
+        from trainer.features import FeatureCache
+
+        cache = FeatureCache(cfg.cache_dir, cfg.frame_encoder, cfg.sampling())
+        return cache.load_all(paths, load_frame_encoder(cfg.frame_encoder), cfg.workers, progress=cfg.progress)
+    return decode

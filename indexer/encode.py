@@ -118,6 +118,7 @@ class EncodeSettings:
     looks: bool = True  # keep look-alike vectors (off for a store made before they existed)
     thumb_size: int = 320
     sidecars: bool = True
+    keep_features: object = None  # indexer.features.FeatureShelf that each video's frame features go to
 
 
 def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
@@ -157,6 +158,7 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
     vectors = iter(_embed_clips(encoder, stacks, settings.batch_size))
     width = look_width(encoder) if settings.looks else 0
     stacks = iter(stacks)
+    keep = settings.keep_features is not None
     out = []
     for clips, _, _ in per_chunk:
         data = []
@@ -165,7 +167,8 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
             tags, concepts, text = _clip_concepts(encoder, feats, c.frames, settings.top_tags, settings.concept_top)
             data.append(ClipData(c.start, c.end, next(vectors), tags, _thumbnail(c.frames, settings.thumb_size),
                                  look=clip_look(feats, width) if width else None, concepts=concepts,
-                                 tag_text=text))
+                                 tag_text=text, frame_times=c.times if keep else None,
+                                 features=feats.astype(np.float16) if keep else None))
         out.append(data)
     return out
 
@@ -243,6 +246,8 @@ class VideoAssembler:
         if video.error is not None:
             return Encoded(job, error=video.error)
         video.info = info
+        if self.settings.keep_features is not None:
+            self.settings.keep_features.keep(job.state.hash, video.clips, info.duration)
         return video
 
 

@@ -67,6 +67,10 @@ class ClipData:
     look: np.ndarray | None = None  # (look_dim,) float32, L2-normalised pooled frame features
     concepts: list[tuple[int, float]] = field(default_factory=list)  # (class index, probability), best first
     tag_text: str = ""  # what keyword search matches of its tags; empty: the tag labels themselves
+    # The clip's sampled frames' times (T,) and features (T, F) float16, held until the video's features are
+    # kept in the store (indexer.features); never written to SQLite.
+    frame_times: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parsers(subparsers) -> None:
@@ -45,7 +46,7 @@ def _add_train(sub) -> None:
                        description="Train VideoBERT on JSONL manifests of captioned videos and write a model dir "
                                    "(config.json, model.safetensors, tokenizer, visual words, metrics.jsonl, loss.png). "
                                    "Runs under torchrun for DDP.")
-    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL manifests (video, caption, start?, end?)")
+    p.add_argument("manifests", nargs="*", metavar="MANIFEST", help="JSONL manifests (video, caption, start?, end?)")
     p.add_argument("--out", required=True, help="model dir to write")
     p.add_argument("--epochs", type=int, default=d["epochs"], help=f"passes over the data (default {d['epochs']})")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"clips per step (default {d['batch_size']})")
@@ -75,18 +76,27 @@ def _add_train(sub) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Build a TrainConfig from the flags and train; prints the model dir."""
-    from trainer.training import TrainConfig, train
+    from trainer.training import train
 
-    model = {} if args.trainable_layers is None else {"trainable_layers": args.trainable_layers}
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_accum=args.grad_accum,
-                      word_dropout=args.word_dropout, fusion_layers=args.fusion_layers,
-                      fps=args.fps, frames=args.frames, clip_seconds=args.clip_seconds, branching=args.branching,
-                      depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
-                      device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
-                      threads=args.threads, resume=args.resume, progress=not args.no_progress)
-    out = train(args.manifests, args.out, cfg)
+    if not args.manifests:
+        print("vidsearch train: error: give at least one MANIFEST (or --store DIR)", file=sys.stderr)
+        return 2
+    out = train(args.manifests, args.out, train_config(args))
     print(out)
     return 0
+
+
+def train_config(args: argparse.Namespace):
+    """The TrainConfig that the `train` flags say."""
+    from trainer.training import TrainConfig
+
+    model = {} if args.trainable_layers is None else {"trainable_layers": args.trainable_layers}
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_accum=args.grad_accum,
+                       word_dropout=args.word_dropout, fusion_layers=args.fusion_layers,
+                       fps=args.fps, frames=args.frames, clip_seconds=args.clip_seconds, branching=args.branching,
+                       depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
+                       device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
+                       threads=args.threads, resume=args.resume, progress=not args.no_progress)
 
 
 def _add_eval(sub) -> None:

@@ -523,14 +523,19 @@ def _save_epoch(state: _State, tokenizer, vocab, cfg: TrainConfig, out_dir: Path
     plot_losses(out_dir / METRICS, out_dir / "loss.png")
 
 
-def train(manifests, out_dir, config: TrainConfig | None = None) -> Path:
+def train(manifests, out_dir, config: TrainConfig | None = None,
+          examples: tuple[list[str], list[np.ndarray]] | None = None) -> Path:
     """Train VideoBERT on captioned videos listed in JSONL manifests; returns the model dir.
 
-    Frame features are cached (see trainer.features), so a second run does not decode again.
+    Frame features are cached (see trainer.features), so a second run does not decode again. `examples`
+    adds clip-text pairs given as (texts, (T, F) frame features made by `config.frame_encoder` at
+    `config.sampling()`), such as the captions a store holds; with them, `manifests` may be empty.
     """
     cfg = config or TrainConfig()
     cfg.check()
     manifests = [manifests] if isinstance(manifests, (str, os.PathLike)) else list(manifests)
+    if not manifests and not (examples and examples[0]):
+        raise ValueError("nothing to train on: no manifests and no examples")
     dist = setup_distributed(cfg.device)
     with _threads(cfg, dist):
         encoder = None
@@ -538,7 +543,9 @@ def train(manifests, out_dir, config: TrainConfig | None = None) -> Path:
             from .encoders import load_frame_encoder
 
             encoder = load_frame_encoder(cfg.frame_encoder, dist.device)
-        texts, feats = load_examples(manifests, cfg, dist, encoder)
+        texts, feats = load_examples(manifests, cfg, dist, encoder) if manifests else ([], [])
+        if examples:
+            texts, feats = texts + list(examples[0]), feats + list(examples[1])
         concepts = caption_concepts(encoder, texts, feats) if dist.main else None
         del encoder
         return fit(texts, feats, out_dir, cfg, dist, concepts)

@@ -17,6 +17,9 @@ SUBCOMMANDS = {
     "serve": "webui.serve",
     "demo": "webui.demo",
 }
+# Subcommand -> a later package's module whose `extend_parsers(subparsers)` adds to it: `train --store` reads
+# a store (indexer) for the trainer, which must not import the indexer itself.
+EXTENSIONS = {"train": "indexer.cli"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -26,6 +29,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     wanted = [only] if only in SUBCOMMANDS else list(SUBCOMMANDS)
     for module_name in dict.fromkeys(SUBCOMMANDS[name] for name in wanted):
         importlib.import_module(module_name).add_parsers(sub)
+    for name in wanted:
+        if name in EXTENSIONS:
+            importlib.import_module(EXTENSIONS[name]).extend_parsers(sub)
     return parser
 
 
