@@ -20,9 +20,10 @@ from pathlib import Path
 from .common import Section, machine
 
 # Report order; each module defines run(quick: bool, workdir: str) -> Section.
-BENCHMARKS = ("decode", "indexing", "search_scale", "http", "training", "quality", "soak")
+BENCHMARKS = ("decode", "indexing", "search_scale", "http", "training", "quality", "store_training", "soak")
 TITLES = {"decode": "Decode", "indexing": "Indexing", "search_scale": "Search at scale", "http": "HTTP",
-          "training": "Training", "quality": "Quality", "soak": "Reliability"}
+          "training": "Training", "quality": "Quality", "store_training": "Training from a store",
+          "soak": "Reliability"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
