@@ -82,11 +82,12 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     if not chunk_seconds > 0:
         raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
     model = _load_model(model, store_dir, reindex)
+    added = _add_model(store_dir, model, reindex, batch_size)
     config = store_config(model, store_dir, reindex, index_type=index_type, fps=fps, clip_seconds=clip_seconds,
                           stride_seconds=stride_seconds)
     found = discover(paths)
     writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex)
-    report = IndexReport(notes=list(found.notes))
+    report = IndexReport(notes=list(found.notes), model_added=added)
     pool = None
     try:
         if prune:
@@ -111,6 +112,18 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             pool.close()
     writer.close()
     return report
+
+
+def _add_model(store_dir: Path, model, reindex: bool, batch_size: int) -> dict | None:
+    """A trained model given for a store indexed without one: its vectors go in first, from the kept frame
+    features (indexer.attach); videos without them are then embedded by the index run, as pending ones."""
+    from .attach import add_model, needs_model
+
+    if not needs_model(store_dir, model, reindex):
+        return None
+    done = add_model(store_dir, model, store_config(model, store_dir), batch_size=batch_size)
+    return {"clips": done.clips, "captions": done.captions, "videos_from_features": done.from_features,
+            "videos_decoded_again": len(done.redecode)}
 
 
 def _feature_shelf(store_dir: Path, model, config: StoreConfig):

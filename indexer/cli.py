@@ -28,7 +28,10 @@ def add_parsers(subparsers) -> None:
                     "into a store. Unchanged files are skipped, so a run can be repeated or resumed.")
     p.add_argument("paths", nargs="*", metavar="PATH", help="video file, directory or .jsonl manifest")
     p.add_argument("--store", required=True, metavar="DIR", help="store directory (created if missing)")
-    p.add_argument("--model", metavar="DIR", help="model directory (default: the one the store records)")
+    p.add_argument("--model", metavar="DIR",
+                   help="model directory (default: the one the store records; a new store without one is indexed "
+                        "with the offline encoders). Given for a store that has no model yet, it adds the model's "
+                        "vectors from the frame features the store kept")
     p.add_argument("--fps", type=float, help="frames sampled per second (default: the model's)")
     p.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's)")
     p.add_argument("--stride", type=float, dest="stride_seconds", help="seconds between clip starts")
@@ -66,8 +69,9 @@ def _error(command: str, e: BaseException) -> int:
 
 def index_command(args) -> int:
     """Run `vidsearch index`; returns the exit code."""
-    if not args.paths and not args.prune:
-        print("vidsearch index: error: give at least one PATH, or --prune", file=sys.stderr)
+    if not args.paths and not args.prune and not args.model:
+        print("vidsearch index: error: give at least one PATH, or --prune, or --model to add a model to the store",
+              file=sys.stderr)
         return EXIT_USAGE
     from indexer import StoreError, index_paths
     from trainer.captions import CaptionError

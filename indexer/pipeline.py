@@ -41,6 +41,7 @@ class IndexReport:
     captions: int = 0
     video_seconds: float = 0.0
     seconds: float = 0.0
+    model_added: dict | None = None  # a model given to a store without one: vectors written from kept features
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +55,11 @@ class IndexReport:
                  f"{len(self.duplicates)} duplicate content, failed {len(self.failed)}, removed {len(self.removed)}; "
                  f"{self.clips} clips, {self.captions} captions, {self.video_seconds:.1f} s of video in "
                  f"{self.seconds:.1f} s ({rate:.1f} video-s/s)"]
+        if self.model_added:
+            a = self.model_added
+            lines.insert(0, f"model added: {a['clips']} clip and {a['captions']} caption vectors from the frame "
+                            f"features kept for {a['videos_from_features']} videos; "
+                            f"{a['videos_decoded_again']} videos without them decoded again")
         lines += [f"  failed: {p}: {r}" for p, r in self.failed]
         lines += [f"  not walked: {p}: {r}" for p, r in self.notes]
         lines += [f"  warning: {p}: {r}" for p, r in self.warnings]
@@ -63,6 +69,7 @@ class IndexReport:
         return {"indexed": self.indexed, "skipped": self.skipped, "duplicates": self.duplicates,
                 "failed": self.failed, "removed": self.removed, "notes": self.notes, "warnings": self.warnings, "clips": self.clips,
                 "captions": self.captions, "video_seconds": self.video_seconds, "seconds": self.seconds,
+                "model_added": self.model_added,
                 "exit_code": self.exit_code}
 
 
