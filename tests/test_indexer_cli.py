@@ -59,6 +59,9 @@ def test_index_command_errors(tmp_path, synth_library, capsys):
     assert "give at least one PATH" in capsys.readouterr().err
     assert main(["index", str(synth_library.videos[0]), "--store", str(tmp_path / "s"), "--fps", "0"]) == 1
     assert "fps must be > 0" in capsys.readouterr().err
+    assert main(["index", str(synth_library.videos[0]), "--store", str(tmp_path / "s"),
+                 "--model", str(tmp_path / "no-model")]) == 1
+    assert "is not a vidsearch model dir" in capsys.readouterr().err
     assert main(["remove", "x.mp4", "--store", str(tmp_path / "nothing")]) == 1
     assert "no store here" in capsys.readouterr().err
 
