@@ -16,15 +16,10 @@ TOLERANCE = 0.02  # the store path must reach the manifest path's figures within
 COMPARED = (("t2v", "R@1"), ("t2v", "R@5"), ("t2v", "R@10"), ("v2t", "R@1"), ("v2t", "R@10"))
 
 
-def _srt_time(seconds: float) -> str:
-    ms = round(seconds * 1000)
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
 def sidecar_library(manifest: Path, out: Path) -> Path:
     """The manifest's videos linked into `out`, each caption written as a cue of an .srt sidecar beside it;
     no manifest in sight."""
-    from trainer.captions import read_manifest
+    from trainer.captions import format_timestamp, read_manifest
 
     done = out / ".complete"
     if done.exists():
@@ -37,7 +32,8 @@ def sidecar_library(manifest: Path, out: Path) -> Path:
         link = out / Path(video).name
         if not link.exists():
             os.symlink(video, link)
-        cues = [f"{i}\n{_srt_time(c.start or 0.0)} --> {_srt_time(c.end if c.end is not None else 1e5)}\n{c.text}\n"
+        cues = [f"{i}\n{format_timestamp(c.start or 0.0)} --> "
+                f"{format_timestamp(c.end if c.end is not None else 1e5)}\n{c.text}\n"
                 for i, c in enumerate(captions, start=1)]
         link.with_suffix(".srt").write_text("\n".join(cues), encoding="utf-8")
     done.write_text("")

@@ -206,3 +206,10 @@ def test_synth_library_sidecar_is_read_with_two_timed_cues(synth_library):
     assert captions[0].start == 0.0 and captions[-1].end == pytest.approx(synth_library.rows[0]["end"])
     assert captions[0].end == captions[1].start
     assert all(read_sidecar(v) == [] for v in synth_library.videos[1:])
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.5, 59.999, 3723.25])
+def test_formatted_timestamps_read_back(seconds):
+    from trainer.captions import format_timestamp, parse_timestamp
+
+    assert parse_timestamp(format_timestamp(seconds)) == pytest.approx(seconds)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from indexer import index_paths
-from tests.fixtures.synth import _srt_time
+from trainer.captions import format_timestamp
 from trainer.synth import SynthSpec, generate
 
 TINY_FLAGS = ["--epochs", "1", "--batch-size", "4", "--branching", "4", "--depth", "1", "--workers", "1",
@@ -26,7 +26,7 @@ def _library(root: Path, count: int, sidecars: bool = True, seed: int = 5) -> li
         row["video"] = str(root / row["video"])
         if sidecars:
             Path(row["video"]).with_suffix(".srt").write_text(
-                f"1\n{_srt_time(row['start'])} --> {_srt_time(row['end'])}\n{row['caption']}\n")
+                f"1\n{format_timestamp(row['start'])} --> {format_timestamp(row['end'])}\n{row['caption']}\n")
     return rows
 
 

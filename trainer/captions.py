@@ -111,6 +111,12 @@ def parse_timestamp(stamp: str) -> float:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def format_timestamp(seconds: float) -> str:
+    """Seconds -> an SRT timestamp ``01:02:03,500`` (what `parse_timestamp` reads back)."""
+    ms = round(seconds * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
 def _clean(lines: list[str]) -> str:
     """Join a cue's lines into one sentence without markup."""
     text = " ".join(_TAG.sub("", line).strip() for line in lines)
