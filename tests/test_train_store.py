@@ -69,6 +69,7 @@ def test_index_keeps_the_frame_features_the_trainer_would_compute(captioned_stor
     np.testing.assert_allclose(kept.features, fresh.features, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_train_from_sidecar_subtitles_reuses_kept_features(captioned_store, tmp_path, capsys):
     _, store, _ = captioned_store
     cache = tmp_path / "cache"
@@ -82,6 +83,7 @@ def test_train_from_sidecar_subtitles_reuses_kept_features(captioned_store, tmp_
     assert words  # the training vocabulary came from the subtitles
 
 
+@pytest.mark.slow
 def test_a_broken_subtitle_file_is_skipped_by_name_and_the_rest_train(captioned_store, tmp_path, capsys):
     lib, store, rows = captioned_store
     copy = tmp_path / "store"
@@ -116,6 +118,7 @@ def test_too_few_pairs_say_how_many_and_what_would_help(captioned_store, tmp_pat
     assert "too few clip-text pairs" in err and "found 8" in err and "--batch-size" in err and ".srt" in err
 
 
+@pytest.mark.slow
 def test_store_and_manifest_combine_and_repeats_count_once(captioned_store, tmp_path, capsys):
     lib, store, rows = captioned_store
     manifest = tmp_path / "more.jsonl"
