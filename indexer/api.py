@@ -92,6 +92,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     try:
         if prune:
             report.removed += writer.prune()
+            _drop_features(store_dir, writer, report.removed)
         jobs = plan_jobs(found.files, writer, found.problems, writer.pending_paths())
         if reader is None:
             from trainer.media import DecodePool
@@ -148,6 +149,7 @@ def remove_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLik
     writer = StoreWriter.open(store_dir)
     try:
         removed = writer.remove(paths)
+        _drop_features(store_dir, writer, removed)
     except BaseException:
         writer.abort()
         raise
@@ -160,8 +162,17 @@ def prune_store(store_dir: str | os.PathLike) -> list[str]:
     writer = StoreWriter.open(store_dir)
     try:
         removed = writer.prune()
+        _drop_features(store_dir, writer, removed)
     except BaseException:
         writer.abort()
         raise
     writer.close()
     return removed
+
+
+def _drop_features(store_dir, writer: StoreWriter, removed: list[str]) -> None:
+    """Kept frame features of content that went with the removed paths go too."""
+    from .features import drop_unused
+
+    if removed:
+        drop_unused(store_dir, writer)

@@ -69,3 +69,23 @@ class FeatureShelf:
         feats = np.concatenate([f for _, f in parts])
         times, first = np.unique(times, return_index=True)
         self._cache.put(self.key(content_hash), VideoFeatures(times, feats[first], float(duration or 0.0)))
+
+
+def drop_unused(store_dir, writer) -> int:
+    """Delete kept features of content the store no longer holds (after videos were removed); returns how
+    many files went. Runs under the writer's lock, so no index run is writing features meanwhile."""
+    from sqlalchemy import select
+
+    from .schema import Video
+
+    folder = Path(store_dir) / FEATURE_DIR
+    if not folder.is_dir():
+        return 0
+    with writer.Session() as s:
+        live = {h[:32] for h in s.scalars(select(Video.hash).where(Video.hash.is_not(None)))}
+    gone = 0
+    for path in folder.glob("*/*.npz"):
+        if path.name.split("-")[0] not in live:
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone

@@ -134,3 +134,16 @@ def test_store_and_manifest_combine_and_repeats_count_once(captioned_store, tmp_
 def test_train_without_manifest_or_store_is_a_usage_error(tmp_path, capsys):
     code, _, err = _train(["--out", str(tmp_path / "m")], capsys)
     assert code == 2 and "MANIFEST" in err
+
+
+def test_removing_a_video_drops_its_kept_features(captioned_store, tmp_path):
+    from indexer import remove_paths
+
+    _, store, rows = captioned_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    kept = lambda: sorted((copy / "features").rglob("*.npz"))  # noqa: E731
+    before = kept()
+    assert len(before) == len(rows)
+    assert remove_paths([rows[0]["video"]], copy) == [rows[0]["video"]]
+    assert len(kept()) == len(rows) - 1
