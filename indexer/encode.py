@@ -284,8 +284,8 @@ def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -
         vecs = [None] * len(texts)
     else:
         # Captions are embedded as written: they are matched text to text, where the sentence encoder knows
-        # synonyms, and rewriting thousands of subtitle lines would cost more than the clips themselves.
-        vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size], rewrite=False)
+        # synonyms.
+        vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size])
                                for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
     for (e, c, src, at), text, vec in zip(pairs, texts, vecs):
         e.captions.append(CaptionData(text, c.start, c.end, vec, at, src, getattr(c, "lang", None)))

@@ -63,7 +63,7 @@ class Reading:
     """How the model read a text query: `text` in its training words, and what was replaced."""
     query: str
     text: str
-    substitutions: tuple = ()          # trainer.lexicon.Substitution, in query order
+    substitutions: tuple = ()          # search.reading.Substitution, in query order
     concepts: tuple = ()               # search.concepts.ConceptMatch: the classes the query's words reached
 
     @property
@@ -104,10 +104,13 @@ Source = Callable[[int], Found]
 class Engine:
     """Answers queries against one store; safe to share between threads."""
 
-    def __init__(self, store, model=None, config: EngineConfig | None = None, sentences=None):
+    def __init__(self, store, model=None, config: EngineConfig | None = None, sentences=None,
+                 reader=None):
         """`store` is an `indexer.Store` or its directory; `model` defaults to the model recorded in the store
         (a store indexed without one has none, and no dense channel). `sentences` (texts -> (N, D) unit rows)
-        is the sentence encoder that reads words into concepts; by default the one the store records."""
+        is the sentence encoder that reads words into concepts; by default the one the store records. `reader` (a
+        `search.QueryReader`) puts queries into the model's training words for the dense channel; by default the one
+        made from the vocabulary files in the model's directory (none if it has none)."""
         if isinstance(store, (str, os.PathLike)):
             from indexer import Store
             store = Store.open(store, readonly=True)
@@ -120,6 +123,9 @@ class Engine:
                              "--model to add them, or search it without a model")
         else:
             self.model = None
+        # Built now, not on the first query: the reader loads WordNet, which takes seconds.
+        self.reader = reader if reader is not None else (_model_reader(self.model) if self.model is not None
+                                                         else None)
         self.config = config or EngineConfig()
         self._lock = _ReadWriteLock()
         self._text_cache: OrderedDict[tuple[str, bool], tuple[Reading, np.ndarray]] = OrderedDict()
@@ -247,7 +253,7 @@ class Engine:
 
     def read(self, q: str, rewrite: bool = True) -> Reading:
         """How search reads `q`: for the dense channel, words the model never saw in training put into words it
-        did (through WordNet, see trainer.lexicon), and for the concept channel, the ImageNet classes the words
+        did (through WordNet, see search.reading), and for the concept channel, the ImageNet classes the words
         reach; so that a user can tell when a result answers a query read differently from how it was typed."""
         q = _check_text(q)
         reading = self._text_vector(q, rewrite)[0] if DENSE in self.channels else Reading(q, q)
@@ -264,8 +270,8 @@ class Engine:
             if cached is not None:
                 self._text_cache.move_to_end(key)
                 return cached
-        text, subs = self.model.rewrite(q) if rewrite else (q, [])
-        vector = np.asarray(self.model.embed_text([text], rewrite=False), dtype=np.float32).reshape(1, -1)
+        text, subs = self.reader.read(q) if rewrite and self.reader is not None else (q, [])
+        vector = np.asarray(self.model.embed_text([text]), dtype=np.float32).reshape(1, -1)
         entry = (Reading(q, text, tuple(subs)), vector)
         with self._text_lock:
             self._text_cache[key] = entry
@@ -392,7 +398,7 @@ class Engine:
             from .concepts import random_strings
             probes = random_strings(self.config.null_probes)
             if channel == DENSE:
-                vectors = np.asarray(self.model.embed_text(probes, rewrite=False), dtype=np.float32)
+                vectors = np.asarray(self.model.embed_text(probes), dtype=np.float32)
                 best = [self.store.search_clips(vectors, 1)[0], self.store.search_captions(vectors, 1)[0]]
             else:
                 best = [self.store.search_looks(self._encoders().clip_text_vectors(probes), 1)[0]]
@@ -538,6 +544,13 @@ def _check_page(k, offset, group) -> None:
         raise QueryError(f"offset must be an integer between 0 and {MAX_OFFSET}, got {offset!r}")
     if group not in GROUPS:
         raise QueryError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
+
+
+def _model_reader(model):
+    """The query reader made from the vocabulary files in `model`'s directory, or None where it has none."""
+    from .reading import QueryReader
+    path = model.identity.get("path")
+    return QueryReader.load(path) if path and os.path.isdir(path) else None
 
 
 def _load_recorded_model(store):

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from indexer.store import ClipRecord
-from search import Engine, EngineConfig, QueryError, UnknownId
+from search import Engine, EngineConfig, QueryError, QueryReader, UnknownId
 from search.fusion import reciprocal_rank_fusion
+from trainer.encoders.efficientnet import imagenet_labels
+from trainer.lexicon import caption_vocabulary
 
 DIM = 8
 
@@ -123,11 +125,7 @@ class VectorModel:
         self.sampling = SamplingConfig()
         self.identity = {"name": "memory", "path": "", "hash": ""}
 
-    def rewrite(self, text):
-        # Stands in for a vocabulary with a single synonym, so the engine's handling of readings is visible.
-        return (text.replace("rhombus", "diamond"), [("rhombus", "diamond")]) if "rhombus" in text else (text, [])
-
-    def embed_text(self, texts, rewrite=True):
+    def embed_text(self, texts):
         return np.stack([self.table[t] for t in texts]).astype(np.float32)
 
 
@@ -148,7 +146,9 @@ def store():
 def engine(store):
     model = VectorModel({"circle": unit(0), "triangle": unit(4), "red square": unit(0, 1, 0.8),
                          "nothing": unit(7), "red diamond": unit(4), "red rhombus": unit(0)})
-    return Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    # A reader over a one-caption vocabulary: "rhombus" shares a WordNet synset with "diamond".
+    reader = QueryReader(caption_vocabulary(["a red diamond", "a circle", "a triangle"]), imagenet_labels())
+    return Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False), reader=reader)
 
 
 def ids(hits):

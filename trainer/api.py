@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .concepts import WordConcepts
-from .lexicon import QueryRewriter, Substitution, load_vocabulary
 from .media import SamplingConfig
 from .modeling import VideoBertForPreTraining
 from .training import FRAME_ENCODER_FILE, resample_frames
@@ -63,16 +61,14 @@ def load(model_dir, device="auto") -> "VideoSearchModel":
         raise ValueError(f"{path}: frame encoder {spec['spec']!r} gives {encoder.dim}-d features, "
                          f"the model expects {model.config.feature_dim}")
     identity = {"path": str(path), "hash": model_hash(path), "name": path.name}
-    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev, words=load_vocabulary(path),
-                            concepts=WordConcepts.load(path))
+    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev)
 
 
 class VideoSearchModel:
     """A trained VideoBERT with its tokenizer, visual words and frame encoder, ready for inference."""
 
     def __init__(self, model: VideoBertForPreTraining, tokenizer, vocab: VisualVocabulary, frame_encoder,
-                 identity: dict, device: torch.device, batch_size: int = 64, max_text: int = 64,
-                 words: dict[str, list[str]] | None = None, concepts: WordConcepts | None = None):
+                 identity: dict, device: torch.device, batch_size: int = 64, max_text: int = 64):
         self.model = model
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -83,7 +79,6 @@ class VideoSearchModel:
         self.max_text = max_text
         self.dim = model.config.hidden_size
         self.sampling = SamplingConfig(**model.config.sampling) if model.config.sampling else SamplingConfig()
-        self.rewriter = QueryRewriter(words, self._sentence_vectors, concepts=concepts) if words else None
 
     def __repr__(self) -> str:
         return f"VideoSearchModel({self.identity['path']!r}, dim={self.dim}, device={str(self.device)!r})"
@@ -139,34 +134,15 @@ class VideoSearchModel:
                 out[s:s + len(emb)] = emb.float().cpu().numpy()
         return out
 
-    def embed_text(self, texts: list[str], rewrite: bool = True) -> np.ndarray:
-        """Sentences -> (N, dim) float32 unit vectors in the same space as `embed_clips`.
-
-        rewrite=True first puts words the model never saw in training into words it did (see `rewrite`).
-        """
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Sentences -> (N, dim) float32 unit vectors in the same space as `embed_clips`, read as written (search
+        reads queries into training words first, see search.reading)."""
         texts = _check_texts(texts)
-        if rewrite:
-            texts = [self.rewrite(t)[0] for t in texts]
-        return self._text_vectors(texts, adapt=True)
-
-    def rewrite(self, text: str) -> tuple[str, list[Substitution]]:
-        """`text` with words outside the training captions' vocabulary replaced by training words that a
-        dictionary (WordNet) says mean the same, or whose clips show what a noun names (ImageNet concepts seen
-        by the frame encoder), and the substitutions made; unchanged for a model saved without its vocabulary."""
-        if self.rewriter is None:
-            return text, []
-        return self.rewriter.rewrite(text)
-
-    def _sentence_vectors(self, texts: list[str]) -> np.ndarray:
-        """The text encoder's own sentence embeddings (no adapter): what the rewriter compares meanings with."""
-        return self._text_vectors(texts, adapt=False)
-
-    def _text_vectors(self, texts: list[str], adapt: bool) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(texts), self.batch_size):
                 batch = self._text_batch(texts[s:s + self.batch_size])
-                emb = self.model.videobert.get_text_embeddings(**batch, adapt=adapt)
+                emb = self.model.videobert.get_text_embeddings(**batch)
                 out[s:s + len(emb)] = emb.float().cpu().numpy()
         return out
 

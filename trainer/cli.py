@@ -110,8 +110,6 @@ def _add_eval(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--cache-dir", default=None, help="frame-feature cache dir")
     p.add_argument("--workers", type=int, default=2, help="decoder processes")
-    p.add_argument("--no-rewrite", action="store_true",
-                   help="embed captions as written, without putting unknown words into the training vocabulary")
     p.add_argument("--rerank", type=int, default=0, metavar="K",
                    help="also report text->video after re-ranking each caption's top K clips with the alignment head")
     p.set_defaults(func=run_eval)
@@ -124,6 +122,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
     model = load(args.model, device=args.device)
     result = evaluate(model, args.manifest, args.train, cache_dir=args.cache_dir, workers=args.workers,
-                      rewrite=not args.no_rewrite, rerank=args.rerank)
+                      rerank=args.rerank)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -3,12 +3,9 @@
 An ImageNet-pretrained frame encoder names what it sees in 1,000 classes ("ping-pong ball", "crate"). Averaging
 those class probabilities over the clips whose captions use a word gives the word's *concept profile*: in a
 library of coloured shapes, the clips captioned "circle" look like ping-pong and tennis balls to the classifier
-far more often than the library as a whole does. The query rewriter (trainer.lexicon) uses the profiles for a
-query noun that no dictionary relation ties to a training word: the ImageNet classes that are kinds of it
-("ball" -> golf ball, tennis ball, ...) point to the training word whose clips show them most.
-
-Profiles are written beside a model at training time (`word_concepts.npz`); models whose frame encoder has no
-ImageNet classifier (CLIP) simply have none.
+far more often than the library as a whole does. The profiles, and the class names they are over, are saved
+beside a model at training time (`word_concepts.npz`); search reads the class names to tell words that name real
+subjects (search.reading). Models whose frame encoder has no ImageNet classifier (CLIP) simply have none.
 """
 from __future__ import annotations
 
@@ -20,16 +17,6 @@ from typing import Iterable
 import numpy as np
 
 CONCEPTS_FILE = "word_concepts.npz"
-
-
-@dataclass(frozen=True)
-class Grounding:
-    """How strongly a set of concepts points to one training word: `share` is their probability mass on the
-    word's clips, `lift` that mass over their mass on the whole library."""
-
-    word: str
-    lift: float
-    share: float
 
 
 @dataclass
@@ -67,19 +54,6 @@ class WordConcepts:
         words = sorted(sums)
         profiles = np.stack([sums[w] / counts[w] for w in words]) if words else np.zeros((0, len(labels)))
         return cls(words, profiles, clip_probs.mean(0), labels)
-
-    def ground(self, classes: Iterable[int], words: Iterable[str]) -> list[Grounding]:
-        """How strongly the concepts `classes` point to each of `words` (those with a profile), strongest first."""
-        classes = sorted(set(classes))
-        overall = float(self.base[classes].sum()) if classes else 0.0
-        if overall <= 0.0:
-            return []
-        out = []
-        for w in words:
-            if w in self._row:
-                share = float(self.profiles[self._row[w], classes].sum())
-                out.append(Grounding(w, share / overall, share))
-        return sorted(out, key=lambda g: -g.lift)
 
     def save(self, model_dir) -> Path:
         """Write the profiles into a model dir, atomically."""

@@ -134,16 +134,17 @@ def rerank_scores(model, texts: list[str], clip_feats: list, sim: np.ndarray, k:
 
 
 def evaluate(model, manifest, train_manifest=None, cache_dir=None, workers: int = 2, progress: bool = False,
-             rewrite: bool = True, rerank: int = 0) -> dict:
+             read=None, rerank: int = 0) -> dict:
     """Score `model` (a trainer.VideoSearchModel) on a manifest; see the module docstring for the baselines.
 
-    rewrite: put test captions into the training vocabulary first, as search does with queries.
+    read: a function text -> text that test captions go through first, as queries do in search (the dense channel
+    reads them with `search.QueryReader`); None embeds them as written.
     rerank: also score text->video after re-ranking each caption's top `rerank` clips with the alignment head,
     as search does with rerank=1 (result["rerank"]).
     """
     data = load_eval_set(manifest, model, cache_dir, workers, progress)
-    texts = [model.rewrite(t)[0] for t in data.texts] if rewrite else list(data.texts)
-    text = model.embed_text(texts, rewrite=False)
+    texts = [read(t) for t in data.texts] if read is not None else list(data.texts)
+    text = model.embed_text(texts)
     video = model.embed_clips(data.clip_feats, features=True)
     sim = text @ video.T
     result = {**retrieval(sim, data.clip_of), "direction": direction_accuracy(sim, data)}
