@@ -199,7 +199,28 @@ def test_unseen_phrasing_uses_words_absent_from_training_phrasing():
         assert template not in [t for ts in TEMPLATES["train"].values() for t in ts]
 
 
-@pytest.mark.parametrize("phrasing", ["train", "unseen"])
+def _phrasing_words(phrasing: str) -> set[str]:
+    from trainer.lexicon import stop_words
+
+    return _words([w for table in (SHAPE_WORDS, MOTION_WORDS) for opts in table[phrasing].values() for w in opts]
+                  + list(BACKGROUND_WORDS[phrasing].values())
+                  + [t for ts in TEMPLATES[phrasing].values() for t in ts]) - stop_words()
+
+
+def test_held_out_phrasing_shares_no_synonym_or_sentence_shape_with_the_unseen_one():
+    train, unseen = _phrasing_words("train"), _phrasing_words("unseen")
+    unseen_only = unseen - train
+    for table in (SHAPE_WORDS, MOTION_WORDS):
+        for value, phrases in table["heldout"].items():
+            for phrase in phrases:
+                assert _words([phrase]) - train - unseen, f"held-out phrase {phrase!r} for {value} is not new"
+                assert not _words([phrase]) & unseen_only, f"held-out phrase {phrase!r} reuses an unseen word"
+    templates = {t for p in ("train", "unseen") for ts in TEMPLATES[p].values() for t in ts}
+    assert not templates & {t for ts in TEMPLATES["heldout"].values() for t in ts}
+    assert not (_words(BACKGROUND_WORDS["heldout"].values()) & unseen_only)
+
+
+@pytest.mark.parametrize("phrasing", ["train", "unseen", "heldout"])
 def test_captions_name_the_colours_shapes_and_motion_they_describe(phrasing):
     rng = np.random.default_rng(0)
     for plan in plan_clips(replace(TINY, count=60)):
@@ -243,7 +264,7 @@ def test_generate_split_keeps_test_combos_out_of_training(tmp_path):
     paths = generate_split(tmp_path, train=60, test=24, seed=0, seconds=1.0, fps=4, size=64, workers=1)
     held = holdout_combos(seed=0)
     rows = {name: [json.loads(line) for line in paths[name].read_text().splitlines()]
-            for name in ("train", "test", "test_unseen")}
+            for name in ("train", "test", "test_unseen", "test_heldout")}
 
     def triples(row):
         return {(s, c, row["attrs"]["motion"]) for s, c in zip(row["attrs"]["shapes"], row["attrs"]["colors"])}
@@ -260,9 +281,11 @@ def test_generate_split_keeps_test_combos_out_of_training(tmp_path):
     assert max(keys.values()) == 1
     assert [r["video"] for r in rows["test"]] == [r["video"] for r in rows["test_unseen"]]
     assert sum(a["caption"] != b["caption"] for a, b in zip(rows["test"], rows["test_unseen"])) == 24
+    assert [r["video"] for r in rows["test"]] == [r["video"] for r in rows["test_heldout"]]
+    assert sum(a["caption"] != b["caption"] for a, b in zip(rows["test_unseen"], rows["test_heldout"])) == 24
     saved = json.loads(paths["holdout"].read_text())
     assert {tuple(c) for c in saved["combos"]} == held
-    for name in ("train", "test", "test_unseen"):
+    for name in ("train", "test", "test_unseen", "test_heldout"):
         assert all(c.video.startswith(str(tmp_path)) and (tmp_path / c.video).is_file()
                    for c in read_manifest(paths[name]))
 

@@ -3,7 +3,8 @@
 The generator is deterministic: the same spec (seed, count, ...) gives byte-identical videos and manifest.
 Clip ``i`` depends only on the seed, the split and ``i``, so a larger count extends a smaller one.
 ``generate_split`` holds out (shape, colour, motion) combinations so a model can be tested on
-combinations it never saw, and writes test captions in two phrasings (training words and unseen synonyms).
+combinations it never saw, and writes test captions in three phrasings: training words, unseen synonyms, and a
+held-out phrasing with its own synonyms and sentence shapes that no query-reading code was written against.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ BACKGROUND_COLORS = {
     "dark green": (20, 70, 35), "brown": (95, 60, 30), "beige": (225, 210, 170),
 }
 BACKGROUND_KINDS = ("solid", "gradient", "stripes", "noise")
-PHRASINGS = ("train", "unseen")
+PHRASINGS = ("train", "unseen", "heldout")
 SPLITS = ("train", "test")
 
 # codec name -> (file extension, PyAV encoder, encoder options). Options favour speed; single-threaded
@@ -275,6 +276,13 @@ SHAPE_WORDS = {
         "triangle": ("wedge", "three-cornered shape"), "star": ("pentagram", "five-pointed shape"),
         "cross": ("plus sign", "plus symbol"), "diamond": ("rhombus", "lozenge"),
     },
+    "heldout": {
+        "circle": ("circular figure", "orb", "spot"), "square": ("rectangle", "four-sided figure", "tile"),
+        "triangle": ("trigon", "three-sided figure", "pyramid outline"),
+        "star": ("pentacle", "starlike figure", "spiky emblem"),
+        "cross": ("addition mark", "crucifix", "intersecting bars"),
+        "diamond": ("rhomb", "kite outline", "tilted square"),
+    },
 }
 MOTION_WORDS = {  # third person singular; plural forms are derived by _plural
     "train": {
@@ -293,12 +301,22 @@ MOTION_WORDS = {  # third person singular; plural forms are derived by _plural
         "grow": ("gets bigger", "swells", "increases in size", "becomes bigger"),
         "shrink": ("dwindles", "decreases in size", "becomes tiny", "gets tinier"),
     },
+    "heldout": {
+        "left": ("shifts to the left side", "proceeds to the left", "goes west", "veers left"),
+        "right": ("shifts to the right side", "proceeds to the right", "goes east", "veers right"),
+        "up": ("soars", "lifts off", "mounts higher", "goes skyward"),
+        "down": ("plunges", "tumbles", "plummets", "comes down"),
+        "grow": ("enlarges", "inflates", "balloons", "widens out"),
+        "shrink": ("lessens", "deflates", "narrows down", "turns small"),
+    },
 }
 BACKGROUND_WORDS = {
     "train": {"solid": "on a {c} background", "gradient": "on a gradient background",
               "stripes": "on a striped background", "noise": "on a noisy {c} background"},
     "unseen": {"solid": "against a {c} backdrop", "gradient": "over a smoothly shaded backdrop",
                "stripes": "over a backdrop of stripes", "noise": "against a grainy {c} backdrop"},
+    "heldout": {"solid": "set on a plain {c} field", "gradient": "in front of a fading canvas",
+                "stripes": "with a banded canvas", "noise": "on a speckled {c} field"},
 }
 TEMPLATES = {
     "train": {
@@ -314,6 +332,12 @@ TEMPLATES = {
         2: ("a pair of objects, {obj1} alongside {obj2}, which {motion} together",
             "in this clip {obj1} and {obj2} {motion} at the same time", "{obj1} accompanied by {obj2}; they {motion}",
             "together, the {color1} {noun1} and the {color2} {noun2} {motion} {bg}"),
+    },
+    "heldout": {
+        1: ("we see {obj} that {motion}", "{obj} {motion} in the frame", "video of {obj}; it {motion}",
+            "look: {a_noun} in {color} {motion}", "the {color} {noun} {motion} {bg}"),
+        2: ("{obj1} along with {obj2}: both {motion}", "we see {obj1} and {obj2} that {motion}",
+            "the {color1} {noun1} with the {color2} {noun2} {motion} {bg}"),
     },
 }
 
@@ -539,8 +563,9 @@ def generate_split(out_dir, train: int = 800, test: int = 120, seed: int = 0, pe
                    **options) -> dict[str, Path]:
     """Train and test sets whose (shape, colour, motion) combos are disjoint.
 
-    Writes ``train.jsonl`` (training phrasing), ``test.jsonl`` and ``test_unseen.jsonl`` (the same test
-    videos captioned in training phrasing and in unseen phrasing) and ``holdout.json``, the held-out combos.
+    Writes ``train.jsonl`` (training phrasing), ``test.jsonl``, ``test_unseen.jsonl`` and ``test_heldout.jsonl``
+    (the same test videos captioned in training phrasing, in unseen phrasing and in the held-out phrasing, the
+    last drawn with another seed) and ``holdout.json``, the held-out combos.
     ``options`` are further ``SynthSpec`` fields (seconds, fps, size, codecs, workers, ...).
     """
     out_dir = Path(out_dir)
@@ -553,6 +578,8 @@ def generate_split(out_dir, train: int = 800, test: int = 120, seed: int = 0, pe
         "train": write_manifest(out_dir / "train.jsonl", train_plans, "train", seed, base.captions_per_video),
         "test": write_manifest(out_dir / "test.jsonl", test_plans, "train", seed),
         "test_unseen": write_manifest(out_dir / "test_unseen.jsonl", test_plans, "unseen", seed),
+        # Its own seed as well as its own words: no choice of synonym or sentence shape repeats the unseen set's.
+        "test_heldout": write_manifest(out_dir / "test_heldout.jsonl", test_plans, "heldout", seed + 1),
         "holdout": out_dir / "holdout.json",
     }
     spec_fields = {k: v for k, v in asdict(base).items() if k not in ("holdout", "workers")}
