@@ -14,8 +14,10 @@ information content (Seco, Veale & Hayes, 2004):
 
 so "pentagram" -> "star" (a star has few kinds) passes, while "ascends" -> "moves" (WordNet files ascending
 under travelling, which has hundreds of kinds) is refused: the broader word would lose what the query said.
-The only parameter is the least similarity, `threshold`. When the training words that reach the best
-similarity are not one meaning (inflections of one lemma, or lemmas of one synset), nothing is rewritten.
+The only parameter is the least similarity, `threshold`. Nothing is rewritten when the training words that reach
+the best similarity are not one meaning (inflections of one lemma, or lemmas of one synset), and a training sense
+with another training word's sense below it is no stand-in: "falls" also means "decrease", but the vocabulary
+has "shrinks" for a kind of decreasing, so "decreases" could mean either and stays as typed.
 
 A word that names a real subject is read as typed unless a training word is its synonym: one of its noun senses
 is, or has among its kinds, one of the 1,000 ImageNet classes the frame encoder recognises ("rocket" reaches
@@ -208,6 +210,7 @@ class QueryReader:
             for syn in synsets(word):
                 index.setdefault(syn.name(), set()).add(word)
         self._index = {name: frozenset(ws) for name, ws in index.items()}
+        self._umbrellas = self._find_umbrellas()
         self._real = reaching(tuple(labels))
         for name in self._index:      # the costly part of a similarity, done before the first query
             information(name)
@@ -231,6 +234,17 @@ class QueryReader:
             from trainer.encoders.efficientnet import imagenet_labels
             labels = imagenet_labels()
         return cls(words, labels, threshold)
+
+    def _find_umbrellas(self) -> frozenset:
+        """Training senses with another training word's sense below them ("decrease", a sense of "falls", above
+        "shrinks"): the vocabulary names something narrower there, so the umbrella word would only guess which
+        of its kinds a query means."""
+        out = set()
+        for name, words in self._index.items():
+            for above in ancestors(name):
+                if above != name and above in self._index and words - self._index[above]:
+                    out.add(above)
+        return frozenset(out)
 
     # ---- the query -------------------------------------------------------------------------------------------
     def read(self, text: str) -> tuple[str, list[Substitution]]:
@@ -295,7 +309,7 @@ class QueryReader:
         for sense in senses:
             for name in ((sense.name(),) if real else ancestors(sense.name())):
                 targets = self._index.get(name)
-                if not targets:
+                if not targets or name in self._umbrellas:
                     continue
                 score = similarity(sense.name(), name)
                 if score > best + 1e-9:

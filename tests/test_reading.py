@@ -105,3 +105,11 @@ def test_a_damaged_vocabulary_file_and_bad_settings_are_named(tmp_path):
         QueryReader.load(tmp_path)
     with pytest.raises(ValueError, match="threshold"):
         QueryReader({"circle": []}, ("golf ball",), threshold=0.2)
+
+
+def test_a_training_word_with_a_narrower_training_word_below_it_is_no_stand_in(reader):
+    # WordNet lists "decrease" among the senses of "fall"; the vocabulary also has "shrinks", a kind of decrease.
+    assert "decrease.v.01" in {s.name() for s in synsets("falls")}
+    assert reader.read("a red circle decreases in size") == ("a red circle decreases in size", [])
+    alone = QueryReader(caption_vocabulary(["a green circle falls"]), imagenet_labels())
+    assert alone.read("a green circle decreases")[0] == "a green circle falls"
