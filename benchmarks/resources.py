@@ -42,10 +42,10 @@ def synth_split(workdir: str, quick: bool) -> dict[str, Path]:
     sizes = QUICK_SPLIT if quick else FULL_SPLIT
     out = Path(workdir) / f"synth-{sizes['train']}-{sizes['test']}"
     done = out / "holdout.json"
-    if not done.exists():
+    if not done.exists() or not (out / "test_heldout.jsonl").exists():
         generate_split(out, train=sizes["train"], test=sizes["test"], seed=0)
     return {"train": out / "train.jsonl", "test": out / "test.jsonl", "test_unseen": out / "test_unseen.jsonl",
-            "holdout": done, "dir": out}
+            "test_heldout": out / "test_heldout.jsonl", "holdout": done, "dir": out}
 
 
 def trained_model(workdir: str, quick: bool) -> dict:

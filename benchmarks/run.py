@@ -20,9 +20,11 @@ from pathlib import Path
 from .common import Section, machine
 
 # Report order; each module defines run(quick: bool, workdir: str) -> Section.
-BENCHMARKS = ("decode", "indexing", "search_scale", "http", "training", "quality", "store_training", "soak")
+BENCHMARKS = ("decode", "indexing", "search_scale", "http", "training", "quality", "real_footage", "store_training",
+              "soak")
 TITLES = {"decode": "Decode", "indexing": "Indexing", "search_scale": "Search at scale", "http": "HTTP",
-          "training": "Training", "quality": "Quality", "store_training": "Training from a store",
+          "training": "Training", "quality": "Quality", "real_footage": "Real footage, no captions",
+          "store_training": "Training from a store",
           "soak": "Reliability"}
 
 

