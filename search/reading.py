@@ -44,6 +44,7 @@ SYNSETS = {"n": 82115, "v": 13767, "a": 18156, "r": 3621}
 # Kinds past this many are not counted: a sense that broad (IC below about 1/3) is never a stand-in at any
 # threshold the reader accepts (>= 0.5), and counting them all would walk most of WordNet.
 MAX_KINDS = 2000
+MAX_WORDS = 64          # words of a query read; the rest stay as typed, so a huge query costs no more
 MAX_NGRAM = 3            # longest WordNet collocation looked up ("plus sign" is one noun)
 SYNONYM, BROADER, DERIVED = "synonym", "broader", "derived"
 # English forms a direction from a word with "-ward" or "-wards" ("leftwards": toward the left); WordNet lists
@@ -252,7 +253,7 @@ class QueryReader:
         allows, and the substitutions made (maybe none)."""
         from trainer.lexicon import tokens
 
-        found = tokens(text)
+        found = tokens(text)[:MAX_WORDS]
         edits, i = [], 0                                  # [start, end, Substitution]
         while i < len(found):
             n, sub = self._read_at([m.group() for m in found], i)
