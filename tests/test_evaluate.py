@@ -84,8 +84,20 @@ def test_cli_eval_json(tiny_model_dir, synth_library, feature_cache_dir, capsys)
     assert set(result["baselines"]) == {"chance", "meanpool_ridge"}
     assert isinstance(result["n"], int)
     code = main(["eval", str(synth_library.manifest), "--model", str(tiny_model_dir),
-                 "--cache-dir", str(feature_cache_dir), "--no-rewrite", "--rerank", "3"])
+                 "--cache-dir", str(feature_cache_dir), "--rerank", "3"])
     assert code == 0 and "re-rank top 3" in capsys.readouterr().out
+    assert result["rewritten"] == 0                       # the command scores captions as written
+
+
+def test_captions_go_through_the_given_reading_first(tiny_model_dir, synth_library, feature_cache_dir):
+    import trainer
+    from trainer.evaluate import evaluate
+
+    model = trainer.load(tiny_model_dir)
+    same = evaluate(model, synth_library.manifest, cache_dir=feature_cache_dir, read=lambda text: text)
+    blank = evaluate(model, synth_library.manifest, cache_dir=feature_cache_dir, read=lambda text: "nothing")
+    assert same["rewritten"] == 0 and blank["rewritten"] == blank["n"]
+    assert blank["t2v"]["MnR"] != same["t2v"]["MnR"]      # every caption the same text: ranks no longer follow it
 
 
 @pytest.mark.slow
