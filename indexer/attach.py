@@ -81,7 +81,7 @@ def _caption_vectors(writer: StoreWriter, model, batch: int) -> list:
     pairs = []
     for i in range(0, len(rows), batch):
         part = rows[i:i + batch]
-        vectors = model.embed_text([t for _, t in part], rewrite=False)
+        vectors = model.embed_text([t for _, t in part])
         pairs += [(cid, v) for (cid, _), v in zip(part, vectors)]
     return pairs
 
