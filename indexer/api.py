@@ -62,7 +62,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 clip_seconds: float | None = None, stride_seconds: float | None = None, reindex: bool = False,
                 prune: bool = False, timeout: float = 120.0, progress: bool = False,
                 reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0,
-                keep_features: bool = True) -> IndexReport:
+                keep_features: bool = True, describe: bool = True) -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
@@ -74,6 +74,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     items ending with the last chunk or a MediaError, or one (path, DecodedVideo | MediaError) per path.
     `keep_features` keeps each video's frame features in the store (indexer.features), for training on the
     store and for adding a model to it without decoding again.
+    `describe`: give each clip a generated description (a caption with source "generated") when the model
+    has a caption decoder.
     Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
     """
     store_dir = Path(store_dir)
@@ -102,7 +104,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
                                   thumb_size=writer.config.thumb_size, concept_top=writer.config.concept_top,
                                   looks=writer.config.look_dim > 0,
-                                  keep_features=_feature_shelf(store_dir, model, writer.config) if keep_features else None)
+                                  keep_features=_feature_shelf(store_dir, model, writer.config) if keep_features else None,
+                                  describe=describe)
         run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
                      total=len(found.files) + len(found.problems), commit_every=commit_every)
     except BaseException:

@@ -51,6 +51,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--no-features", action="store_true",
                    help="do not keep frame features in the store (they let `train --store` and adding a model "
                         "skip decoding; about 13 kB per sampled frame)")
+    p.add_argument("--no-describe", action="store_true",
+                   help="do not give clips generated descriptions (when the model has a caption decoder)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=index_command)
@@ -82,7 +84,8 @@ def index_command(args) -> int:
                              stride_seconds=args.stride_seconds, reindex=args.reindex, prune=args.prune,
                              timeout=args.timeout, chunk_seconds=args.chunk_seconds,
                              commit_every=args.commit_every, keep_features=not args.no_features,
-                             progress=not args.no_progress and sys.stderr.isatty())
+                             progress=not args.no_progress and sys.stderr.isatty(),
+                             describe=not args.no_describe)
     except KeyboardInterrupt:
         print("vidsearch index: interrupted; work committed so far is kept", file=sys.stderr)
         return EXIT_INTERRUPTED

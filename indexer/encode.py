@@ -1,4 +1,5 @@
-"""Encoding stage of indexing: frame features in batches, clip embeddings, concept tags, thumbnails, captions."""
+"""Encoding stage of indexing: frame features in batches, clip embeddings, concept tags, thumbnails, captions
+and generated clip descriptions."""
 from __future__ import annotations
 
 import io
@@ -119,6 +120,7 @@ class EncodeSettings:
     thumb_size: int = 320
     sidecars: bool = True
     keep_features: object = None  # indexer.features.FeatureShelf that each video's frame features go to
+    describe: bool = True  # give each clip a generated description when the model has a caption decoder
 
 
 def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
@@ -157,6 +159,7 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
     stacks = [f[np.searchsorted(ch.times, c.times)] for clips, ch, f in per_chunk for c in clips]
     vectors = iter(_embed_clips(encoder, stacks, settings.batch_size))
     width = look_width(encoder) if settings.looks else 0
+    descriptions = iter(_describe(encoder, stacks, settings))
     stacks = iter(stacks)
     keep = settings.keep_features is not None
     out = []
@@ -168,9 +171,18 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
             data.append(ClipData(c.start, c.end, next(vectors), tags, _thumbnail(c.frames, settings.thumb_size),
                                  look=clip_look(feats, width) if width else None, concepts=concepts,
                                  tag_text=text, frame_times=c.times if keep else None,
-                                 features=feats.astype(np.float16) if keep else None))
+                                 features=feats.astype(np.float16) if keep else None,
+                                 description=next(descriptions)))
         out.append(data)
     return out
+
+
+def _describe(encoder, feature_stacks: list[np.ndarray], settings: EncodeSettings) -> list[str | None]:
+    """A generated sentence per clip from the model's caption decoder; None each without one or with
+    `settings.describe` off."""
+    if not (settings.describe and getattr(encoder, "can_describe", False)) or not feature_stacks:
+        return [None] * len(feature_stacks)
+    return list(encoder.describe(feature_stacks, features=True))
 
 
 def encode_chunks_isolated(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData] | str]:
@@ -268,12 +280,23 @@ def _sidecar(e: Encoded) -> list:
     return captions
 
 
+def _generated(e: Encoded) -> list:
+    """The clips' generated descriptions as captions of their clip, kept apart by their source."""
+    from trainer.captions import Caption
+
+    from .schema import GENERATED
+
+    return [(Caption(e.job.state.path, c.description, c.start, c.end), GENERATED)
+            for c in e.clips if c.description]
+
+
 def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
     pairs = []
     for e in encoded:
         caps = list(e.job.captions)
         if settings.sidecars:
             caps += _sidecar(e)
+        caps += _generated(e)
         caps = [c if isinstance(c, tuple) else (c, "manifest") for c in caps]
         attached = _attach([c for c, _ in caps], e.clips)
         pairs += [(e, c, src, at) for (c, src), (_, at) in zip(caps, attached) if c.text.strip()]

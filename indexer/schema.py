@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, rel
 INDEXED = "indexed"
 FAILED = "failed"
 PENDING = "pending"  # some clip lost its vector; the next index run embeds the video again
+GENERATED = "generated"  # Caption.source of the descriptions a model's caption decoder writes
 
 
 def utcnow() -> datetime:
@@ -116,7 +117,7 @@ class Caption(Base):
     start: Mapped[float | None] = mapped_column(Float)
     end: Mapped[float | None] = mapped_column(Float)
     text: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(16))  # "manifest", "sidecar" or "embedded" (a stream in the file)
+    source: Mapped[str] = mapped_column(String(16))  # "manifest", "sidecar", "embedded" (a stream) or GENERATED
     lang: Mapped[str | None] = mapped_column(String(16))  # an embedded stream's language tag, when it has one
     vector: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
 

@@ -1,6 +1,7 @@
 """Read side of a store: `Store` opens the SQLite file and the FAISS indexes, reconciles them, and answers queries."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from .config import (
     StoreError,
 )
 from .faiss_index import EXACT, SearchParams, VectorIndex
-from .schema import FAILED, INDEXED, Caption, Clip, Meta, Video, VideoPath, make_engine, missing_columns
+from .schema import FAILED, GENERATED, INDEXED, Caption, Clip, Meta, Video, VideoPath, make_engine, missing_columns
 
 # SQLite's default limit on bound parameters is 32766; stay well below it per IN (...) query.
 _CHUNK = 5000
@@ -41,6 +42,7 @@ class ClipRecord:
     caption: str | None
     tags: list[tuple[str, float]]
     thumbnail: str | None  # absolute path of the JPEG, None if the clip has none
+    description: str | None = None  # the model's generated description of the clip, if it has one
 
 
 @dataclass
@@ -491,6 +493,7 @@ class Store:
                 q = select(Clip, Video.path).join(Video).where(Clip.id.in_(part))
                 rows.update({c.id: (c, p) for c, p in s.execute(q).all()})
             captions = self._clip_captions(s, rows)
+            descriptions = self.clip_descriptions(list(rows), session=s)
         out = []
         for i in ids:
             if i not in rows:
@@ -498,16 +501,29 @@ class Store:
             c, path = rows[i]
             thumb = str(self.dir / c.thumbnail) if c.thumbnail else None
             out.append(ClipRecord(c.id, c.video_id, path, c.start, c.end, captions.get(c.id),
-                                  [tuple(t) for t in json.loads(c.tags or "[]")], thumb))
+                                  [tuple(t) for t in json.loads(c.tags or "[]")], thumb, descriptions.get(c.id)))
+        return out
+
+    def clip_descriptions(self, clip_ids, session: Session | None = None) -> dict[int, str]:
+        """clip id -> its generated description (captions of source "generated"), for clips that have one."""
+        out: dict[int, str] = {}
+        with contextlib.nullcontext(session) if session is not None else self.Session() as s:
+            for part in chunks([int(i) for i in clip_ids]):
+                q = (select(Caption.clip_id, Caption.text)
+                     .where(Caption.clip_id.in_(part), Caption.source == GENERATED).order_by(Caption.id))
+                for cid, txt in s.execute(q).all():
+                    out.setdefault(cid, txt)
         return out
 
     def _clip_captions(self, s: Session, rows: dict) -> dict[int, str]:
-        """First caption of each clip; a clip without its own takes its video's untimed caption."""
+        """First caption of each clip (generated descriptions aside); a clip without its own takes its
+        video's untimed caption."""
         clip_ids = list(rows)
         video_ids = list({c.video_id for c, _ in rows.values()})
         own, whole = {}, {}
         for part in chunks(clip_ids):
-            for cid, txt in s.execute(select(Caption.clip_id, Caption.text).where(Caption.clip_id.in_(part))
+            for cid, txt in s.execute(select(Caption.clip_id, Caption.text)
+                                      .where(Caption.clip_id.in_(part), Caption.source != GENERATED)
                                       .order_by(Caption.start, Caption.id)).all():
                 own.setdefault(cid, txt)
         for part in chunks(video_ids):

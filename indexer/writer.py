@@ -71,6 +71,7 @@ class ClipData:
     # kept in the store (indexer.features); never written to SQLite.
     frame_times: np.ndarray | None = None
     features: np.ndarray | None = None
+    description: str | None = None  # written by the model's caption decoder; stored as a "generated" caption
 
 
 @dataclass

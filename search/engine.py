@@ -53,6 +53,7 @@ class Hit:
     caption: str | None
     sources: list[str] = field(default_factory=list)   # the channels that found it
     similarities: dict[str, float] = field(default_factory=dict)  # each of those channels' own score
+    description: str | None = None  # the model's generated description of the clip, if it has one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -445,7 +446,8 @@ class Engine:
             found = evidence.get(clip_id, {})
             hits.append(Hit(clip_id=int(r.id), video_id=int(r.video_id), video_path=str(r.video_path),
                             start=float(r.start), end=float(r.end), score=float(score), caption=r.caption,
-                            sources=list(found), similarities={c: round(float(v), 4) for c, v in found.items()}))
+                            sources=list(found), similarities={c: round(float(v), 4) for c, v in found.items()},
+                            description=r.description))
         return hits
 
     @contextmanager

@@ -7,7 +7,7 @@ import pytest
 from webui import create_app
 
 RESULT_KEYS = {"clip_id", "video_id", "video_path", "start", "end", "score", "caption", "thumbnail_url", "video_url",
-               "sources", "similarities"}
+               "sources", "similarities", "description"}
 
 
 @pytest.fixture(scope="module")

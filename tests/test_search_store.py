@@ -95,7 +95,7 @@ def test_search_cli_text_json(tiny_store_dir, capsys):
     assert out["query"] == "a red circle" and 1 <= len(out["results"]) <= 3
     assert all(r["sources"] == ["keyword"] for r in out["results"])
     assert set(out["results"][0]) == {"clip_id", "video_id", "video_path", "start", "end", "score", "caption",
-                                      "sources", "similarities"}
+                                      "sources", "similarities", "description"}
     assert (out["read_as"]["text"], out["read_as"]["substitutions"]) == ("a red circle", [])
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .caption_training import load_captioner
+from .captioner import decode_text
+from .captioner import generate as generate_captions
 from .media import SamplingConfig
 from .modeling import VideoBertForPreTraining
 from .training import FRAME_ENCODER_FILE, resample_frames
@@ -61,14 +64,15 @@ def load(model_dir, device="auto") -> "VideoSearchModel":
         raise ValueError(f"{path}: frame encoder {spec['spec']!r} gives {encoder.dim}-d features, "
                          f"the model expects {model.config.feature_dim}")
     identity = {"path": str(path), "hash": model_hash(path), "name": path.name}
-    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev)
+    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev, captioner=load_captioner(path, dev))
 
 
 class VideoSearchModel:
     """A trained VideoBERT with its tokenizer, visual words and frame encoder, ready for inference."""
 
     def __init__(self, model: VideoBertForPreTraining, tokenizer, vocab: VisualVocabulary, frame_encoder,
-                 identity: dict, device: torch.device, batch_size: int = 64, max_text: int = 64):
+                 identity: dict, device: torch.device, batch_size: int = 64, max_text: int = 64,
+                 captioner=None):
         self.model = model
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -79,6 +83,12 @@ class VideoSearchModel:
         self.max_text = max_text
         self.dim = model.config.hidden_size
         self.sampling = SamplingConfig(**model.config.sampling) if model.config.sampling else SamplingConfig()
+        self.captioner = captioner          # caption decoder (trainer.captioner), None for a model without one
+
+    @property
+    def can_describe(self) -> bool:
+        """Whether the model has a caption decoder, so that `describe` works."""
+        return self.captioner is not None
 
     def __repr__(self) -> str:
         return f"VideoSearchModel({self.identity['path']!r}, dim={self.dim}, device={str(self.device)!r})"
@@ -144,6 +154,27 @@ class VideoSearchModel:
                 batch = self._text_batch(texts[s:s + self.batch_size])
                 emb = self.model.videobert.get_text_embeddings(**batch)
                 out[s:s + len(emb)] = emb.float().cpu().numpy()
+        return out
+
+    def describe(self, clips, features: bool = False, num_beams: int | None = None, max_length: int | None = None,
+                 **generation) -> list[str]:
+        """One generated sentence per clip (frame stacks, or (T, F) features with features=True).
+
+        Beam search through `generate()`; num_beams, max_length and other generation settings (e.g.
+        no_repeat_ngram_size, length_penalty) override those saved with the decoder. Raises ValueError for a
+        model trained without a caption decoder.
+        """
+        if self.captioner is None:
+            raise ValueError(f"model {self.identity['path']} has no caption decoder (it was trained with "
+                             "--no-captioner or before captioning existed); retrain it to describe clips")
+        feats = self._clip_features(clips, features)
+        out: list[str] = []
+        with torch.inference_mode(), _autocast(self.device):
+            for s in range(0, len(feats), self.batch_size):
+                states, mask = self.model.videobert.video_states(**self._video_batch(feats[s:s + self.batch_size]))
+                ids = generate_captions(self.captioner, states.to(self.captioner.dtype), mask, num_beams=num_beams,
+                                        max_length=max_length, **generation)
+                out += decode_text(self.tokenizer, ids)
         return out
 
     def match(self, texts: list[str], clips, features: bool = False) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""`vidsearch` subcommands of the trainer package: probe (video metadata)."""
+"""`vidsearch` subcommands of the trainer package: probe (video metadata), train, eval and caption."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ def add_parsers(subparsers) -> None:
     _add_probe(subparsers)
     _add_train(subparsers)
     _add_eval(subparsers)
+    _add_caption(subparsers)
 
 
 def _add_probe(sub) -> None:
@@ -69,6 +70,14 @@ def _add_train(sub) -> None:
     p.add_argument("--cache-dir", default=None, help="frame-feature cache (default $VIDSEARCH_CACHE or ~/.cache/vidsearch)")
     p.add_argument("--workers", type=int, default=d["workers"], help="decoder processes")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores, split under DDP)")
+    p.add_argument("--no-captioner", action="store_true", help="train no caption decoder")
+    p.add_argument("--caption-only", action="store_true",
+                   help="only train (or replace) the caption decoder of the existing model in --out, on its "
+                        "frozen encoder")
+    p.add_argument("--captioner", choices=("bert", "bart"), default=d["captioner"],
+                   help=f"caption decoder: bert (from the text model) or bart (random init) (default {d['captioner']})")
+    p.add_argument("--caption-epochs", type=int, default=d["caption_epochs"],
+                   help=f"passes of the caption decoder over the captions (default {d['caption_epochs']})")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
@@ -76,6 +85,14 @@ def _add_train(sub) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Build a TrainConfig from the flags and train; prints the model dir."""
+    if args.caption_only:
+        from trainer.caption_training import train_captioner
+
+        out = train_captioner(args.manifests, args.out, captioner=args.captioner, epochs=args.caption_epochs,
+                              device=args.device, cache_dir=args.cache_dir, workers=args.workers,
+                              progress=not args.no_progress)
+        print(out)
+        return 0
     from trainer.training import train
 
     if not args.manifests:
@@ -96,7 +113,8 @@ def train_config(args: argparse.Namespace):
                        fps=args.fps, frames=args.frames, clip_seconds=args.clip_seconds, branching=args.branching,
                        depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
                        device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
-                       threads=args.threads, resume=args.resume, progress=not args.no_progress)
+                       threads=args.threads, resume=args.resume, progress=not args.no_progress,
+                       captioner=None if args.no_captioner else args.captioner, caption_epochs=args.caption_epochs)
 
 
 def _add_eval(sub) -> None:
@@ -112,16 +130,71 @@ def _add_eval(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="decoder processes")
     p.add_argument("--rerank", type=int, default=0, metavar="K",
                    help="also report text->video after re-ranking each caption's top K clips with the alignment head")
+    p.add_argument("--captions", action="store_true",
+                   help="score the model's generated descriptions instead (BLEU-1..4, METEOR, ROUGE-L, CIDEr, "
+                        "attribute accuracy; --train adds nearest-neighbour and most-frequent baselines)")
+    p.add_argument("--references", choices=("manifest", "attrs"), default="manifest",
+                   help="with --captions: the manifest's captions of each clip, or every training-phrasing "
+                        "rendering of its generated attrs (default manifest)")
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate and print the report (or JSON)."""
     from trainer.api import load
-    from trainer.evaluate import evaluate, format_report
 
     model = load(args.model, device=args.device)
+    if args.captions:
+        from trainer.caption_eval import evaluate_captions, format_caption_report
+
+        result = evaluate_captions(model, args.manifest, args.train, cache_dir=args.cache_dir,
+                                   workers=args.workers, references=args.references)
+        print(json.dumps(result) if args.json else format_caption_report(result))
+        return 0
+    from trainer.evaluate import evaluate, format_report
+
     result = evaluate(model, args.manifest, args.train, cache_dir=args.cache_dir, workers=args.workers,
                       rerank=args.rerank)
     print(json.dumps(result) if args.json else format_report(result))
     return 0
+
+
+def _add_caption(sub) -> None:
+    p = sub.add_parser("caption", help="describe each clip of videos with the model's caption decoder",
+                       description="Print one line per clip: start, end and the generated description (or one "
+                                   "JSON object per clip with --json). A file that cannot be decoded gets an "
+                                   "error naming it; the other files still go through, and the exit is 1.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="video files")
+    p.add_argument("--model", required=True, help="model dir written by `vidsearch train`")
+    p.add_argument("--json", action="store_true", help="one JSON object per clip")
+    p.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's, 4)")
+    p.add_argument("--max-length", type=int, default=None, help="longest description in tokens (default 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed to decode each file")
+    p.set_defaults(func=run_caption)
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    """Decode each file into the model's clips and describe them; returns 1 if any file failed."""
+    import sys
+
+    from trainer.api import load
+    from trainer.media import MediaError, decode
+
+    model = load(args.model, device=args.device)
+    if not model.can_describe:
+        print(f"vidsearch caption: {args.model}: the model has no caption decoder", file=sys.stderr)
+        return 1
+    failed = 0
+    for path in args.files:
+        try:
+            clips = decode(path, model.sampling, timeout=args.timeout).clips(model.sampling)
+            texts = model.describe([c.frames for c in clips], num_beams=args.num_beams, max_length=args.max_length)
+        except MediaError as e:
+            print(f"vidsearch caption: {e}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        for clip, text in zip(clips, texts):
+            row = {"path": path, "start": round(clip.start, 3), "end": round(clip.end, 3), "description": text}
+            print(json.dumps(row) if args.json else f"{path}\t{clip.start:.2f}\t{clip.end:.2f}\t{text}", flush=True)
+    return 1 if failed else 0

@@ -2,6 +2,7 @@
 
 Each caption's own clip is its positive. The baselines come from the same run: chance, and mean-pooled frame
 features mapped into the model's text space by ridge regression fitted on a training manifest.
+Caption evaluation (`evaluate_captions`) lives in trainer.caption_eval.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class EvalSet:
     clip_feats: list[np.ndarray]       # per clip (T, F) frame features
     motion: list[str | None]           # per caption: the motion named in the manifest's attrs, if any
     clip_motion: list[str | None]      # per clip
+    clip_attrs: list[dict] | None = None   # per clip: the manifest's attrs ({} where it gives none)
 
 
 def _raw_attrs(manifest) -> list[dict]:
@@ -45,7 +47,7 @@ def load_eval_set(manifest, model, cache_dir=None, workers: int = 2, progress: b
     attrs = attrs if len(attrs) == len(captions) else [{}] * len(captions)
     cache = FeatureCache(cache_dir, model.frame_encoder.spec, model.sampling)
     videos = cache.load_all([c.video for c in captions], model.frame_encoder, workers, progress)
-    keys, clip_feats, clip_motion, texts, clip_of, motion = {}, [], [], [], [], []
+    keys, clip_feats, clip_motion, texts, clip_of, motion, clip_attrs = {}, [], [], [], [], [], []
     for c, a in zip(captions, attrs):
         if c.video not in videos:
             continue
@@ -54,12 +56,13 @@ def load_eval_set(manifest, model, cache_dir=None, workers: int = 2, progress: b
             keys[key] = len(clip_feats)
             clip_feats.append(resample_frames(videos[c.video].window(c.start, c.end), model.model.config.max_frames))
             clip_motion.append(a.get("motion"))
+            clip_attrs.append(a)
         texts.append(c.text)
         clip_of.append(keys[key])
         motion.append(a.get("motion"))
     if not texts:
         raise ValueError(f"{manifest}: none of the videos could be decoded")
-    return EvalSet(texts, np.array(clip_of), clip_feats, motion, clip_motion)
+    return EvalSet(texts, np.array(clip_of), clip_feats, motion, clip_motion, clip_attrs)
 
 
 def rank_metrics(ranks: np.ndarray) -> dict:

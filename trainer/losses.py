@@ -1,4 +1,4 @@
-"""The four VideoBERT objectives as plain functions of tensors: token prediction, alignment and InfoNCE."""
+"""The VideoBERT objectives as plain functions of tensors: token prediction, alignment, InfoNCE and captioning."""
 from __future__ import annotations
 
 import torch
@@ -38,3 +38,13 @@ def info_nce(text: torch.Tensor, video: torch.Tensor, logit_scale: torch.Tensor,
     v2t = scale * video.float() @ text.float().T                      # (B, B)
     target = torch.arange(text.shape[0], device=text.device)
     return 0.5 * (F.cross_entropy(t2v, target) + F.cross_entropy(v2t, target))
+
+
+def caption_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of a caption decoder: logits (B, L, V) at positions 0..L-1 predict ids 1..L.
+
+    mask (B, L) marks real tokens; padding is never a target. The mean is over the batch's target tokens.
+    """
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           ignore_index=-100)

@@ -253,6 +253,13 @@ class VideoBertModel(VideoBertPreTrainedModel):
             pooled = self.text_adapter(pooled)
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
+    def video_states(self, visual_ids, features, frame_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video-only hidden states `[CLS] video [SEP]` (B, T + 2, H) and their mask (B, T + 2): what a caption
+        decoder cross-attends to."""
+        hidden = self(visual_ids=visual_ids, features=features, frame_mask=frame_mask)
+        ones = torch.ones(frame_mask.shape[0], 1, dtype=torch.bool, device=frame_mask.device)
+        return hidden, torch.cat([ones, frame_mask.bool(), ones], 1)
+
     def get_video_embeddings(self, visual_ids, features, frame_mask, normalize: bool = True) -> torch.Tensor:
         """Video-only encoding, mean-pooled over frames and projected into the text space -> (B, H)."""
         hidden = self(visual_ids=visual_ids, features=features, frame_mask=frame_mask)

@@ -29,6 +29,10 @@ class TrainConfig:
     random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
     fusion_layers: int = 0            # trainable layers over joint inputs (the encoder's own layers are frozen)
     model: dict = field(default_factory=dict)   # VideoBertConfig overrides (e.g. hidden_size for tiny models)
+    captioner: str | None = "bert"    # caption decoder trained after VideoBERT: "bert" (from MiniLM), "bart"; None = none
+    caption_epochs: int = 16          # passes of the caption decoder over the captions (on the frozen encoder)
+    caption_lr: float = 3e-4
+    caption_model: dict = field(default_factory=dict)   # decoder config overrides (e.g. num_hidden_layers)
     mask_prob: float = 0.15
     word_dropout: float = 0.2         # chance of dropping each caption word per step (phrasing robustness)
     device: str = "auto"
@@ -56,6 +60,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if int(self.fusion_layers) < 0:
             raise ValueError(f"TrainConfig.fusion_layers must be >= 0, got {self.fusion_layers!r}")
+        if self.captioner is not None and self.captioner not in ("bert", "bart"):
+            raise ValueError(f"TrainConfig.captioner must be 'bert', 'bart' or None, got {self.captioner!r}")
+        if self.captioner is not None and (int(self.caption_epochs) < 1 or not float(self.caption_lr) > 0):
+            raise ValueError(f"TrainConfig.caption_epochs must be >= 1 and caption_lr > 0, got "
+                             f"{self.caption_epochs!r} and {self.caption_lr!r}")
         for name in ("mask_prob", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")

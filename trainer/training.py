@@ -1,4 +1,5 @@
-"""VideoBERT training: manifests -> cached frame features -> visual words -> the four objectives -> a model dir.
+"""VideoBERT training: manifests -> cached frame features -> visual words -> the four objectives -> a model dir,
+then the caption decoder on the frozen encoder (trainer.caption_training).
 
 `train(manifests, out_dir, TrainConfig(...))` is the whole application; `vidsearch train` is a thin wrapper.
 It runs on one process or under `torchrun` (DDP, rank 0 writes), checkpoints atomically every epoch and
@@ -320,11 +321,11 @@ def plot_losses(metrics_path: Path, png_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("kind") == "step"]
+    rows = [r for r in rows if r.get("kind") in ("step", "caption_step")]
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "nce_loss", "align_loss", "mlm_loss", "mvp_loss"):
+    for key in ("loss", "nce_loss", "align_loss", "mlm_loss", "mvp_loss", "caption_loss"):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             ax.plot(*zip(*pts), label=key, linewidth=2 if key == "loss" else 1)
@@ -511,7 +512,25 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist, concepts) ->
         dist.barrier()
         if cfg.stop_after_epoch is not None and state.epoch >= cfg.stop_after_epoch:
             break
+    if state.epoch >= cfg.epochs:
+        _caption_stage(state, tokenizer, (texts, feats, visual_ids), cfg, dist, out_dir)
     return out_dir
+
+
+def _caption_stage(state: _State, tokenizer, data, cfg: TrainConfig, dist: Dist, out_dir: Path) -> None:
+    """Train the caption decoder on the finished, frozen encoder (rank 0; it is small) and save it beside
+    the model, or remove an earlier run's decoder when this run trains none."""
+    from .caption_training import fit_captioner, save_captioner
+
+    if dist.main:
+        decoder = None
+        if cfg.captioner:
+            texts, feats, visual_ids = data
+            decoder = fit_captioner(state.model, tokenizer, texts, feats, visual_ids, cfg, dist.device,
+                                    _text_model_dir(cfg), out_dir / METRICS, first_step=state.step)
+        save_captioner(decoder, out_dir)
+        plot_losses(out_dir / METRICS, out_dir / "loss.png")
+    dist.barrier()
 
 
 def _save_epoch(state: _State, tokenizer, vocab, cfg: TrainConfig, out_dir: Path) -> None:

@@ -57,6 +57,8 @@ SCHEMAS = {
                                                "lookalike), BM25 (keyword), share of the clip's class "
                                                "probability on the query's concepts (concept)"},
                               "caption": {"type": "string", "nullable": True},
+                              "description": {"type": "string", "nullable": True,
+                                              "description": "the model's generated description of the clip"},
                               "thumbnail_url": {"type": "string"},
                               "video_url": {"type": "string",
                                             "description": "the video, with a #t=start,end media fragment"}}},

@@ -1,0 +1,196 @@
+"""Caption decoder: shapes, generation, save/load, learning, `vidsearch caption`, descriptions in the index, eval."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures.model import TINY_MODEL, tiny_config
+from tests.test_train import COLORS, synthetic_examples
+from trainer.caption_eval import AttributeReader, attribute_accuracy, caption_metrics, renderings
+from trainer.caption_training import load_captioner, save_captioner
+from trainer.captioner import caption_logits, caption_loss, decoder_config, generate, new_captioner
+from trainer.modeling import VideoBertConfig
+from trainer.training import fit
+
+
+def _tiny_decoder(kind: str):
+    video = VideoBertConfig(vocab_size=50, **{k: v for k, v in TINY_MODEL.items()})
+    torch.manual_seed(0)
+    return new_captioner(decoder_config(kind, video, bos=1, eos=2, pad=0))
+
+
+def _states(b=3, s=6, h=32):
+    states = torch.randn(b, s, h)
+    mask = torch.ones(b, s, dtype=torch.bool)
+    mask[1, 4:] = False                                  # a shorter clip
+    return states, mask
+
+
+@pytest.mark.parametrize("kind", ["bert", "bart"])
+def test_decoder_shapes_loss_and_generation(kind):
+    decoder = _tiny_decoder(kind).eval()
+    states, mask = _states()
+    ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0], [1, 5, 2, 0, 0]])
+    tmask = (ids != 0).long()
+    logits = caption_logits(decoder, states, mask, ids, tmask)
+    assert logits.shape == (3, 5, 50)
+    loss = caption_loss(decoder, states, mask, ids, tmask)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss > 0
+    out = generate(decoder, states, mask, num_beams=3, max_length=9)
+    assert out.shape[0] == 3 and out.shape[1] <= 9 and (out[:, 0] == 1).all()
+    for row in out.tolist():                             # no trigram twice (no_repeat_ngram_size=3)
+        grams = [tuple(row[i:i + 3]) for i in range(len(row) - 2) if 0 not in row[i:i + 3]]
+        assert len(grams) == len(set(grams))
+
+
+@pytest.mark.parametrize("kind", ["bert", "bart"])
+def test_cached_greedy_generation_matches_teacher_forcing(kind):
+    """generate() with its cache gives the tokens a step-by-step argmax over the full prefix gives."""
+    decoder = _tiny_decoder(kind).eval()
+    states, mask = _states()
+    out = generate(decoder, states, mask, num_beams=1, max_length=7, no_repeat_ngram_size=0, min_length=7)
+    ids = out[:, :1]
+    with torch.no_grad():
+        for _ in range(6):
+            logits = caption_logits(decoder, states, mask, ids, torch.ones_like(ids))
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, ids)
+
+
+def test_save_load_round_trip(tmp_path):
+    decoder = _tiny_decoder("bert").eval()
+    save_captioner(decoder, tmp_path)
+    assert {p.name for p in (tmp_path / "captioner").iterdir()} >= {"config.json", "model.safetensors",
+                                                                      "generation_config.json"}
+    again = load_captioner(tmp_path, "cpu")
+    states, mask = _states()
+    ids = torch.tensor([[1, 5, 6, 2]] * 3)
+    with torch.no_grad():
+        assert torch.allclose(caption_logits(decoder, states, mask, ids, torch.ones_like(ids)),
+                              caption_logits(again, states, mask, ids, torch.ones_like(ids)))
+    assert again.generation_config.no_repeat_ngram_size == 3
+    save_captioner(None, tmp_path)                       # a run without a decoder leaves none behind
+    assert load_captioner(tmp_path, "cpu") is None
+
+
+def _colour_named(text: str) -> str | None:
+    found = [c for c in COLORS if re.search(rf"\b{c}\b", text)]
+    return found[0] if len(found) == 1 else None
+
+
+def test_decoder_learns_the_colour(tmp_path):
+    """On a tiny generated set the descriptions of new clips name their colour far above chance (1/3)."""
+    import trainer
+
+    texts, feats = synthetic_examples(n=36)
+    cfg = tiny_config(tmp_path / "cache", batch_size=6, captioner="bert", caption_epochs=25, caption_lr=3e-3)
+    out = fit(texts, feats, tmp_path / "m", cfg)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["caption_loss"] for r in rows if r["kind"] == "caption_epoch"]
+    assert len(losses) == 25 and losses[-1] < 0.5 * losses[0]
+    model = trainer.load(out, device="cpu")
+    test_texts, test_feats = synthetic_examples(n=12, seed=1)
+    described = model.describe(test_feats, features=True, num_beams=2, max_length=12)
+    assert len(described) == 12 and all(isinstance(d, str) and d for d in described)
+    hits = [_colour_named(d) == _colour_named(t) for d, t in zip(described, test_texts)]
+    assert np.mean(hits) >= 0.75, list(zip(described, test_texts))
+
+
+def test_model_without_decoder_loads_and_refuses_to_describe(tiny_model_dir):
+    """A model trained without a decoder (as every model before captioning was) still loads and embeds."""
+    import trainer
+
+    assert not (tiny_model_dir / "captioner").exists()
+    model = trainer.load(tiny_model_dir, device="cpu")
+    assert not model.can_describe
+    assert model.embed_text(["a red circle"]).shape == (1, model.dim)
+    with pytest.raises(ValueError, match="no caption decoder"):
+        model.describe([np.zeros((4, 96, 96, 3), np.uint8)])
+
+
+@pytest.mark.slow
+def test_caption_cli_describes_each_clip_and_names_a_bad_file(tiny_captioner_dir, synth_library, tmp_path, capsys):
+    from webui.cli import main
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    videos = [str(synth_library.videos[0]), str(bad), str(synth_library.videos[1])]
+    code = main(["caption", *videos, "--model", str(tiny_captioner_dir), "--json", "--num-beams", "2"])
+    out = capsys.readouterr()
+    assert code == 1 and str(bad) in out.err
+    rows = [json.loads(line) for line in out.out.splitlines()]
+    assert {r["path"] for r in rows} == {videos[0], videos[2]}          # the good files still went through
+    assert all(r["end"] > r["start"] >= 0 and r["description"] for r in rows)
+    assert main(["caption", videos[0], "--model", str(tiny_captioner_dir)]) == 0
+    first = capsys.readouterr().out.splitlines()[0].split("\t")
+    assert first[0] == videos[0] and float(first[2]) > float(first[1]) and first[3]
+
+
+@pytest.mark.slow
+def test_index_stores_descriptions_apart_and_searchable(tiny_captioner_dir, synth_library, tmp_path):
+    from indexer import Store, index_paths
+    from search import Engine
+
+    store = tmp_path / "store"
+    assert index_paths([synth_library.manifest], store, tiny_captioner_dir, workers=1).exit_code == 0
+    s = Store.open(store)
+    clips = s.clips(range(1, 1000))
+    assert clips and all(c.description for c in clips)
+    manifest = {r["caption"] for r in synth_library.rows}
+    assert all(c.caption is None or c.caption not in {d.description for d in clips} or c.caption in manifest
+               for c in clips)
+    word = next(w for w in clips[0].description.split() if len(w) > 3)
+    hits = Engine(str(store)).search(word, mode="keyword", k=50)
+    assert clips[0].id in {h.clip_id for h in hits} and all(h.description for h in hits)
+    plain = tmp_path / "plain"
+    index_paths([synth_library.manifest], plain, tiny_captioner_dir, workers=1, describe=False)
+    assert not any(c.description for c in Store.open(plain).clips(range(1, 1000)))
+    # manifest captions are the same with or without descriptions
+    assert [c.caption for c in Store.open(plain).clips(range(1, 1000))] == [c.caption for c in clips]
+
+
+def test_references_are_every_training_rendering():
+    attrs = {"shapes": ["circle"], "colors": ["red"], "motion": "left", "background": "solid black"}
+    refs = renderings(attrs)
+    assert len(refs) == len(set(refs)) == 20                 # 5 templates x 4 ways of moving left
+    assert "a red circle moves to the left on a black background" in refs
+    reader = AttributeReader()
+    assert all(reader.score(r, attrs)["colour"] and reader.score(r, attrs)["motion"] for r in refs)
+
+
+def test_attribute_reading_tells_right_from_wrong():
+    attrs = {"shapes": ["star", "cross"], "colors": ["blue", "white"], "motion": "up",
+             "background": "noise dark green"}
+    acc = attribute_accuracy(["a blue star and a white cross move up on a noisy dark green background",
+                              "a blue star and a green cross go down", "the white star rises"], [attrs] * 3)
+    assert acc["shape"] == pytest.approx(2 / 3) and acc["colour"] == pytest.approx(1 / 3)
+    assert acc["motion"] == pytest.approx(2 / 3) and acc["background"] == pytest.approx(1 / 3)
+
+
+def test_caption_metrics_reward_the_right_sentence():
+    refs = [["a red circle moves left", "the red circle slides left"], ["a blue star grows", "a blue star expands"]]
+    right = caption_metrics(["a red circle moves left", "a blue star grows"], refs)
+    wrong = caption_metrics(["a green square falls", "two shapes go up"], refs)
+    assert set(right) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
+    assert right["BLEU-4"] > 0.9 and right["CIDEr"] > wrong["CIDEr"] and right["METEOR"] > wrong["METEOR"]
+
+
+@pytest.mark.slow
+def test_eval_captions_cli_reports_metrics_and_baselines(tiny_captioner_dir, synth_library, feature_cache_dir,
+                                                          capsys):
+    from webui.cli import main
+
+    manifest = str(synth_library.manifest)
+    assert main(["eval", manifest, "--model", str(tiny_captioner_dir), "--captions", "--train", manifest,
+                 "--references", "attrs", "--json", "--cache-dir", str(feature_cache_dir), "--workers", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["clips"] == len(synth_library.rows) and result["references"] == "attrs"
+    for row in (result["model"], result["baselines"]["nearest_neighbour"], result["baselines"]["most_frequent"]):
+        assert 0.0 <= row["BLEU-4"] <= 1.0 and row["CIDEr"] >= 0.0
+        assert set(row["attributes"]) == {"shape", "colour", "motion", "background", "n"}
+    # the nearest neighbour of a training clip among the same clips is itself: its caption is a reference
+    assert result["baselines"]["nearest_neighbour"]["attributes"]["colour"] == 1.0

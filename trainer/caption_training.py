@@ -1,0 +1,177 @@
+"""Caption decoder training: a second stage on the frozen VideoBERT, after its own objectives.
+
+The encoder's video states are computed once (the encoder no longer changes), then the decoder (trainer.captioner)
+learns to write each training caption from its clip's states with the token-level cross-entropy. It is saved in
+the model dir's `captioner/` folder with Hugging Face conventions (config.json, model.safetensors,
+generation_config.json). Losses go to metrics.jsonl as `caption_loss` in rows of kind caption_step and
+caption_epoch, numbered after VideoBERT's steps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .captioner import CAPTIONER_DIR, caption_loss, decoder_config, new_captioner
+from .train_config import TrainConfig
+
+
+def build_captioner(cfg: TrainConfig, video_config, tokenizer, text_dir: str):
+    """The decoder `cfg.captioner` names, as wide as VideoBERT; a `bert` one starts from the text model."""
+    from transformers import AutoModel
+
+    text_cfg, state = None, None
+    if cfg.captioner == "bert" and not cfg.random_init:
+        text = AutoModel.from_pretrained(text_dir)
+        text_cfg, state = text.config, text.state_dict()
+    config = decoder_config(cfg.captioner, video_config, bos=tokenizer.cls_token_id, eos=tokenizer.sep_token_id,
+                            pad=tokenizer.pad_token_id, text_config=text_cfg, **dict(cfg.caption_model))
+    torch.manual_seed(cfg.seed)
+    return new_captioner(config, state)
+
+
+@torch.no_grad()
+def encode_states(model, feats: list[np.ndarray], visual_ids: list[np.ndarray], device,
+                  batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """VideoBERT's video states of every clip, padded: (N, S, H) float32 and (N, S) bool, on `device`."""
+    was_training = model.training
+    model.eval()
+    states, masks = [], []
+    t = max(len(f) for f in feats)
+    for s in range(0, len(feats), batch):
+        part = range(s, min(s + batch, len(feats)))
+        x = torch.zeros(len(part), t, feats[0].shape[1])
+        ids = torch.zeros(len(part), t, dtype=torch.long)
+        fmask = torch.zeros(len(part), t, dtype=torch.bool)
+        for row, i in enumerate(part):
+            n = len(feats[i])
+            x[row, :n], ids[row, :n], fmask[row, :n] = torch.from_numpy(feats[i]), torch.from_numpy(visual_ids[i]), True
+        h, m = model.videobert.video_states(ids.to(device), x.to(device), fmask.to(device))
+        states.append(h.float())
+        masks.append(m)
+    model.train(was_training)
+    return torch.cat(states), torch.cat(masks)
+
+
+def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: TrainConfig, device, text_dir: str,
+                  metrics: Path | None = None, first_step: int = 0):
+    """Train a caption decoder on (caption, clip) pairs over the frozen `model`; returns the decoder."""
+    from .training import make_scheduler
+
+    decoder = build_captioner(cfg, model.config, tokenizer, text_dir).to(device)
+    states, smask = encode_states(model, feats, visual_ids, device)
+    tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt")
+    ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+    per_epoch = max(1, -(-len(texts) // cfg.batch_size))
+    opt = torch.optim.AdamW([p for p in decoder.parameters() if p.requires_grad], lr=cfg.caption_lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.98), eps=1e-6)
+    sched = make_scheduler(opt, cfg.caption_epochs * per_epoch, cfg.warmup)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+    decoder.train()
+    step = 0
+    for epoch in range(cfg.caption_epochs):
+        order = torch.randperm(len(texts), generator=gen).tolist()
+        sums, count, start = 0.0, 0, time.perf_counter()
+        for b in range(0, len(order), cfg.batch_size):
+            idx = torch.tensor(order[b:b + cfg.batch_size], device=device)
+            width = int(mask[idx].sum(1).max())                  # trim the batch's padding
+            loss = caption_loss(decoder, states[idx], smask[idx], ids[idx, :width], mask[idx, :width])
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(decoder.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            sums, count = sums + float(loss.detach()), count + 1
+            if metrics is not None and step % cfg.log_every == 0:
+                _log(metrics, "step", epoch, first_step + step, sched, sums / count)
+        if metrics is not None:
+            _log(metrics, "epoch", epoch, first_step + step, sched, sums / max(count, 1),
+                 clips_per_s=round(len(order) / max(time.perf_counter() - start, 1e-9), 2))
+    return decoder.eval()
+
+
+def _log(path: Path, kind: str, epoch: int, step: int, sched, loss: float, **extra) -> None:
+    row = {"kind": f"caption_{kind}", "stage": "captioner", "epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0],
+           "caption_loss": round(loss, 5), **extra}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def save_captioner(decoder, out_dir: Path) -> None:
+    """Write the decoder to `out_dir/captioner/` (config.json, model.safetensors, generation_config.json),
+    replacing any earlier one only once the new one is complete; None removes an earlier one."""
+    target = Path(out_dir) / CAPTIONER_DIR
+    if decoder is None:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    scratch = Path(out_dir) / f".{CAPTIONER_DIR}.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    decoder.save_pretrained(scratch)
+    old = Path(out_dir) / f".{CAPTIONER_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(scratch, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_captioner(model_dir, device):
+    """The decoder saved in a model dir, or None for a model trained without one."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(model_dir) / CAPTIONER_DIR
+    if not (path / "config.json").is_file():
+        return None
+    return AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+
+
+def train_captioner(manifests, model_dir, captioner: str = "bert", epochs: int | None = None,
+                    lr: float | None = None, device: str = "auto", cache_dir=None, workers: int = 2,
+                    progress: bool = True):
+    """Train (or replace) the caption decoder of an existing model dir on its frozen encoder; returns the dir.
+
+    The sampling, frame count and encoder settings are the model's own (its train_config.json), so a model
+    trained without a decoder, or before decoders existed, gains one without retraining VideoBERT.
+    """
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from .modeling import VideoBertForPreTraining
+    from .training import TRAIN_CONFIG_FILE, METRICS, _text_model_dir, load_examples, plot_losses, setup_distributed
+    from .vocab import VisualVocabulary
+
+    model_dir = Path(model_dir)
+    saved = json.loads((model_dir / TRAIN_CONFIG_FILE).read_text())
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    cfg = dataclasses.replace(cfg, captioner=captioner, caption_epochs=epochs or cfg.caption_epochs,
+                              caption_lr=lr or cfg.caption_lr, device=device, cache_dir=cache_dir or cfg.cache_dir,
+                              workers=workers, progress=progress, resume=False)
+    cfg.check()
+    dist = setup_distributed(cfg.device)
+    model = VideoBertForPreTraining.from_pretrained(model_dir).to(dist.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    vocab = VisualVocabulary.load(model_dir)
+    from .encoders import load_frame_encoder
+
+    texts, feats = load_examples([manifests] if isinstance(manifests, (str, os.PathLike)) else list(manifests),
+                                 cfg, dist, load_frame_encoder(cfg.frame_encoder, dist.device))
+    feats = [np.ascontiguousarray(f, dtype=np.float32) for f in feats]
+    metrics = model_dir / METRICS
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    rows = [r for r in rows if r.get("stage") != "captioner"]            # a replaced decoder's losses go too
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    decoder = fit_captioner(model, tokenizer, texts, feats, [vocab.quantize(f) for f in feats], cfg, dist.device,
+                            _text_model_dir(cfg), metrics, first_step=max([r.get("step", 0) for r in rows] or [0]))
+    save_captioner(decoder, model_dir)
+    (model_dir / TRAIN_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    plot_losses(metrics, model_dir / "loss.png")
+    return model_dir

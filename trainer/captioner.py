@@ -1,0 +1,112 @@
+"""Caption decoder: a head that writes a sentence about a clip by cross-attending to VideoBERT's video states.
+
+Two decoders fit behind one interface, both Hugging Face causal language models with cross-attention, fed the
+video-only hidden states `[CLS] video [SEP]` of `VideoBertModel.video_states` as `encoder_hidden_states`:
+
+- `bert`: `BertLMHeadModel` (`is_decoder=True, add_cross_attention=True`) whose self-attention, feed-forward and
+  embedding weights start from the text encoder VideoBERT started from (MiniLM); only cross-attention and the
+  token head start at random.
+- `bart`: `BartForCausalLM`, i.e. BART's decoder (`BartDecoder`), at the same width, started at random (no BART
+  weights ship offline).
+
+Both use the text encoder's tokenizer: `[CLS]` starts a caption and `[SEP]` ends it. The decoder is its own
+`PreTrainedModel`, saved in a subfolder of the model dir with its own config.json, model.safetensors and
+generation_config.json (beam search settings). This module is pure torch: no files, no training loop.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from . import losses
+
+KINDS = ("bert", "bart")
+CAPTIONER_DIR = "captioner"          # subfolder of a model dir holding the decoder
+# Beam search defaults, saved in generation_config.json: n-grams are never repeated (a sentence, not a bag
+# of repeated words), and a mild length penalty keeps beams from stopping at the shortest fragment.
+GENERATION = {"num_beams": 4, "max_length": 32, "no_repeat_ngram_size": 3, "length_penalty": 1.0,
+              "early_stopping": True}
+
+
+def decoder_config(kind: str, video_config, bos: int, eos: int, pad: int, text_config=None, **overrides):
+    """The HF config of a caption decoder as wide as VideoBERT's hidden states.
+
+    text_config: the BertConfig of the text model a `bert` decoder starts from (its shape is kept);
+    overrides: further config fields (e.g. num_hidden_layers / decoder_layers for tiny test models).
+    """
+    from transformers import BartConfig, BertConfig
+
+    if kind not in KINDS:
+        raise ValueError(f"captioner kind={kind!r}: choose from {KINDS}")
+    h = video_config.hidden_size
+    special = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "decoder_start_token_id": bos}
+    if kind == "bert":
+        base = text_config.to_dict() if text_config is not None else video_config.bert_config().to_dict()
+        for key in ("architectures", "model_type", "transformers_version", "_name_or_path"):
+            base.pop(key, None)
+        base.update(vocab_size=video_config.vocab_size, hidden_size=h, is_decoder=True, add_cross_attention=True,
+                    **special, **overrides)
+        return BertConfig(**base)
+    layers = overrides.pop("decoder_layers", video_config.num_hidden_layers)
+    heads = overrides.pop("decoder_attention_heads", max(1, h // 64))
+    return BartConfig(vocab_size=video_config.vocab_size, d_model=h, decoder_layers=layers, encoder_layers=0,
+                      decoder_attention_heads=heads, decoder_ffn_dim=4 * h, max_position_embeddings=128,
+                      dropout=0.1, is_decoder=True, is_encoder_decoder=False, scale_embedding=True,
+                      **special, **overrides)
+
+
+def new_captioner(config, text_state: dict | None = None):
+    """A decoder for `config` (from `decoder_config`); `text_state`, a BertModel state dict, seeds a `bert`
+    decoder's shared weights (cross-attention and the token head stay at their random start)."""
+    from transformers import BartForCausalLM, BertLMHeadModel, GenerationConfig
+
+    model = BertLMHeadModel(config) if config.model_type == "bert" else BartForCausalLM(config)
+    if text_state is not None:
+        if config.model_type != "bert":
+            raise ValueError("only a bert caption decoder starts from text-model weights")
+        result = model.bert.load_state_dict(text_state, strict=False)
+        unexpected = [k for k in result.unexpected_keys if not k.startswith("pooler.")]
+        if unexpected:
+            raise ValueError(f"text-model weights do not fit the caption decoder: {unexpected[:5]}")
+        model.tie_weights()
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                                               pad_token_id=config.pad_token_id,
+                                               decoder_start_token_id=config.bos_token_id, **GENERATION)
+    return model
+
+
+def caption_logits(decoder, states: torch.Tensor, state_mask: torch.Tensor, ids: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced next-token logits (B, L, V) of caption tokens `ids` (B, L) given video states (B, S, H)."""
+    out = decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=states,
+                  encoder_attention_mask=state_mask.long(), use_cache=False)
+    return out.logits
+
+
+def caption_loss(decoder, states, state_mask, ids, mask) -> torch.Tensor:
+    """L = -sum_i log p(y_{i+1} | y_1..y_i, video), averaged over the caption tokens of the batch."""
+    return losses.caption_loss(caption_logits(decoder, states, state_mask, ids, mask), ids, mask)
+
+
+def generate(decoder, states: torch.Tensor, state_mask: torch.Tensor, **settings) -> torch.Tensor:
+    """Beam search through `generate()`: video states (B, S, H) -> token ids (B, L), starting with `[CLS]`.
+
+    settings override the decoder's generation_config (num_beams, max_length, no_repeat_ngram_size,
+    length_penalty, ...); None values are ignored.
+    """
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    settings = {k: v for k, v in settings.items() if v is not None}
+    start = torch.full((states.shape[0], 1), decoder.config.bos_token_id, dtype=torch.long, device=states.device)
+    # An encoder-decoder cache: the cross-attention keys and values are computed once per beam, not per token.
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    return decoder.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=states,
+                            encoder_attention_mask=state_mask.long(), cache=cache, do_sample=False,
+                            **settings)
+
+
+def decode_text(tokenizer, ids: torch.Tensor) -> list[str]:
+    """Token ids (B, L) -> sentences, without special tokens and with punctuation attached to its word."""
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    return [re.sub(r"\s+([,.:;!?])", r"\1", t).strip() for t in texts]
