@@ -74,21 +74,29 @@ def run(quick: bool, workdir: str) -> Section:
         return section
     split = synth_split(workdir, quick)
     model = trained_model(workdir, quick)
-    cache = Path(workdir) / "feature-cache"
-    ours = caption_eval(split["test"], model["dir"], split["train"], cache)
-    bart_dir, bart_seconds = other_decoder(model["dir"], "bart", split["train"], cache)
-    bart = caption_eval(split["test"], bart_dir, split["train"], cache)
+    return measure(section, split["train"], split["test"], split["dir"] / "test", model["dir"], model["seconds"],
+                   Path(workdir))
+
+
+def measure(section: Section, train: Path, test: Path, videos: Path, model: Path, train_seconds: float,
+            workdir: Path) -> Section:
+    """The section's measurements for a trained model dir, its training and test manifests, and a folder of
+    videos to index with and without descriptions."""
+    cache = workdir / "feature-cache"
+    ours = caption_eval(test, model, train, cache)
+    bart_dir, bart_seconds = other_decoder(model, "bart", train, cache)
+    bart = caption_eval(test, bart_dir, train, cache)
     base = ours["baselines"]
     section.notes = [
-        f"Model: `vidsearch train train.jsonl --out DIR` with default options on `generate_split` data "
-        f"({len(split['train'].read_text().splitlines())} training captions), {model['seconds'] / 60:.1f} min "
-        "in all, the caption decoder (BERT, from MiniLM) trained second on the frozen encoder. "
-        "`vidsearch eval test.jsonl --model DIR --captions --train train.jsonl --references attrs --json`: the "
+        f"Model: `vidsearch train {train.name} --out DIR` on `generate_split` data "
+        f"({len(train.read_text().splitlines())} training captions), {train_seconds / 60:.1f} min in all, the "
+        "caption decoder (BERT, from MiniLM) trained second on the frozen encoder. "
+        f"`vidsearch eval {test.name} --model DIR --captions --train {train.name} --references attrs --json`: the "
         f"{ours['clips']} test clips hold (shape, colour, motion) combinations never seen in training; each "
         f"clip's references are every training-phrasing rendering of its attrs ({ours['references_per_clip']:.1f} "
         "on average). Attribute accuracy reads the description back against the clip's attrs: the share of "
         "clips whose description names exactly the right shapes, colours, motion (with its direction) and "
-        "background (only two of the five one-object training templates and one of four two-object ones name "
+        "background (two of the five one-object training templates and one of the four two-object ones name "
         "the background, so descriptions often leave it out). Baselines from the same run: the training "
         "caption of the nearest training clip in the model's embedding space, and the most frequent training "
         "caption.",
@@ -102,15 +110,15 @@ def run(quick: bool, workdir: str) -> Section:
     for ex in ours["examples"]:
         examples.add(ex["description"], ex["reference"])
     section.tables.append(("Examples", examples))
-    videos = split["dir"] / "test"
-    plain = index_seconds(videos, model["dir"], Path(workdir) / "store-captioning-plain", describe=False)
-    described = index_seconds(videos, model["dir"], Path(workdir) / "store-captioning-described", describe=True)
-    timing = Table(["indexing the test videos", "seconds", "vs without descriptions"])
+    plain = index_seconds(videos, model, workdir / "store-captioning-plain", describe=False)
+    described = index_seconds(videos, model, workdir / "store-captioning-described", describe=True)
+    timing = Table(["indexing", "seconds", "vs without descriptions"])
     timing.add("without descriptions (`--no-describe`)", fmt(plain, 1), "1.00x")
     timing.add("with descriptions (default)", fmt(described, 1), ratio(described, plain))
     section.tables.append(("Indexing time", timing))
+    count = len([p for p in videos.iterdir() if p.is_file()])
     section.table_notes["Indexing time"] = (
-        f"`vidsearch index test/ --store NEW --model DIR` over the {ours['clips']} test videos, once with "
+        f"`vidsearch index {videos.name}/ --store NEW --model DIR` over {count} test videos, once with "
         "`--no-describe` and once without; each into a fresh store, decode and frame encoding included.")
     section.findings = _findings(ours["model"], base["nearest_neighbour"], described / plain, ours["captions_per_s"])
     section.data = {"eval": ours, "bart": bart, "index_seconds": {"plain": plain, "described": described},

