@@ -55,7 +55,8 @@ def _scores_table(rows: list[tuple[str, dict]]) -> Table:
 def _findings(ours: dict, nn: dict, ratio_index: float, speed: float) -> list[str]:
     a = ours["attributes"]
     checks = [("BLEU-4 >= 0.45", ours["BLEU-4"] >= 0.45, f"{ours['BLEU-4']:.3f}"),
-              ("CIDEr above nearest neighbour", ours["CIDEr"] > nn["CIDEr"], f"{ours['CIDEr']:.3f} vs {nn['CIDEr']:.3f}"),
+              ("CIDEr above nearest neighbour", ours["CIDEr"] > nn["CIDEr"],
+               f"{ours['CIDEr']:.3f} vs {nn['CIDEr']:.3f}"),
               ("colour >= 0.90", a["colour"] >= 0.90, f"{a['colour']:.3f}"),
               ("shape >= 0.90", a["shape"] >= 0.90, f"{a['shape']:.3f}"),
               ("motion >= 0.85", a["motion"] >= 0.85, f"{a['motion']:.3f}"),

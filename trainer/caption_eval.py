@@ -64,7 +64,8 @@ def _verb_pattern(phrase: str) -> str:
     """'moves to the left' -> a regex for it in either number ('moves/move to the left')."""
     verb, _, rest = phrase.partition(" ")
     stem = re.sub(r"(es|s)$", "", verb)
-    return r"\b" + re.escape(stem) + r"\w*" + (r"\s+" + r"\s+".join(map(re.escape, rest.split())) if rest else "") + r"\b"
+    tail = "".join(r"\s+" + re.escape(word) for word in rest.split())
+    return r"\b" + re.escape(stem) + r"\w*" + tail + r"\b"
 
 
 class AttributeReader:
@@ -130,8 +131,11 @@ def attribute_accuracy(texts: list[str], attrs: list[dict]) -> dict:
 # ----------------------------------------------------------------------------- text metrics
 
 
-def caption_metrics(hyps: list[str], refs: list[list[str]]) -> dict:
-    """BLEU-1..4, METEOR, ROUGE-L and CIDEr of hypotheses against their references (PTB-tokenised, Java)."""
+def caption_metrics(hyps: list[str], refs: list[list[str]], meteor=None) -> dict:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr of hypotheses against their references (PTB-tokenised, Java).
+
+    meteor: a running pycocoevalcap Meteor to reuse (its Java process takes seconds to start); by default
+    one is started and ended here."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -142,18 +146,20 @@ def caption_metrics(hyps: list[str], refs: list[list[str]]) -> dict:
     gts = tok.tokenize({i: [{"caption": r} for r in rs] for i, rs in enumerate(refs)})
     res = tok.tokenize({i: [{"caption": h or "."}] for i, h in enumerate(hyps)})
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    meteor = Meteor()
+    own = meteor is None
+    meteor = Meteor() if own else meteor
     try:
         met, _ = meteor.compute_score(gts, res)
     finally:
-        _close_meteor(meteor)
+        if own:
+            close_meteor(meteor)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
     return {**{f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)}, "METEOR": float(met),
             "ROUGE-L": float(rouge), "CIDEr": float(cider)}
 
 
-def _close_meteor(meteor) -> None:
+def close_meteor(meteor) -> None:
     """End the METEOR Java process now rather than at interpreter exit."""
     proc = getattr(meteor, "meteor_p", None)
     if proc is not None and proc.poll() is None:
@@ -162,9 +168,9 @@ def _close_meteor(meteor) -> None:
         proc.wait()
 
 
-def scored(texts: list[str], refs: list[list[str]], attrs: list[dict]) -> dict:
+def scored(texts: list[str], refs: list[list[str]], attrs: list[dict], meteor=None) -> dict:
     """Text metrics plus attribute accuracy of one set of descriptions."""
-    return {**caption_metrics(texts, refs), "attributes": attribute_accuracy(texts, attrs)}
+    return {**caption_metrics(texts, refs, meteor), "attributes": attribute_accuracy(texts, attrs)}
 
 
 # ----------------------------------------------------------------------------- the whole evaluation
@@ -201,17 +207,29 @@ def evaluate_captions(model, manifest, train_manifest=None, cache_dir=None, work
     start = time.perf_counter()
     hyps = model.describe(data.clip_feats, features=True, num_beams=num_beams, max_length=max_length)
     seconds = time.perf_counter() - start
-    result = {"model": scored(hyps, refs, attrs), "baselines": {"nearest_neighbour": None, "most_frequent": None},
-              "clips": len(hyps), "references": references, "references_per_clip": float(np.mean([len(r) for r in refs])),
-              "captions_per_s": len(hyps) / max(seconds, 1e-9),
-              "examples": [{"description": h, "reference": r[0]} for h, r in zip(hyps[:5], refs[:5])]}
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    meteor = Meteor()
+    try:
+        result = _scored_runs(model, hyps, refs, attrs, data, train_manifest, meteor, cache_dir, workers, progress)
+    finally:
+        close_meteor(meteor)
+    result.update(clips=len(hyps), references=references, references_per_clip=float(np.mean([len(r) for r in refs])),
+                  captions_per_s=len(hyps) / max(seconds, 1e-9), model_identity=model.identity,
+                  examples=[{"description": h, "reference": r[0]} for h, r in zip(hyps[:5], refs[:5])])
+    return result
+
+
+def _scored_runs(model, hyps, refs, attrs, data, train_manifest, meteor, cache_dir, workers, progress) -> dict:
+    """The model's descriptions scored, and the baselines' when a training manifest is given."""
+    result = {"model": scored(hyps, refs, attrs, meteor),
+              "baselines": {"nearest_neighbour": None, "most_frequent": None}}
     if train_manifest is not None:
         train = load_eval_set(train_manifest, model, cache_dir, workers, progress)
         nn = nearest_neighbour_captions(model, data.clip_feats, train)
         frequent = Counter(train.texts).most_common(1)[0][0]
-        result["baselines"] = {"nearest_neighbour": scored(nn, refs, attrs),
-                               "most_frequent": scored([frequent] * len(hyps), refs, attrs)}
-    result["model_identity"] = model.identity
+        result["baselines"] = {"nearest_neighbour": scored(nn, refs, attrs, meteor),
+                               "most_frequent": scored([frequent] * len(hyps), refs, attrs, meteor)}
     return result
 
 
@@ -223,7 +241,8 @@ def format_caption_report(result: dict) -> str:
     rows = [("model", result["model"])] + [(k, v) for k, v in result["baselines"].items() if v]
     for name, r in rows:
         a = r["attributes"]
-        acc = " ".join("   n/a" if a[k] is None else f"{a[k]:6.3f}" for k in ("shape", "colour", "motion", "background"))
+        acc = " ".join("   n/a" if a[k] is None else f"{a[k]:6.3f}"
+                       for k in ("shape", "colour", "motion", "background"))
         lines.append(f"{name:18}" + " ".join(f"{r[m]:8.3f}" for m in METRICS) + "  " + acc)
     for ex in result["examples"]:
         lines.append(f"  e.g. {ex['description']!r}  (reference: {ex['reference']!r})")

@@ -98,8 +98,8 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
 
 
 def _log(path: Path, kind: str, epoch: int, step: int, sched, loss: float, **extra) -> None:
-    row = {"kind": f"caption_{kind}", "stage": "captioner", "epoch": epoch + 1, "step": step, "lr": sched.get_last_lr()[0],
-           "caption_loss": round(loss, 5), **extra}
+    row = {"kind": f"caption_{kind}", "stage": "captioner", "epoch": epoch + 1, "step": step,
+           "lr": sched.get_last_lr()[0], "caption_loss": round(loss, 5), **extra}
     with open(path, "a") as fh:
         fh.write(json.dumps(row) + "\n")
 
@@ -156,6 +156,10 @@ def train_captioner(manifests, model_dir, captioner: str = "bert", epochs: int |
                               caption_lr=lr or cfg.caption_lr, device=device, cache_dir=cache_dir or cfg.cache_dir,
                               workers=workers, progress=progress, resume=False)
     cfg.check()
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     dist = setup_distributed(cfg.device)
     model = VideoBertForPreTraining.from_pretrained(model_dir).to(dist.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
