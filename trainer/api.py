@@ -166,7 +166,8 @@ class VideoSearchModel:
         """
         if self.captioner is None:
             raise ValueError(f"model {self.identity['path']} has no caption decoder (it was trained with "
-                             "--no-captioner or before captioning existed); retrain it to describe clips")
+                             "--no-captioner or before captioning existed); add one with `vidsearch train "
+                             "MANIFEST --out MODEL --caption-only`")
         feats = self._clip_features(clips, features)
         out: list[str] = []
         with torch.inference_mode(), _autocast(self.device):
