@@ -217,3 +217,23 @@ def test_caption_only_gives_an_existing_model_a_decoder(tiny_model_dir, synth_li
     assert [r["epoch"] for r in rows if r["kind"] == "caption_epoch"] == [1, 2]
     loaded = trainer.load(model, device="cpu")
     assert loaded.can_describe and len(loaded.describe([np.zeros((4, 96, 96, 3), np.uint8)] * 2)) == 2
+
+
+def test_bert_decoder_starts_from_the_text_model():
+    """The default decoder keeps MiniLM's embeddings, self-attention and feed-forward weights; only
+    cross-attention and the token head are new."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from trainer.caption_training import build_captioner
+    from trainer.encoders import default_text_model_dir
+    from trainer.train_config import TrainConfig
+
+    text_dir = default_text_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    decoder = build_captioner(TrainConfig(), VideoBertConfig(), tokenizer, text_dir)
+    minilm = AutoModel.from_pretrained(text_dir).state_dict()
+    ours = decoder.bert.state_dict()
+    shared = [k for k in minilm if k in ours]
+    assert len(shared) > 90 and all(torch.equal(ours[k], minilm[k]) for k in shared)
+    assert any("crossattention" in k for k in ours) and decoder.config.is_decoder
+    assert decoder.generation_config.num_beams == 4 and decoder.config.bos_token_id == tokenizer.cls_token_id
