@@ -43,7 +43,8 @@ CHANNEL = {"type": "string", "enum": ["dense", "keyword", "concept", "lookalike"
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "Result": {"type": "object", "required": ["clip_id", "video_id", "video_path", "start", "end", "score",
-                                              "caption", "thumbnail_url", "video_url", "sources", "similarities"],
+                                              "caption", "description", "thumbnail_url", "video_url", "sources",
+                                              "similarities"],
                "properties": {"clip_id": {"type": "integer"}, "video_id": {"type": "integer"},
                               "video_path": {"type": "string"},
                               "start": {"type": "number", "description": "seconds"},
