@@ -4,3 +4,9 @@ pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.store",
 ]
+
+import os as _os
+import tempfile as _tempfile
+
+# Exported ONNX encoders go to a cache of this test session, never the user's; subprocesses inherit it.
+_os.environ["VIDSEARCH_CACHE_DIR"] = _tempfile.mkdtemp(prefix="vidsearch-test-cache-")

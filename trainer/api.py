@@ -15,6 +15,7 @@ import torch
 from .caption_training import load_captioner
 from .captioner import decode_text
 from .captioner import generate as generate_captions
+from .encoders.onnx_runtime import resolve_runtime
 from .media import SamplingConfig
 from .modeling import VideoBertForPreTraining
 from .training import FRAME_ENCODER_FILE, resample_frames
@@ -45,8 +46,12 @@ def model_hash(model_dir) -> str:
     return h.hexdigest()
 
 
-def load(model_dir, device="auto") -> "VideoSearchModel":
-    """Load a model dir written by `trainer.train`; raises FileNotFoundError naming what is missing."""
+def load(model_dir, device="auto", runtime: str = "auto") -> "VideoSearchModel":
+    """Load a model dir written by `trainer.train`; raises FileNotFoundError naming what is missing.
+
+    runtime: "torch", "onnx" (ONNX Runtime for the frame encoder and the text tower, CPU only) or "auto"
+    (ONNX Runtime on the CPU, torch on CUDA; the VIDSEARCH_RUNTIME environment variable overrides it).
+    """
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -59,12 +64,13 @@ def load(model_dir, device="auto") -> "VideoSearchModel":
     tokenizer = AutoTokenizer.from_pretrained(path)
     vocab = VisualVocabulary.load(path)
     spec = json.loads((path / FRAME_ENCODER_FILE).read_text())
-    encoder = load_frame_encoder(spec["spec"], dev)
+    encoder = load_frame_encoder(spec["spec"], dev, runtime=runtime)
     if encoder.dim != model.config.feature_dim:
         raise ValueError(f"{path}: frame encoder {spec['spec']!r} gives {encoder.dim}-d features, "
                          f"the model expects {model.config.feature_dim}")
     identity = {"path": str(path), "hash": model_hash(path), "name": path.name}
-    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev, captioner=load_captioner(path, dev))
+    return VideoSearchModel(model, tokenizer, vocab, encoder, identity, dev, captioner=load_captioner(path, dev),
+                            runtime=runtime)
 
 
 class VideoSearchModel:
@@ -72,7 +78,7 @@ class VideoSearchModel:
 
     def __init__(self, model: VideoBertForPreTraining, tokenizer, vocab: VisualVocabulary, frame_encoder,
                  identity: dict, device: torch.device, batch_size: int = 64, max_text: int = 64,
-                 captioner=None):
+                 captioner=None, runtime: str = "auto"):
         self.model = model
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -84,6 +90,7 @@ class VideoSearchModel:
         self.dim = model.config.hidden_size
         self.sampling = SamplingConfig(**model.config.sampling) if model.config.sampling else SamplingConfig()
         self.captioner = captioner          # caption decoder (trainer.captioner), None for a model without one
+        self._text_tower = _TextTower.runner(model.videobert) if resolve_runtime(runtime, device) == "onnx" else None
 
     @property
     def can_describe(self) -> bool:
@@ -149,6 +156,14 @@ class VideoSearchModel:
         reads queries into training words first, see search.reading)."""
         texts = _check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if self._text_tower is not None:
+            for s in range(0, len(texts), self.batch_size):
+                tok = self.tokenizer(texts[s:s + self.batch_size], padding=True, truncation=True,
+                                     max_length=self.max_text, return_tensors="np")
+                plain, adapted = self._text_tower.run(tok["input_ids"].astype(np.int64),
+                                                      tok["attention_mask"].astype(np.int64))
+                out[s:s + len(plain)] = adapted
+            return out
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(texts), self.batch_size):
                 batch = self._text_batch(texts[s:s + self.batch_size])
@@ -207,6 +222,34 @@ class VideoSearchModel:
             for name, p in row:
                 scores[name] = scores.get(name, 0.0) + p / len(per_frame)
         return sorted(scores.items(), key=lambda kv: -kv[1])[:top]
+
+
+class _TextTower(torch.nn.Module):
+    """VideoBERT's text-only path, (B, L) ids and mask -> (sentence vectors, adapted vectors), both (B, H) unit
+    vectors: what one text query needs, exported to ONNX in one piece."""
+
+    def __init__(self, videobert):
+        super().__init__()
+        self.videobert = videobert
+
+    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor):
+        plain = self.videobert.get_text_embeddings(text_ids, text_mask, adapt=False)
+        if self.videobert.text_adapter is None:
+            return plain, plain
+        return plain, self.videobert.get_text_embeddings(text_ids, text_mask, adapt=True)
+
+    @classmethod
+    def runner(cls, videobert):
+        from .encoders.onnx_runtime import OrtModule
+
+        # Two rows of different lengths, so the traced graph keeps the padding mask general.
+        ids = torch.tensor([[101, 1037, 2417, 102, 0, 0], [101, 1037, 2417, 4418, 5829, 102]])
+        mask = (ids != 0).long()
+        ids = ids % int(videobert.config.vocab_size)   # any ids the vocabulary holds; only the shapes matter
+        axes = {name: {0: "batch", 1: "length"} for name in ("text_ids", "text_mask")}
+        axes.update({"plain": {0: "batch"}, "adapted": {0: "batch"}})
+        return OrtModule(cls(videobert).eval(), (ids, mask), ["text_ids", "text_mask"], ["plain", "adapted"], axes,
+                         name="videobert-text")
 
 
 def _autocast(device: torch.device):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .base import FrameEncoder
 from .lite0_inference import optimise_for_inference
+from .onnx_runtime import OrtModule, resolve_runtime
 
 CHANNELS = 1280  # channels of Lite0's final 1x1 "head" convolution
 
@@ -59,6 +60,29 @@ def grid_pool(fmap: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.cat(pooled, dim=1)
 
 
+class _FeatureMap(torch.nn.Module):
+    """Lite0's convolutional trunk alone, (B, 3, S, S) -> (B, 1280, h, w): the part worth exporting to ONNX.
+
+    Pooling stays in torch: the exporter cannot express adaptive pooling over a batch of unknown size, and
+    pooling a 7x7 map costs nothing next to the trunk.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.extract_features(pixels)
+
+    @classmethod
+    def runner(cls, model: torch.nn.Module, size: int) -> OrtModule:
+        """An ONNX Runtime session over `model`'s trunk, batch size free, input size fixed."""
+        example = (torch.zeros(2, 3, size, size),)
+        axes = {"pixels": {0: "batch"}, "fmap": {0: "batch"}}
+        return OrtModule(cls(model), example, ["pixels"], ["fmap"], axes,
+                         name="efficientnet-lite0")
+
+
 class EfficientNetLite0Encoder(FrameEncoder):
     """ImageNet-pretrained EfficientNet-Lite0 features of its final 1280-channel map.
 
@@ -76,7 +100,8 @@ class EfficientNetLite0Encoder(FrameEncoder):
     resize_mode = "bilinear"
     center_crop = False
 
-    def __init__(self, device="auto", batch_size: int = 32, grid: int = 2, weights: str | None = None):
+    def __init__(self, device="auto", batch_size: int = 32, grid: int = 2, weights: str | None = None,
+                 runtime: str = "auto"):
         super().__init__(device, batch_size)
         if int(grid) < 0 or int(grid) > 7:
             raise ValueError(f"grid must be between 0 and 7 (the final feature map is 7x7), got {grid}")
@@ -88,10 +113,16 @@ class EfficientNetLite0Encoder(FrameEncoder):
         model = optimise_for_inference(build_lite0(weights))
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.label_names = imagenet_labels()
+        # "auto": ONNX Runtime on the CPU (same features to ~1e-5, 2-3x the frame rate), torch on CUDA.
+        self.runtime = resolve_runtime(runtime, self.device)
+        self._ort = _FeatureMap.runner(self.model, self.input_size) if self.runtime == "onnx" else None
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, 224, 224) -> (B, dim) global + grid pooled features."""
-        fmap = self.model.extract_features(pixels)  # (B, 1280, 7, 7)
+        if self._ort is not None:
+            fmap = torch.from_numpy(self._ort.run(pixels.contiguous().cpu().numpy())[0])  # (B, 1280, 7, 7)
+        else:
+            fmap = self.model.extract_features(pixels)  # (B, 1280, 7, 7)
         return grid_pool(fmap, self.grid)
 
     def labels(self, frames: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:

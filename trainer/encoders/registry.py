@@ -21,8 +21,13 @@ def _parse_options(spec: str, text: str, allowed: dict[str, type]) -> dict:
     return options
 
 
-def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_size: int = 32) -> FrameEncoder:
-    """Build the frame encoder named by `spec` on `device`; the encoder's own `.spec` loads it again identically."""
+def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_size: int = 32,
+                       runtime: str = "auto") -> FrameEncoder:
+    """Build the frame encoder named by `spec` on `device`; the encoder's own `.spec` loads it again identically.
+
+    runtime: "torch", "onnx" (ONNX Runtime, CPU only) or "auto" (see `onnx_runtime.resolve_runtime`); encoders
+    without an ONNX export (CLIP) always run in torch.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"frame encoder spec must be a non-empty string, one of {KNOWN_SPECS}; got {spec!r}")
     name, _, arg = spec.strip().partition(":")
@@ -30,7 +35,7 @@ def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_s
         from .efficientnet import EfficientNetLite0Encoder
 
         options = _parse_options(spec, arg, {"grid": int})
-        return EfficientNetLite0Encoder(device=device, batch_size=batch_size, **options)
+        return EfficientNetLite0Encoder(device=device, batch_size=batch_size, runtime=runtime, **options)
     if name == "clip":
         from .clip import ClipVisionEncoder
 

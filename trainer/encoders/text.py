@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from .device import autocast, pick_device
 from .hub import from_pretrained, quiet_loading, resolve_model_ref
+from .onnx_runtime import OrtModule, resolve_runtime
 
 
 def default_text_model_dir() -> str:
@@ -29,7 +30,8 @@ class TextEncoder:
     A local directory, or a hub id already in the Hugging Face cache, loads without the network (the default too).
     """
 
-    def __init__(self, name_or_path: str | None = None, device="auto", batch_size: int = 64, max_length: int = 256):
+    def __init__(self, name_or_path: str | None = None, device="auto", batch_size: int = 64, max_length: int = 256,
+                 runtime: str = "auto"):
         from transformers import AutoModel, AutoTokenizer
 
         if int(batch_size) < 1:
@@ -51,6 +53,9 @@ class TextEncoder:
         self.batch_size = int(batch_size)
         # 256 is the sequence limit all-MiniLM-L6-v2 was tuned with; never exceed the model's position table.
         self.max_length = min(int(max_length), int(getattr(model.config, "max_position_embeddings", max_length)))
+        # "auto": ONNX Runtime on the CPU (same vectors to ~1e-6, about twice as fast per query), torch on CUDA.
+        self.runtime = resolve_runtime(runtime, self.device)
+        self._ort = _PooledEncoder.runner(self.model) if self.runtime == "onnx" else None
 
     def encode(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         """Encode a list of strings to an (N, dim) float32 array of mean-pooled sentence embeddings.
@@ -69,6 +74,12 @@ class TextEncoder:
 
     def _embed_batch(self, texts: list[str], normalize: bool) -> torch.Tensor:
         """Tokenize, run the model and pool one batch -> (B, dim) float32 on the device."""
+        if self._ort is not None:
+            tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                    return_tensors="np")
+            ids, mask = (tokens[k].astype(np.int64) for k in ("input_ids", "attention_mask"))
+            pooled = torch.from_numpy(self._ort.run(ids, mask)[0])
+            return F.normalize(pooled, dim=-1) if normalize else pooled
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         hidden = self.model(**tokens).last_hidden_state  # (B, L, H)
@@ -77,6 +88,28 @@ class TextEncoder:
 
     def __repr__(self) -> str:
         return f"TextEncoder({self.name_or_path!r}, dim={self.dim}, device={str(self.device)!r})"
+
+
+class _PooledEncoder(torch.nn.Module):
+    """The bare model plus mean pooling, (B, L) ids and mask -> (B, H): the part exported to ONNX."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    @classmethod
+    def runner(cls, model: torch.nn.Module) -> OrtModule:
+        # Two rows of different lengths, so the traced graph keeps the padding mask general.
+        ids = torch.tensor([[101, 1037, 2417, 102, 0, 0], [101, 1037, 2417, 4418, 5829, 102]])
+        ids = ids % int(model.config.vocab_size)       # any ids the vocabulary holds; only the shapes matter
+        axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+                "pooled": {0: "batch"}}
+        return OrtModule(cls(model).eval(), (ids, (ids != 0).long()), ["input_ids", "attention_mask"], ["pooled"],
+                         axes, name="text-encoder")
 
 
 def _check_texts(texts) -> list[str]:
