@@ -1,4 +1,10 @@
-"""HTTP: `vidsearch serve` under concurrent `/api/search` load from wrk in a separate process, on loopback only."""
+"""HTTP: `vidsearch serve` under concurrent `/api/search` load from wrk in a separate process, on loopback only.
+
+Every request is a distinct query (no answer from the engine's query cache), and half of them are everyday
+sentences whose words lie outside the training vocabulary, as a new user types them. With
+VIDSEARCH_BENCH_REFERENCE=<another checkout> the same runs are also made, interleaved, against a server started
+from that checkout (e.g. the previous release), so both are measured side by side on the same machine load.
+"""
 from __future__ import annotations
 
 import os
@@ -13,20 +19,53 @@ from pathlib import Path
 
 from .common import Section, Table, median, on_thread, percentile, ratio
 from .resources import REPO, indexed_store, missing
-from .textenc import QUERIES
 
 CONNECTIONS = 8
 SERVER_THREADS = 4        # `vidsearch serve` default
+REFERENCE_ENV = "VIDSEARCH_BENCH_REFERENCE"
+
+# Everyday sentences: subjects, actions and places a user types, nearly all outside the synthetic training words.
+_SUBJECTS = ("a dog", "a cat", "a man", "a woman", "two kids", "a motorcycle", "a bus", "a horse", "a bird",
+             "an old car", "a girl", "a chef", "a cyclist", "a crowd", "a boat", "a puppy")
+_ACTIONS = ("running", "sleeping", "jumping", "eating", "waiting", "dancing", "parked", "swimming", "talking",
+            "laughing", "walking slowly", "turning around", "sitting still")
+_PLACES = ("on the beach", "in the kitchen", "at night", "in the rain", "near a river", "in a park",
+           "on a busy street", "in the snow", "at a concert", "under a bridge", "in the forest")
 
 
-def start_server(store: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """Start `vidsearch serve --port 0` on 127.0.0.1; return the process and its base URL once it answers."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+def unique_queries() -> list[str]:
+    """Distinct queries, alternating one in the training phrasing ("a red circle moves left") and one everyday
+    sentence outside it ("a dog running on the beach"); far more of them than the engine's query cache holds."""
+    from itertools import product
+
+    from trainer.synth import COLORS, MOTION_WORDS, SHAPES
+
+    trained = [f"a {c} {s} {m}" for m_list in MOTION_WORDS["train"].values() for m in m_list
+               for c, s in product(COLORS, SHAPES)]
+    everyday = [" ".join(t) for t in product(_SUBJECTS, _ACTIONS, _PLACES)]
+    rng = __import__("random").Random(0)
+    rng.shuffle(trained)
+    rng.shuffle(everyday)
+    n = min(len(trained), len(everyday))
+    return [q for pair in zip(trained[:n], everyday[:n]) for q in pair]
+
+
+def in_vocabulary(query: str) -> bool:
+    """Whether a query of `unique_queries` is one in the training phrasing (they alternate, trained first)."""
+    from trainer.synth import SHAPES
+
+    return any(f" {s} " in f" {query} " for s in SHAPES)
+
+
+def start_server(store: Path, log: Path, repo: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """Start `vidsearch serve --port 0` on 127.0.0.1 from the checkout `repo`; return the process and its base
+    URL once it answers."""
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONUNBUFFERED="1")
     out = open(log, "w")
     proc = subprocess.Popen([sys.executable, "-m", "webui.cli", "serve", "--store", str(store), "--host", "127.0.0.1",
                              "--port", "0", "--threads", str(SERVER_THREADS)], stdout=out, stderr=subprocess.STDOUT,
-                            cwd=REPO, env=env)
+                            cwd=repo, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -58,16 +97,16 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def wrk_script(path: Path) -> Path:
-    """A wrk Lua script that cycles through the benchmark queries, each made unique."""
-    items = ", ".join('"%s"' % urllib.parse.quote_plus(q) for q in QUERIES)
-    # A counter and the wrk thread's id make every query string new, so the engine's query cache never answers.
+def wrk_script(path: Path, queries: list[str], start: int = 0) -> Path:
+    """A wrk Lua script that walks through `queries` from `start`; each wrk thread starts half the list
+    further on, so no two requests of a run share a query (the engine's query cache never answers)."""
+    items = ", ".join('"%s"' % urllib.parse.quote_plus(q) for q in queries)
     path.write_text(
-        "local queries = {" + items + "}\nlocal i = 0\nlocal threads = 0\n"
-        "setup = function(thread)\n  threads = threads + 1\n  thread:set(\"tid\", threads)\nend\n"
+        "local queries = {" + items + "}\nlocal threads = 0\n"
+        "setup = function(thread)\n  threads = threads + 1\n"
+        f"  thread:set(\"i\", {start} + (threads - 1) * math.floor(#queries / 2))\nend\n"
         "request = function()\n  i = i + 1\n"
-        "  local q = queries[(i % #queries) + 1] .. \"+n\" .. tid .. \"x\" .. i\n"
-        "  return wrk.format(\"GET\", \"/api/search?k=10&q=\" .. q)\nend\n")
+        "  return wrk.format(\"GET\", \"/api/search?k=10&q=\" .. queries[(i % #queries) + 1])\nend\n")
     return path
 
 
@@ -90,22 +129,88 @@ def parse_wrk(text: str) -> dict:
             "errors": errors}
 
 
-def in_process(store: Path, runs: int) -> dict:
-    """Reference: the same queries through `search.Engine.text` in this process, one at a time (no HTTP)."""
-    from search import Engine
+STAGES = ("read", "encode", "dense", "keyword", "concept", "fuse", "hits")
 
-    engine = Engine(str(store))
-    for q in QUERIES:
+
+def in_process(store: Path, runs: int, queries: list[str], runtime: str = "auto") -> dict:
+    """Queries of the same set through `search.Engine.text` in this process, one at a time (no HTTP): p50 over
+    all of them and over each half (training phrasing, everyday words), and the median time of each stage."""
+    import trainer
+    from indexer import Store
+    from search import Engine
+    from search.engine import recorded_model_path
+
+    opened = Store.open(str(store), readonly=True)
+    engine = Engine(opened, model=trainer.load(recorded_model_path(opened), runtime=runtime))
+    engine.warm()
+    for q in queries[-20:]:
         engine.text(q, k=10)
-    p50s = []
+    per_run: dict[str, list[float]] = {"all": [], "trained": [], "everyday": []}
+    stages: dict[str, list[float]] = {}
     for run in range(runs):
-        times = []
-        for i, q in enumerate(QUERIES * 3):
+        times: dict[str, list[float]] = {"trained": [], "everyday": []}
+        for q in queries[run * 60:(run + 1) * 60]:
+            timings: dict[str, float] = {}
             start = time.perf_counter()
-            engine.text(f"{q} r{run}x{i}", k=10)          # a new string each time, as in the wrk script
-            times.append((time.perf_counter() - start) * 1e3)
-        p50s.append(percentile(times, 50))
-    return {"p50_ms": median(p50s)}
+            engine.text(q, k=10, timings=timings)
+            times["trained" if in_vocabulary(q) else "everyday"].append((time.perf_counter() - start) * 1e3)
+            for name, ms in timings.items():
+                stages.setdefault(name, []).append(ms)
+        per_run["all"].append(percentile(times["trained"] + times["everyday"], 50))
+        for kind in ("trained", "everyday"):
+            per_run[kind].append(percentile(times[kind], 50))
+    return {"p50_ms": median(per_run["all"]), **{f"p50_{k}_ms": median(per_run[k]) for k in ("trained", "everyday")},
+            "stages": {name: median(v) for name, v in stages.items()}}
+
+
+_FIRST_QUERIES = """
+import json, sys, time
+from search import Engine
+engine = Engine(sys.argv[1])
+if sys.argv[2] == "warm":
+    engine.warm()
+out = []
+for q in json.loads(sys.argv[3]):
+    start = time.perf_counter()
+    engine.text(q, k=10)
+    out.append((time.perf_counter() - start) * 1e3)
+print(json.dumps(out))
+"""
+
+
+def first_queries(store: Path, warm: bool, queries: list[str], repo: Path = REPO) -> list[float]:
+    """Milliseconds of each of `queries` in a fresh process, right after the engine loads (and warms)."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _FIRST_QUERIES, str(store), "warm" if warm else "cold",
+                           json.dumps(queries)], capture_output=True, text=True, check=True, cwd=repo, env=env)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def query_path(store: Path, runs: int, queries: list[str]) -> tuple[Table, Table, dict]:
+    """In-process per-stage breakdown, the ONNX Runtime text tower against torch's, and first against tenth
+    query after start-up, with and without the start-up warm-up."""
+    results = {}
+    for rt in ("torch", "onnx"):
+        results[rt] = on_thread(in_process, store, runs, queries, rt)
+    seen = [s for s in STAGES if any(s in r["stages"] for r in results.values())]
+    seen += sorted({s for r in results.values() for s in r["stages"]} - set(STAGES))
+    stages = Table(["text tower", "p50 ms", "p50 training phrasing", "p50 everyday words", "p50 vs torch",
+                    *[f"{s} ms" for s in seen]])
+    for rt, r in results.items():
+        stages.add("torch (previous path)" if rt == "torch" else "ONNX Runtime", r["p50_ms"], r["p50_trained_ms"],
+                   r["p50_everyday_ms"], ratio(r["p50_ms"], results["torch"]["p50_ms"]),
+                   *[r["stages"].get(s, "") for s in seen])
+    first = Table(["start-up", "query 1 ms", "query 2 ms", "query 10 ms", "query 1 vs query 10"])
+    ten = [q for q in queries[1::2][-10:]]                 # everyday sentences: the reader has work to do
+    for warm in (False, True):
+        times = [first_queries(store, warm, ten) for _ in range(runs)]
+        q1, q2, q10 = (median(t[i] for t in times) for i in (0, 1, 9))
+        first.add("`Engine.warm()` at start-up" if warm else "cold (previous behaviour)", q1, q2, q10,
+                  ratio(q1, q10))
+        results[f"first_{'warm' if warm else 'cold'}"] = {"q1": q1, "q10": q10}
+    return stages, first, results
 
 
 def run(quick: bool, workdir: str) -> Section:
@@ -118,42 +223,78 @@ def run(quick: bool, workdir: str) -> Section:
         return section
     store = indexed_store(workdir, quick)
     runs, seconds = (2, 3) if quick else (3, 10)
-    reference = on_thread(in_process, store, runs)   # on a thread, as waitress runs requests
-    script = wrk_script(Path(workdir) / "queries.lua")
-    proc, base = start_server(store, Path(workdir) / "serve.log")
-    try:
-        _wrk(base, script, 2, CONNECTIONS)                         # warm the server's threads and caches
-        loads = {}
-        for conns in (1, CONNECTIONS):
-            results = [_wrk(base, script, seconds, conns) for _ in range(runs)]
-            loads[conns] = {k: median(r[k] for r in results) for k in ("rps", "p50_ms", "p99_ms")}
-            loads[conns]["errors"] = sum(r["errors"] for r in results)
-            loads[conns]["requests"] = sum(r["requests"] for r in results)
-    finally:
-        stop_server(proc)
-    table = Table(["client", "connections", "requests/s", "p50 ms", "p99 ms", "requests", "errors",
+    queries = unique_queries()
+    stage_table, first_table, path = query_path(store, runs, queries)
+    reference = path["onnx"]
+    servers = {"this checkout": REPO}
+    if os.environ.get(REFERENCE_ENV):
+        servers["reference checkout"] = Path(os.environ[REFERENCE_ENV]).resolve()
+    loads = _loads(servers, store, Path(workdir), queries, runs, seconds)
+    table = Table(["server", "client", "connections", "requests/s", "p50 ms", "p99 ms", "requests", "errors",
                    "p50 vs in-process"])
-    table.add("in-process `Engine.text` (reference)", "-", 1e3 / reference["p50_ms"], reference["p50_ms"], "",
-              "", "", "1.00x")
-    for conns, r in loads.items():
-        table.add("wrk -> `vidsearch serve`", conns, r["rps"], r["p50_ms"], r["p99_ms"], r["requests"], r["errors"],
-                  ratio(r["p50_ms"], reference["p50_ms"]))
+    table.add("this checkout", "in-process `Engine.text`, one at a time", "-", 1e3 / reference["p50_ms"],
+              reference["p50_ms"], "", "", "", "1.00x")
+    for (name, conns), r in loads.items():
+        table.add(name, "wrk -> `vidsearch serve`", conns, r["rps"], r["p50_ms"], r["p99_ms"], r["requests"],
+                  r["errors"], ratio(r["p50_ms"], reference["p50_ms"]))
     section.notes = [
         f"`vidsearch serve --threads {SERVER_THREADS}` in its own process on a free 127.0.0.1 port, serving the store "
         "built by the indexing benchmark; `wrk -t2 --latency` in another process sends `GET /api/search?k=10&q=...` "
-        f"(default hybrid mode) cycling through {len(QUERIES)} queries, each made a new string (a counter appended) so "
-        f"the engine's query cache never answers, for {seconds} s per run, median of "
-        f"{runs} runs. Reference: the same kind of queries through `search.Engine.text` in process, one at a time. wrk "
-        "shares the 2 cores with the server.",
+        f"(default hybrid mode) through {len(queries)} distinct queries, alternately one in the training phrasing "
+        "(\"a red circle moves left\") and one everyday sentence outside the training words (\"a dog running on "
+        "the beach\"), so the engine's query cache never answers, for "
+        f"{seconds} s per run, median of {runs} runs. Reference: queries of the same set through "
+        "`search.Engine.text` in process, one at a time: p50 "
+        f"{reference['p50_trained_ms']:.1f} ms for training-phrasing queries and "
+        f"{reference['p50_everyday_ms']:.1f} ms for everyday ones. wrk shares the 2 cores with the server."
+        + (f" The reference checkout ({servers['reference checkout']}) serves the same store, its runs interleaved "
+           "with this checkout's." if len(servers) > 1 else ""),
     ]
     section.tables.append(("", table))
-    top = loads[CONNECTIONS]
+    section.tables.append(("Query path in process (hybrid, k=10, medians; stages that a query does not run are "
+                           "blank): the model's text tower in torch and in ONNX Runtime, side by side", stage_table))
+    section.tables.append(("First queries after start-up, each in a fresh process, 10 everyday sentences",
+                           first_table))
+    top = loads[("this checkout", CONNECTIONS)]
     section.findings.append(
         f"With {CONNECTIONS} concurrent connections the server answered {top['rps']:.1f} requests/s, p50 "
         f"{top['p50_ms']:.1f} ms, p99 {top['p99_ms']:.1f} ms, with {top['errors']} errors in {top['requests']} "
         f"requests; {top['rps'] * reference['p50_ms'] / 1e3:.2f}x the rate of one in-process caller.")
-    section.data = {"reference": reference, "loads": loads}
+    if ("reference checkout", CONNECTIONS) in loads:
+        ref = loads[("reference checkout", CONNECTIONS)]
+        section.findings.append(
+            f"The reference checkout answered {ref['rps']:.1f} requests/s with p99 {ref['p99_ms']:.1f} ms under the "
+            f"same load: this checkout serves {top['rps'] / max(ref['rps'], 1e-9):.2f}x its rate.")
+    section.data = {"reference": reference, "query_path": path, "loads": {f"{k[0]}@{k[1]}": v for k, v in loads.items()}}
     return section
+
+
+def _loads(servers: dict[str, Path], store: Path, workdir: Path, queries: list[str], runs: int,
+           seconds: int) -> dict:
+    """wrk runs at 1 and CONNECTIONS connections against each server, interleaved run by run."""
+    procs = {}
+    try:
+        for name, repo in servers.items():
+            procs[name] = start_server(store, workdir / f"serve-{len(procs)}.log", repo)
+        results: dict[tuple[str, int], list[dict]] = {}
+        offset = 0
+        for name, (_, base) in procs.items():       # warm each server's threads
+            _wrk(base, wrk_script(workdir / "queries.lua", queries, offset), 2, CONNECTIONS)
+        for run in range(runs):
+            for conns in (1, CONNECTIONS):
+                for name, (_, base) in procs.items():
+                    offset += 997               # each run starts elsewhere in the list: no query repeats soon
+                    script = wrk_script(workdir / "queries.lua", queries, offset)
+                    results.setdefault((name, conns), []).append(_wrk(base, script, seconds, conns))
+    finally:
+        for proc, _ in procs.values():
+            stop_server(proc)
+    loads = {}
+    for key, rs in results.items():
+        loads[key] = {k: median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms")}
+        loads[key]["errors"] = sum(r["errors"] for r in rs)
+        loads[key]["requests"] = sum(r["requests"] for r in rs)
+    return loads
 
 
 def _wrk(base: str, script: Path, seconds: int, conns: int) -> dict:

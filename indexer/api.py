@@ -62,7 +62,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 clip_seconds: float | None = None, stride_seconds: float | None = None, reindex: bool = False,
                 prune: bool = False, timeout: float = 120.0, progress: bool = False,
                 reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0,
-                keep_features: bool = True, describe: bool = True) -> IndexReport:
+                keep_features: bool = True, describe: bool = True, fast: bool = False) -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
@@ -76,9 +76,14 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     store and for adding a model to it without decoding again.
     `describe`: give each clip a generated description (a caption with source "generated") when the model
     has a caption decoder.
+    `fast` samples one frame per clip window (fps = 1 / clip length, a quarter of the frames at the default
+    4 s clips and 1 fps): the frame encoder, most of the indexing time, does a quarter of the work, and clips
+    keep their appearance but lose the frame-to-frame motion the model reads (see BENCHMARKS.md for the cost).
     Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
     """
     store_dir = Path(store_dir)
+    if fast and fps is not None:
+        raise ValueError("fast and fps exclude each other: fast samples one frame per clip window")
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
     if not chunk_seconds > 0:
@@ -87,6 +92,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     added = _add_model(store_dir, model, reindex, batch_size)
     config = store_config(model, store_dir, reindex, index_type=index_type, fps=fps, clip_seconds=clip_seconds,
                           stride_seconds=stride_seconds)
+    if fast:
+        config = dataclasses.replace(config, fps=1.0 / float(config.clip_seconds))
     found = discover(paths)
     writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex)
     report = IndexReport(notes=list(found.notes), model_added=added)

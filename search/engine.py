@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -101,6 +102,23 @@ class EngineConfig:
 Found = tuple[list[tuple[int, float]], bool, dict[int, dict[str, float]]]
 Source = Callable[[int], Found]
 
+# Where `Engine.text(..., timings=d)` adds each stage's milliseconds while that query runs (None: not timed).
+_STAGE_TIMES: ContextVar[dict | None] = ContextVar("stage_times", default=None)
+
+
+@contextmanager
+def stage(name: str):
+    """Time the block as stage `name` of the query being timed, if any (repeated stages add up)."""
+    into = _STAGE_TIMES.get()
+    if into is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[name] = into.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
 
 class Engine:
     """Answers queries against one store; safe to share between threads."""
@@ -185,14 +203,23 @@ class Engine:
 
     # ---- queries ---------------------------------------------------------------------------------------------
     def text(self, q: str, k: int = 10, offset: int = 0, mode: str = "hybrid", rerank: bool = False,
-             group: str = "clip", prefix: str | None = None, rewrite: bool = True) -> list[Hit]:
+             group: str = "clip", prefix: str | None = None, rewrite: bool = True,
+             timings: dict | None = None) -> list[Hit]:
         """Clips matching a sentence: dense (clip + caption vectors), keyword (FTS5), concept (ImageNet classes)
         or hybrid (RRF of the channels the store has). Each channel keeps only results that beat chance
         (`EngineConfig.cutoffs`), so a query no channel finds evidence for has no results.
 
         rewrite: the dense side reads the query in the model's training words (see `read`); keyword and concept
-        search always read the words as typed.
+        search always read the words as typed. timings: a dict that receives the milliseconds of the read and
+        encode stages, to show where a query's time goes.
         """
+        token = _STAGE_TIMES.set(timings)
+        try:
+            return self._text(q, k, offset, mode, rerank, group, prefix, rewrite)
+        finally:
+            _STAGE_TIMES.reset(token)
+
+    def _text(self, q, k, offset, mode, rerank, group, prefix, rewrite) -> list[Hit]:
         q = _check_text(q)
         _check_page(k, offset, group)
         if mode not in MODES:
@@ -252,6 +279,14 @@ class Engine:
             hits = self._collect(source, offset + k, group, prefix, skip_video=own_video)
         return _shape(hits, group, offset, k)
 
+    def warm(self) -> None:
+        """Run one query through every stage, so that what they load on first use (the query reader's
+        dictionary, tokenizer, ONNX sessions, index pages) is loaded now and the first user query is no slower
+        than the tenth. Its words are everyday ones, likely outside a training vocabulary, so reading runs."""
+        self.text("someone walks outside with a small dog", k=1)
+        with self._text_lock:
+            self._text_cache.clear()
+
     def read(self, q: str, rewrite: bool = True) -> Reading:
         """How search reads `q`: for the dense channel, words the model never saw in training put into words it
         did (through WordNet, see search.reading), and for the concept channel, the ImageNet classes the words
@@ -271,8 +306,10 @@ class Engine:
             if cached is not None:
                 self._text_cache.move_to_end(key)
                 return cached
-        text, subs = self.reader.read(q) if rewrite and self.reader is not None else (q, [])
-        vector = np.asarray(self.model.embed_text([text]), dtype=np.float32).reshape(1, -1)
+        with stage("read"):
+            text, subs = self.reader.read(q) if rewrite and self.reader is not None else (q, [])
+        with stage("encode"):
+            vector = np.asarray(self.model.embed_text([text]), dtype=np.float32).reshape(1, -1)
         entry = (Reading(q, text, tuple(subs)), vector)
         with self._text_lock:
             self._text_cache[key] = entry
@@ -452,6 +489,8 @@ class Engine:
 
     @contextmanager
     def _reading(self):
+        from trainer.encoders.device import use_thread_budget
+        use_thread_budget()                 # FAISS's thread count is per thread: apply the server's budget here
         self.refresh()
         with self._lock.reading():
             yield

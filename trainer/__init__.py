@@ -25,6 +25,7 @@ _EXPORTS = {
     "read_manifest": "trainer.captions",
     "read_sidecar": "trainer.captions",
     "pick_device": "trainer.encoders",
+    "set_thread_budget": "trainer.encoders",
     "FrameEncoder": "trainer.encoders",
     "load_frame_encoder": "trainer.encoders",
     "TextEncoder": "trainer.encoders",

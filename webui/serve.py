@@ -31,14 +31,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"vidsearch serve: store directory not found: {args.store}", file=sys.stderr)
         return 2
     from indexer import StoreError
+    from trainer import set_thread_budget
 
     from . import create_app
+    # One compute thread per request thread on a small machine: --threads 4 on 2 cores must not run 8.
+    set_thread_budget(args.threads)
     try:
         app = create_app(args.store, model_dir=args.model,
                          config={"MAX_UPLOAD_BYTES": int(args.max_upload_mb * 1024 * 1024)})
     except (StoreError, OSError, ValueError) as e:
         print(f"vidsearch serve: {e}", file=sys.stderr)
         return 2
+    app.extensions["vidsearch_engine"].warm()     # load what queries need before the first one arrives
     serve(app, host=args.host, port=args.port, threads=args.threads)
     return 0
 

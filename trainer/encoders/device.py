@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 
@@ -49,3 +50,52 @@ def autocast(device: str | torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under `taskset` or a container's cpuset)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:            # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_budget: dict[str, int] = {}            # {"threads": n} once set_thread_budget ran
+_applied = threading.local()
+
+
+def set_thread_budget(workers: int, cores: int | None = None) -> int:
+    """Give each of `workers` concurrent callers (a server's request threads) its share of the cores.
+
+    torch's intra-op pool and FAISS's OpenMP pool default to one thread per core *per calling thread*, so four
+    request threads on two cores would run eight compute threads that spin against each other. This sets both
+    pools (and the ONNX Runtime sessions made afterwards, which read torch's count) to max(1, cores // workers)
+    threads, and returns that number. Call it before the models load.
+    """
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    threads = max(1, (cores or usable_cores()) // int(workers))
+    torch.set_num_threads(threads)          # torch hands its count on to threads started later
+    _budget["threads"] = threads
+    use_thread_budget()
+    return threads
+
+
+def use_thread_budget() -> None:
+    """Apply the budget to FAISS's OpenMP pool in the calling thread, once per thread.
+
+    OpenMP keeps its thread count per calling thread, and a thread started later (a server's request thread)
+    begins with one per core again; so each thread that searches calls this first. A no-op without a budget.
+    """
+    threads = _budget.get("threads")
+    if threads is None or getattr(_applied, "threads", None) == threads:
+        return
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:
+        pass
+    _applied.threads = threads
