@@ -1,0 +1,124 @@
+"""Query-path timing hooks, the start-up warm-up, the server's thread budget and `fast` index sampling."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from indexer import Store, index_paths
+from search import Engine, EngineConfig
+from tests.fixtures.store import FakeModel, make_mp4
+from tests.test_search_engine import VectorModel, store, unit  # noqa: F401  (store: a fixture)
+
+
+class CountingModel(VectorModel):
+    """A VectorModel that answers any text (axis 0 unless listed) and counts how often it reads a query."""
+
+    def __init__(self, table):
+        super().__init__(table)
+        self.reads = 0
+
+    def rewrite(self, text):
+        self.reads += 1
+        return super().rewrite(text)
+
+    def embed_text(self, texts, rewrite=True):
+        return np.stack([self.table.get(t, unit(0)) for t in texts]).astype(np.float32)
+
+
+@pytest.fixture
+def engine(store):  # noqa: F811
+    model = CountingModel({"triangle": unit(4)})
+    return Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0))
+
+
+def test_stage_timings_cover_each_stage_the_mode_runs(engine):
+    plain = engine.text("triangle", k=3)
+    timings: dict[str, float] = {}
+    timed = engine.text("triangle square", k=3, timings=timings)
+    assert {"read", "encode", "dense", "keyword", "fuse", "hits"} <= set(timings)
+    assert all(ms >= 0.0 for ms in timings.values())
+    keyword: dict[str, float] = {}
+    engine.text("triangle", k=3, mode="keyword", timings=keyword)
+    assert {"keyword", "hits"} <= set(keyword) and not {"read", "encode", "dense", "fuse"} & set(keyword)
+    assert [h.clip_id for h in engine.text("triangle", k=3, timings={})] == [h.clip_id for h in plain]
+    assert timed  # hybrid still answers while timed
+
+
+def test_timings_belong_to_their_own_query_only(engine):
+    """Concurrent queries each fill their own dict."""
+    results: list[dict] = []
+
+    def worker(i):
+        t: dict[str, float] = {}
+        engine.text(f"triangle {i}", k=2, timings=t)
+        results.append(t)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(r["read"] >= 0 and r["hits"] >= 0 for r in results)
+
+
+def test_warm_runs_every_stage_and_leaves_no_cached_answer(engine):
+    engine.warm()
+    assert engine.model.reads == 1                 # the reader ran once, at start-up
+    assert not engine._text_cache                 # no user query is answered from the warm-up
+    engine.text("triangle", k=1)
+    assert engine.model.reads == 2
+
+
+def test_thread_budget_splits_cores_between_request_threads():
+    import faiss
+    import torch
+
+    from trainer import set_thread_budget
+    from trainer.encoders.device import _budget, use_thread_budget
+
+    before, saved = torch.get_num_threads(), dict(_budget)
+    try:
+        assert set_thread_budget(4, cores=2) == 1 and torch.get_num_threads() == 1
+        assert set_thread_budget(2, cores=8) == 4
+        set_thread_budget(4, cores=2)
+        seen = {}
+
+        def request_thread():
+            use_thread_budget()
+            seen["faiss"], seen["torch"] = faiss.omp_get_max_threads(), torch.get_num_threads()
+
+        t = threading.Thread(target=request_thread)
+        t.start()
+        t.join()
+        assert seen == {"faiss": 1, "torch": 1}
+        with pytest.raises(ValueError, match="workers"):
+            set_thread_budget(0)
+    finally:
+        _budget.clear()
+        _budget.update(saved)
+        torch.set_num_threads(before)
+        faiss.omp_set_num_threads(before)
+
+
+class FrameCounter(FakeModel):
+    def __init__(self):
+        super().__init__()
+        self.frames = 0
+
+    def encode_frames(self, frames):
+        self.frames += len(frames)
+        return super().encode_frames(frames)
+
+
+def test_fast_indexing_samples_one_frame_per_clip(tmp_path):
+    video = make_mp4(tmp_path / "bars.mp4", seconds=4.0)
+    default, fast = FrameCounter(), FrameCounter()
+    index_paths([video], tmp_path / "default", default, workers=1)
+    report = index_paths([video], tmp_path / "fast", fast, workers=1, fast=True)
+    assert not report.failed and report.clips == 2               # two 2 s clips, as at the default rate
+    assert Store.open(tmp_path / "fast", readonly=True).config.fps == pytest.approx(0.5)   # 1 / clip length
+    assert fast.frames == 2 and default.frames == 8              # one frame per clip instead of four
+    with pytest.raises(ValueError, match="fast and fps"):
+        index_paths([video], tmp_path / "both", fast, fast=True, fps=1.0)
