@@ -8,5 +8,6 @@ pytest_plugins = [
 import os as _os
 import tempfile as _tempfile
 
-# Exported ONNX encoders go to a cache of this test session, never the user's; subprocesses inherit it.
-_os.environ["VIDSEARCH_CACHE_DIR"] = _tempfile.mkdtemp(prefix="vidsearch-test-cache-")
+# Exported ONNX encoders (and default-placed feature caches) go to a cache of this test session, never the
+# user's; subprocesses inherit it.
+_os.environ["VIDSEARCH_CACHE"] = _tempfile.mkdtemp(prefix="vidsearch-test-cache-")

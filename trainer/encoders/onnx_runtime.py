@@ -20,7 +20,7 @@ import torch
 
 RUNTIMES = ("auto", "torch", "onnx")
 RUNTIME_ENV = "VIDSEARCH_RUNTIME"      # "torch" or "onnx": what runtime="auto" picks, when set
-CACHE_ENV = "VIDSEARCH_CACHE_DIR"
+CACHE_ENV = "VIDSEARCH_CACHE"           # the project's cache root, as for frame features
 OPSET = 17
 _export_lock = threading.Lock()
 
@@ -59,11 +59,9 @@ def resolve_runtime(runtime: str, device: torch.device) -> str:
 
 
 def cache_dir() -> Path:
-    """Where exported ONNX files are kept: $VIDSEARCH_CACHE_DIR, else $XDG_CACHE_HOME/vidsearch, else ~/.cache."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser() / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vidsearch" / "onnx"
+    """Where exported ONNX files are kept: $VIDSEARCH_CACHE (else ~/.cache/vidsearch), plus /onnx."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vidsearch"
+    return Path(root).expanduser() / "onnx"
 
 
 def module_key(module: torch.nn.Module, *parts: str) -> str:
