@@ -66,7 +66,7 @@ def start_server(store: Path, log: Path, repo: Path = REPO) -> tuple[subprocess.
     proc = subprocess.Popen([sys.executable, "-m", "webui.cli", "serve", "--store", str(store), "--host", "127.0.0.1",
                              "--port", "0", "--threads", str(SERVER_THREADS)], stdout=out, stderr=subprocess.STDOUT,
                             cwd=repo, env=env)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900       # a busy machine: loading the model and warming take a while
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"vidsearch serve exited {proc.returncode}: {log.read_text()[-2000:]}")
@@ -75,7 +75,7 @@ def start_server(store: Path, log: Path, repo: Path = REPO) -> tuple[subprocess.
             return proc, match.group(1)
         time.sleep(0.5)
     proc.kill()
-    raise RuntimeError("vidsearch serve did not answer within 300 s")
+    raise RuntimeError("vidsearch serve did not answer within 900 s")
 
 
 def _answers(base: str) -> bool:
