@@ -61,7 +61,7 @@ def _video_r1(model_dir: Path, videos: list[str], workdir: Path) -> dict[str, fl
 
 def run(quick: bool, workdir: str) -> Section:
     """Retrieval figures of both runtimes side by side; return the report section."""
-    section = Section("runtime", "Same answers: torch and ONNX Runtime")
+    section = Section("runtime", "Encoders on ONNX Runtime: speed and same answers")
     reason = missing("trainer.evaluate", "search.engine", "indexer.api")
     if reason:
         section.skipped = reason
