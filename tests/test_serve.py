@@ -36,7 +36,7 @@ def test_serve_rejects_bad_arguments(tmp_path, capsys):
 class Server:
     """A `vidsearch serve` subprocess on a free port; the port is read from the line it prints."""
 
-    def __init__(self, *args: str, timeout: float = 120.0, cwd=None):
+    def __init__(self, *args: str, timeout: float = 300.0, cwd=None):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([VIDSEARCH, "serve", "--port", "0", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
