@@ -63,10 +63,8 @@ def test_model_text_tower_onnx_matches_torch(tiny_model_dir):
     reference = trainer.load(tiny_model_dir, device="cpu", runtime="torch")
     fast = trainer.load(tiny_model_dir, device="cpu", runtime="onnx")
     assert reference._text_tower is None and fast._text_tower is not None
-    np.testing.assert_allclose(fast.embed_text(texts, rewrite=False), reference.embed_text(texts, rewrite=False),
-                               atol=1e-5)
-    np.testing.assert_allclose(fast._sentence_vectors(texts), reference._sentence_vectors(texts), atol=1e-5)
-    assert fast.rewrite("a crimson disc glides leftwards") == reference.rewrite("a crimson disc glides leftwards")
+    np.testing.assert_allclose(fast.embed_text(texts), reference.embed_text(texts), atol=1e-5)
+    np.testing.assert_allclose(fast.embed_text(texts[:1]), reference.embed_text(texts[:1]), atol=1e-5)
 
 
 def test_ort_module_cache_is_keyed_by_weights_and_repaired():
