@@ -46,6 +46,12 @@ def add_parsers(subparsers) -> None:
                    help="video decoded and held in memory at a time, in seconds (default 60)")
     p.add_argument("--commit-every", type=int, default=32, metavar="N",
                    help="commit to the store every N files (default 32); a crash loses at most one batch")
+    p.add_argument("--db", metavar="URL",
+                   help="keep a new store's rows on PostgreSQL (postgresql+psycopg://USER@HOST/DBNAME; default: "
+                        "$VIDSEARCH_DB, else SQLite in the store directory); store.json records it")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="decode and embed on a Ray cluster: 'auto' (the default when given alone) joins the "
+                        "running cluster or starts a local one, or give its address; needs `pip install .[ray]`")
     p.add_argument("--reindex", action="store_true", help="delete the store's contents and rebuild it")
     p.add_argument("--prune", action="store_true", help="first remove videos whose files are gone")
     p.add_argument("--no-features", action="store_true",
@@ -84,8 +90,8 @@ def index_command(args) -> int:
                              stride_seconds=args.stride_seconds, reindex=args.reindex, prune=args.prune,
                              timeout=args.timeout, chunk_seconds=args.chunk_seconds,
                              commit_every=args.commit_every, keep_features=not args.no_features,
-                             progress=not args.no_progress and sys.stderr.isatty(),
-                             describe=not args.no_describe)
+                             db=args.db, ray=args.ray, describe=not args.no_describe,
+                             progress=not args.no_progress and sys.stderr.isatty())
     except KeyboardInterrupt:
         print("vidsearch index: interrupted; work committed so far is kept", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.synth",
     "tests.fixtures.model",
     "tests.fixtures.store",
+    "tests.fixtures.postgres",
 ]
