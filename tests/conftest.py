@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.store",
     "tests.fixtures.postgres",
+    "tests.fixtures.ray_cluster",
 ]
