@@ -21,9 +21,9 @@ from .config import (
     StoreConfig,
     StoreError,
 )
-from .faiss_index import EXACT, SearchParams, VectorIndex
 from .db import locate
 from .schema import FAILED, GENERATED, INDEXED, Caption, Clip, Meta, Video, VideoPath, missing_columns
+from .shards import OnDiskIndex, is_ondisk
 
 # SQLite's default limit on bound parameters is 32766; stay well below it per IN (...) query.
 _CHUNK = 5000
@@ -295,6 +295,8 @@ class Store:
         path = self.dir / kind.file
         if path.exists():
             try:
+                if is_ondisk(path):  # merged from shards, lists memory-mapped (indexer.shards)
+                    return OnDiskIndex.read(str(path), self._kind_dim(kind, config))
                 return VectorIndex.read(str(path), self._kind_dim(kind, config), config.index_type)
             except Exception:  # unreadable or foreign file: rebuilt from the SQLite blobs
                 return None

@@ -214,7 +214,7 @@ class StoreWriter(Store):
                 self.session.execute(update(Video).where(Video.id.in_(vids)).values(status=PENDING))
                 kind.lost = []
                 changed = True
-            if kind.index is not None and kind.unremoved:
+            if kind.index is not None and kind.unremoved and not getattr(kind.index, "ondisk", False):
                 kind.index.stale = True
         if changed:
             self._bump()
@@ -554,7 +554,7 @@ class StoreWriter(Store):
         if not (self._dirty or force):
             return
         for name, kind in self._kinds.items():
-            if kind.index is None:
+            if kind.index is None or getattr(kind.index, "ondisk", False):  # on disk: replaced by a new build
                 continue
             n = kind.index.ntotal
             spec = plan(self.config.index_type, n, self._kind_dim(kind, self.config), self.config.auto_threshold)
