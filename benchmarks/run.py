@@ -21,11 +21,11 @@ from .common import Section, machine
 
 # Report order; each module defines run(quick: bool, workdir: str) -> Section.
 BENCHMARKS = ("decode", "indexing", "search_scale", "http", "training", "quality", "real_footage", "store_training",
-              "soak", "captioning")
+              "soak", "captioning", "scaleout")
 TITLES = {"decode": "Decode", "indexing": "Indexing", "search_scale": "Search at scale", "http": "HTTP",
           "training": "Training", "quality": "Quality", "real_footage": "Real footage, no captions",
           "store_training": "Training from a store",
-          "soak": "Reliability", "captioning": "Captioning"}
+          "soak": "Reliability", "captioning": "Captioning", "scaleout": "Scale-out"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
