@@ -142,15 +142,21 @@ def fill_block(trained_path: str, shard_dir, block_path: str, batch: int = 100_0
 
 
 def build_ondisk(shards: list, dim: int, spec: str, out_path: str | os.PathLike, *, train_vectors: int = 0,
-                 work_dir: str | os.PathLike | None = None) -> Path:
+                 work_dir: str | os.PathLike | None = None, trained=None) -> Path:
     """Build `out_path` (an IVF with on-disk lists) from `shards`, and replace any index there atomically.
 
-    `train_vectors` (default: 50 per list) are sampled across the shards to train the coarse quantizer.
+    `train_vectors` (default: 50 per list) are sampled across the shards to train the coarse quantizer,
+    unless `trained` (an empty trained index of `spec`, e.g. from an earlier build) is given: k-means is
+    the costly part of a build, and the quantizer stays good while the data's distribution holds.
     """
     out_path = Path(out_path)
     nlist = ivf_lists(spec)
-    sample = sample_shards(shards, train_vectors or max(50 * nlist, 1000))
-    trained = train_ivf(dim, spec, sample)
+    if trained is None:
+        trained = train_ivf(dim, spec, sample_shards(shards, train_vectors or max(50 * nlist, 1000)))
+    else:
+        trained = faiss.clone_index(trained)
+        if trained.ntotal or not trained.is_trained or trained.d != dim:
+            raise StoreError("build_ondisk: `trained` must be an empty trained index of the same dim")
     with tempfile.TemporaryDirectory(dir=work_dir or out_path.parent, prefix=".build-") as tmp:
         trained_path = os.path.join(tmp, "trained.index")
         faiss.write_index(trained, trained_path)
