@@ -191,7 +191,10 @@ def build_dataset(ray, decode: list[Job], model, settings: EncodeSettings, *, wo
                                                              str(identity.get("hash", ""))),
                           batch_size=chunks_per_batch, batch_format="numpy",
                           compute=ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
-                          num_cpus=0 if gpus else 1)
+                          num_cpus=0 if gpus else 1,
+                          # A dead actor is restarted (Ray Data's default), but a batch that killed one is
+                          # tried only once more (the default retries forever): then its files are lost.
+                          max_task_retries=1)
 
 
 def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, address: str | None = "auto",
