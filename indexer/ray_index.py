@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,17 +185,21 @@ def build_dataset(ray, decode: list[Job], model, settings: EncodeSettings, *, wo
     actors = actors or (gpus if gpus else max(1, workers // 2))
     items = [{"key": i, "path": job.state.path} for i, job in enumerate(decode)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))  # one file per block
-    ds = ds.flat_map(decode_rows, fn_args=(settings.sampling, timeout, chunk_seconds, reader),
-                     compute=TaskPoolStrategy(size=workers), num_cpus=1, max_retries=1)
     identity = getattr(model, "identity", {}) or {}
-    return ds.map_batches(ChunkEncoder, fn_constructor_args=(_model_ref(ray, model), settings,
-                                                             str(identity.get("hash", ""))),
-                          batch_size=chunks_per_batch, batch_format="numpy",
-                          compute=ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
-                          num_cpus=0 if gpus else 1,
-                          # A dead actor is restarted (Ray Data's default), but a batch that killed one is
-                          # tried only once more (the default retries forever): then its files are lost.
-                          max_task_retries=1)
+    # Ray 2.60 has no named parameter for retries: `max_retries` / `max_task_retries` still go through the
+    # `**ray_remote_args` it calls deprecated (removal announced for 2.64), so that warning is silenced here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.flat_map(decode_rows, fn_args=(settings.sampling, timeout, chunk_seconds, reader),
+                         compute=TaskPoolStrategy(size=workers), num_cpus=1, max_retries=1)
+        return ds.map_batches(ChunkEncoder, fn_constructor_args=(_model_ref(ray, model), settings,
+                                                                 str(identity.get("hash", ""))),
+                              batch_size=chunks_per_batch, batch_format="numpy",
+                              compute=ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
+                              num_cpus=0 if gpus else 1,
+                              # A dead actor is restarted (Ray Data's default), but a batch that killed one
+                              # is tried only once more (the default retries forever): then its files are lost.
+                              max_task_retries=1)
 
 
 def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, address: str | None = "auto",
