@@ -169,10 +169,13 @@ def postgres_vs_sqlite(workdir: str, quick: bool, section: Section) -> None:
 # Peak resident memory of this process since it started. Not getrusage's ru_maxrss, which Linux carries over
 # exec from the parent (the benchmark, holding all the vectors); VmHWM belongs to the new address space.
 _HWM = """
-def hwm():
+def status(key):
     for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
+
+def hwm():
+    return status("VmHWM")
 """
 
 
@@ -189,7 +192,8 @@ found, times = [], []
 for row in q:
     t = time.perf_counter(); _, i = index.search(row[None], {k}); times.append(time.perf_counter() - t)
     found.append(i[0].tolist())
-print(json.dumps({{"found": found, "times": times, "rss_mib": hwm()}}))
+print(json.dumps({{"found": found, "times": times, "rss_mib": hwm(), "anon_mib": status("RssAnon"),
+                  "file_mib": status("RssFile")}}))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -242,10 +246,12 @@ def ondisk_vs_memory(workdir: str, quick: bool, section: Section) -> None:
                                ("sharded, merged on disk", "ondisk.faiss", True)):
         got = _serve_queries(str(work / path), ondisk, str(work / "queries.npy"), k)
         rows[name].update(recall=recall_at_k(np.array(got["found"]), exact), p50=percentile(got["times"], 50) * 1000,
-                          rss=got["rss_mib"])
-    table = Table(["build", "vectors", "build s", "recall@10", "search p50 ms", "server RSS MiB", "RSS vs in memory"])
+                          rss=got["rss_mib"], anon=got["anon_mib"], file=got["file_mib"])
+    table = Table(["build", "vectors", "build s", "recall@10", "search p50 ms", "peak RSS MiB",
+                   "anonymous MiB (after queries)", "file-backed MiB (after queries)", "anonymous vs in memory"])
     for name, r in rows.items():
-        table.add(name, n, r["build"]["total"], r["recall"], r["p50"], r["rss"], ratio(r["rss"], rows["in memory"]["rss"]))
+        table.add(name, n, r["build"]["total"], r["recall"], r["p50"], r["rss"], r["anon"], r["file"],
+                  ratio(r["anon"], rows["in memory"]["anon"]))
     caption = f"FAISS `{spec}` at {n:,} vectors: sharded on-disk build beside in-memory"
     section.tables.append((caption, table))
     section.table_notes[caption] = (
@@ -253,8 +259,9 @@ def ondisk_vs_memory(workdir: str, quick: bool, section: Section) -> None:
         f"trained on {train_n:,} sampled vectors in {train_s:.1f} s, is shared by both builds (build s excludes "
         "it); the sharded build fills one block per shard and merges them with faiss.contrib.ondisk.merge_ondisk. "
         "Queries: 200 held-out vectors, one at a time on one thread, nprobe "
-        "128, in a fresh process that opens the index (IO_FLAG_ONDISK_SAME_DIR for the merged one); RSS is that "
-        f"process's peak resident memory (it includes ~{_python_rss():.0f} MiB of Python, numpy and faiss). "
+        "128, in a fresh process that opens the index (IO_FLAG_ONDISK_SAME_DIR for the merged one); peak RSS is that "
+        f"process's VmHWM (it includes ~{_python_rss():.0f} MiB of Python, numpy and faiss); anonymous memory is "
+        "what the process must own, file-backed memory is mapped index pages the kernel may drop and re-read. "
         f"Sharded build stages: {rows['sharded, merged on disk']['build']['shards']:.1f} s writing shards, "
         f"{rows['sharded, merged on disk']['build']['fill+merge']:.1f} s filling and merging.")
     section.data["ondisk"] = {"rows": rows, "train_s": train_s, "n": n}
