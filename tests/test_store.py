@@ -69,6 +69,8 @@ def test_layout_pragmas_and_config(tmp_path, store_db):
         thumbs = sorted((store_dir / "thumbs").iterdir())
         assert len(thumbs) == store.counts()["clips"] == 12
         assert thumbs[0].read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    from indexer import check_store
+    assert check_store(store_dir) == []  # the store's own check, on either database
     # FAISS ids are the SQLite clip ids.
     assert faiss_ids(store_dir / "clips.faiss") == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
 
