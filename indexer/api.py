@@ -116,6 +116,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
 
                 pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout)
                 reader = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
+            run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
+                         total=len(found.files) + len(found.problems), commit_every=commit_every)
     except BaseException:
         _close_after_error(writer)
         raise

@@ -22,6 +22,7 @@ from .config import (
     StoreError,
 )
 from .db import locate
+from .faiss_index import EXACT, SearchParams, VectorIndex
 from .schema import FAILED, GENERATED, INDEXED, Caption, Clip, Meta, Video, VideoPath, missing_columns
 from .shards import OnDiskIndex, is_ondisk
 
