@@ -275,5 +275,8 @@ class _AdvisoryLock(WriterLock):
 
     def release(self) -> None:
         if self.conn is not None:
-            self.conn.close()  # ends the session, and with it the lock
+            try:  # unlocked before closing: the server drops a closed session's locks only when it notices
+                self.conn.execute("SELECT pg_advisory_unlock_all()")
+            finally:
+                self.conn.close()
             self.conn = None
