@@ -21,12 +21,12 @@ from .common import Section, machine
 
 # Report order; each module defines run(quick: bool, workdir: str) -> Section.
 BENCHMARKS = ("decode", "indexing", "search_scale", "http", "training", "quality", "real_footage", "store_training",
-              "soak", "captioning", "runtime")
+              "soak", "captioning", "runtime", "scaleout")
 TITLES = {"decode": "Decode", "indexing": "Indexing", "search_scale": "Search at scale", "http": "HTTP",
           "training": "Training", "quality": "Quality", "real_footage": "Real footage, no captions",
           "store_training": "Training from a store",
           "soak": "Reliability", "captioning": "Captioning",
-          "runtime": "Encoders on ONNX Runtime: speed and same answers"}
+          "runtime": "Encoders on ONNX Runtime: speed and same answers", "scaleout": "Scale-out"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""indexer: build and read a video store (SQLite + FAISS); the names below are its front door.
+"""indexer: build and read a video store (SQLite or PostgreSQL + FAISS); the names below are its front door.
 
 A store is one directory:
     store.db          SQLite, WAL, foreign keys on: videos, video_paths, clips, captions, meta, clip_text (FTS5)
@@ -7,7 +7,10 @@ A store is one directory:
     looks.faiss       IndexIDMap2 of look-alike vectors (pooled frame features); FAISS id == clips.id
     thumbs/<id>.jpg   one JPEG per clip (its middle sampled frame)
     store.json        StoreConfig: model path + hash + dim, offline encoders, channels' data, sampling, index type
-    .lock             held by the one process writing (flock)
+    .lock             held by the one process writing (flock; on PostgreSQL an advisory lock)
+With --db the tables live in a PostgreSQL schema of their own (indexer.db); `--ray` decodes and embeds on a
+Ray cluster (indexer.ray_index); `--build-ondisk` merges FAISS from shards with memory-mapped lists
+(indexer.shards).
 Vectors are also kept as float32 blobs in clips.vector / clips.look / captions.vector, the source the FAISS
 files are repaired or rebuilt from; clips.concepts keeps each clip's top class probabilities.
 """

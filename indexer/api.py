@@ -62,7 +62,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 clip_seconds: float | None = None, stride_seconds: float | None = None, reindex: bool = False,
                 prune: bool = False, timeout: float = 120.0, progress: bool = False,
                 reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0,
-                keep_features: bool = True, describe: bool = True, fast: bool = False) -> IndexReport:
+                keep_features: bool = True, describe: bool = True, fast: bool = False, db: str | None = None,
+                ray: str | None = None) -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
@@ -79,6 +80,9 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     `fast` samples one frame per clip window (fps = 1 / clip length, a quarter of the frames at the default
     4 s clips and 1 fps): the frame encoder, most of the indexing time, does a quarter of the work, and clips
     keep their appearance but lose the frame-to-frame motion the model reads (see BENCHMARKS.md for the cost).
+    `db` puts a new store's rows on PostgreSQL (a postgresql+psycopg URL; None reads VIDSEARCH_DB, "" is
+    SQLite); an existing store keeps the database it records. `ray` ("auto" or a cluster address) decodes
+    and embeds on a Ray cluster (indexer.ray_index) instead of in this process; planning and writing stay here.
     Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
     """
     store_dir = Path(store_dir)
@@ -95,7 +99,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     if fast:
         config = dataclasses.replace(config, fps=1.0 / float(config.clip_seconds))
     found = discover(paths)
-    writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex)
+    writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex, db=db)
     report = IndexReport(notes=list(found.notes), model_added=added)
     pool = None
     try:
@@ -103,18 +107,24 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             report.removed += writer.prune()
             _drop_features(store_dir, writer, report.removed)
         jobs = plan_jobs(found.files, writer, found.problems, writer.pending_paths())
-        if reader is None:
-            from trainer.media import DecodePool
-
-            pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout)
-            reader = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
                                   thumb_size=writer.config.thumb_size, concept_top=writer.config.concept_top,
                                   looks=writer.config.look_dim > 0,
                                   keep_features=_feature_shelf(store_dir, model, writer.config) if keep_features else None,
                                   describe=describe)
-        run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
-                     total=len(found.files) + len(found.problems), commit_every=commit_every)
+        if ray is not None:
+            from .ray_index import run_on_ray
+
+            run_on_ray(jobs, model, writer, settings, address=ray, workers=workers, timeout=timeout,
+                       chunk_seconds=chunk_seconds, report=report, commit_every=commit_every, decode=reader)
+        else:
+            if reader is None:
+                from trainer.media import DecodePool
+
+                pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout)
+                reader = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
+            run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
+                         total=len(found.files) + len(found.problems), commit_every=commit_every)
     except BaseException:
         _close_after_error(writer)
         raise

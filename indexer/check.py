@@ -1,8 +1,8 @@
-"""The store's consistency check: SQLite, the FAISS files, full-text rows and thumbnails agree with each other."""
+"""The store's consistency check: its database (SQLite or PostgreSQL), the FAISS files, full-text rows and
+thumbnails agree with each other."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 from .config import StoreError
@@ -15,21 +15,25 @@ def check_store(store_dir: str | os.PathLike) -> list[str]:
     vector, every one is in FAISS as a reader loads it and nothing else is, every clip is in the full-text index
     and has its thumbnail, and no content, path or clip is stored twice.
     """
+    from .db import locate
     from .store import Store
 
     store_dir = Path(store_dir)
-    db = store_dir / "store.db"
-    if not db.is_file():
+    db = locate(store_dir)
+    if not db.exists():
         raise StoreError(f"{store_dir}: no store here (missing store.db)")
     problems = []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    engine = db.engine(readonly=True)
+    conn = engine.connect()
     try:
-        # One read transaction, so that the checks below see one commit even while a writer runs.
-        conn.execute("BEGIN")
-        rows = lambda q: conn.execute(q).fetchall()   # noqa: E731
-        integrity = rows("PRAGMA integrity_check")[0][0]
-        if integrity != "ok":
-            problems.append(f"SQLite integrity check: {integrity}")
+        # One read transaction (a snapshot on either database), so that the checks below see one commit even
+        # while a writer runs.
+        conn.begin()
+        rows = lambda q: conn.exec_driver_sql(q).fetchall()   # noqa: E731
+        if not db.postgres:  # PostgreSQL has no whole-database check of its own; its pages are checksummed
+            integrity = rows("PRAGMA integrity_check")[0][0]
+            if integrity != "ok":
+                problems.append(f"SQLite integrity check: {integrity}")
         clips = {r[0] for r in rows("SELECT id FROM clips")}
         captions = {r[0] for r in rows("SELECT id FROM captions")}
         for table in ("clips", "captions"):
@@ -47,6 +51,7 @@ def check_store(store_dir: str | os.PathLike) -> list[str]:
                 problems.append(f"{len(rows(query))} {what} entries are stored twice")
     finally:
         conn.close()
+        engine.dispose()
     thumbs = {int(p.stem) for p in (store_dir / "thumbs").glob("*.jpg") if p.stem.isdigit()}
     if not clips <= thumbs:
         problems.append(f"{len(clips - thumbs)} clips have no thumbnail")

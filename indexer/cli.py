@@ -49,6 +49,15 @@ def add_parsers(subparsers) -> None:
                    help="video decoded and held in memory at a time, in seconds (default 60)")
     p.add_argument("--commit-every", type=int, default=32, metavar="N",
                    help="commit to the store every N files (default 32); a crash loses at most one batch")
+    p.add_argument("--db", metavar="URL",
+                   help="keep a new store's rows on PostgreSQL (postgresql+psycopg://USER@HOST/DBNAME; default: "
+                        "$VIDSEARCH_DB, else SQLite in the store directory); store.json records it")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="decode and embed on a Ray cluster: 'auto' (the default when given alone) joins the "
+                        "running cluster or starts a local one, or give its address; needs `pip install .[ray]`")
+    p.add_argument("--build-ondisk", action="store_true",
+                   help="afterwards, rebuild the FAISS files as IVF indexes with memory-mapped lists, from "
+                        "vector shards cut from the store (for stores larger than a server's memory)")
     p.add_argument("--reindex", action="store_true", help="delete the store's contents and rebuild it")
     p.add_argument("--prune", action="store_true", help="first remove videos whose files are gone")
     p.add_argument("--no-features", action="store_true",
@@ -74,10 +83,12 @@ def _error(command: str, e: BaseException) -> int:
 
 def index_command(args) -> int:
     """Run `vidsearch index`; returns the exit code."""
-    if not args.paths and not args.prune and not args.model:
-        print("vidsearch index: error: give at least one PATH, or --prune, or --model to add a model to the store",
-              file=sys.stderr)
+    if not args.paths and not args.prune and not args.model and not args.build_ondisk:
+        print("vidsearch index: error: give at least one PATH, or --prune, or --model to add a model to the store, "
+              "or --build-ondisk", file=sys.stderr)
         return EXIT_USAGE
+    if not args.paths and not args.prune and not args.model:  # --build-ondisk alone
+        return _build_ondisk(args)
     from indexer import StoreError, index_paths
     from trainer.captions import CaptionError
 
@@ -87,15 +98,35 @@ def index_command(args) -> int:
                              stride_seconds=args.stride_seconds, reindex=args.reindex, prune=args.prune,
                              timeout=args.timeout, chunk_seconds=args.chunk_seconds,
                              commit_every=args.commit_every, keep_features=not args.no_features,
-                             progress=not args.no_progress and sys.stderr.isatty(),
-                             describe=not args.no_describe, fast=args.fast)
+                             db=args.db, ray=args.ray, describe=not args.no_describe, fast=args.fast,
+                             progress=not args.no_progress and sys.stderr.isatty())
     except KeyboardInterrupt:
         print("vidsearch index: interrupted; work committed so far is kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (StoreError, CaptionError, ValueError, OSError) as e:
         return _error("index", e)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    if args.build_ondisk:
+        code = _build_ondisk(args)
+        if code != EXIT_OK:
+            return code
     return report.exit_code
+
+
+def _build_ondisk(args) -> int:
+    """Rebuild the store's FAISS files on disk from shards (`--build-ondisk`)."""
+    from indexer import StoreError
+    from indexer.shards import build_store_index
+
+    try:
+        built = build_store_index(args.store, None if args.index_type in (None, "auto") else args.index_type)
+    except (StoreError, OSError) as e:
+        return _error("index", e)
+    for name, spec in built.items():
+        print(f"{name}: built {spec} with on-disk lists")
+    if not built:
+        print("nothing built: the indexes are too small for IVF")
+    return EXIT_OK
 
 
 def remove_command(args) -> int:

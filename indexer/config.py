@@ -59,6 +59,10 @@ class StoreConfig:
     clip_seconds: float = 4.0
     stride_seconds: float = 4.0
     thumb_size: int = 320  # long side of the JPEG thumbnails, pixels
+    # Where the rows live: "" for the SQLite file store.db, else a postgresql+psycopg URL and the schema
+    # of this store in that database (indexer.db).
+    db: str = ""
+    db_schema: str = ""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):

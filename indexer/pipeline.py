@@ -42,6 +42,7 @@ class IndexReport:
     video_seconds: float = 0.0
     seconds: float = 0.0
     model_added: dict | None = None  # a model given to a store without one: vectors written from kept features
+    ray_stats: str = ""  # what Ray Data reported per stage, when the run was on Ray
 
     @property
     def exit_code(self) -> int:

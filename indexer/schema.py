@@ -1,9 +1,15 @@
-"""SQLite layout of a store: ORM tables for videos, their paths, clips, captions and meta, plus the FTS5 table."""
+"""Layout of a store's rows: ORM tables for videos, their paths, clips, captions and meta, plus the full-text table.
+
+One schema for both databases: the full-text table is attached to the same models as dialect-specific DDL
+(FTS5 on SQLite, a tsvector column with a GIN index on PostgreSQL), created and dropped with them.
+"""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    DDL,
+    BigInteger,
     Float,
     ForeignKey,
     Index,
@@ -12,7 +18,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
     event,
     text,
 )
@@ -34,6 +39,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# File sizes pass 2 GiB: 64-bit on PostgreSQL (SQLite's INTEGER is 64-bit already, and must stay INTEGER
+# for AUTOINCREMENT keys).
+Size = BigInteger().with_variant(Integer, "sqlite")
+
+
 class Video(Base):
     """One video content (or one file that failed). `path` is the first path it was seen under."""
 
@@ -41,13 +51,14 @@ class Video(Base):
     # AUTOINCREMENT: ids of deleted rows are never handed out again, so a stale FAISS id never
     # points at a different clip. The partial unique index makes "same content indexed twice" impossible.
     __table_args__ = (
-        Index("ix_videos_hash_indexed", "hash", unique=True, sqlite_where=text("status = 'indexed'")),
+        Index("ix_videos_hash_indexed", "hash", unique=True, sqlite_where=text("status = 'indexed'"),
+              postgresql_where=text("status = 'indexed'")),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(Size)
     mtime: Mapped[float | None] = mapped_column(Float)
     hash: Mapped[str | None] = mapped_column(String(64), index=True)
     duration: Mapped[float | None] = mapped_column(Float)
@@ -73,7 +84,7 @@ class VideoPath(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(Size)
     mtime: Mapped[float | None] = mapped_column(Float)
 
     video: Mapped[Video] = relationship(back_populates="paths")
@@ -131,56 +142,44 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-# One FTS5 row per clip (rowid = clip id): the text of the captions attached to it and its concept tags.
-# The trigger keeps it in step with deletions, including those cascaded from videos.
-FTS_DDL = (
+# One full-text row per clip (rowid = clip id): the text of the captions attached to it and its concept tags.
+# SQLite: an FTS5 table, kept in step with deletions (cascaded from videos too) by a trigger.
+FTS_SQLITE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS clip_text USING fts5("
     "captions, tags, tokenize = 'porter unicode61 remove_diacritics 2')",
     "CREATE TRIGGER IF NOT EXISTS clip_text_delete AFTER DELETE ON clips BEGIN "
     "DELETE FROM clip_text WHERE rowid = old.id; END",
 )
+# PostgreSQL: a plain table with a stored tsvector (captions weighted A, tags B) under a GIN index; the
+# foreign key cascades deletions.
+FTS_POSTGRESQL = (
+    "CREATE TABLE IF NOT EXISTS clip_text (rowid INTEGER PRIMARY KEY REFERENCES clips(id) ON DELETE CASCADE, "
+    "captions TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '', "
+    "tsv tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english', captions), 'A') || "
+    "setweight(to_tsvector('english', tags), 'B')) STORED)",
+    "CREATE INDEX IF NOT EXISTS ix_clip_text_tsv ON clip_text USING GIN (tsv)",
+)
+for _ddl in FTS_SQLITE:
+    event.listen(Clip.__table__, "after_create", DDL(_ddl).execute_if(dialect="sqlite"))
+for _ddl in FTS_POSTGRESQL:
+    event.listen(Clip.__table__, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))
+for _dialect in ("sqlite", "postgresql"):
+    event.listen(Clip.__table__, "before_drop", DDL("DROP TABLE IF EXISTS clip_text").execute_if(dialect=_dialect))
 
 
-def _on_connect(readonly: bool):
-    def setup(dbapi_conn, _record) -> None:
-        # The driver's own transaction handling is off (it would not BEGIN before SELECT or DDL); the
-        # "begin" listener below starts every transaction instead, so a session reads one snapshot.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        if not readonly:
-            cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
-        cur.execute("PRAGMA foreign_keys = ON")
-        cur.execute("PRAGMA busy_timeout = 30000")
-        cur.close()
-    return setup
-
-
-def _on_begin(conn) -> None:
-    conn.exec_driver_sql("BEGIN")
-
-
-def make_engine(db_path: str, readonly: bool) -> Engine:
-    """An engine for the store's SQLite file: WAL (set by the writer), foreign keys on, real transactions."""
-    if readonly:
-        url = f"sqlite:///file:{db_path}?mode=ro&uri=true"
-    else:
-        url = f"sqlite:///{db_path}"
-    engine = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _on_connect(readonly))
-    event.listen(engine, "begin", _on_begin)
-    return engine
-
-
-# Columns added after the first store format, with their SQL types; `migrate` adds them to older stores.
-ADDED_COLUMNS = {"clips": (("concepts", "TEXT"), ("look", "BLOB")), "captions": (("lang", "VARCHAR(16)"),)}
+# Columns added after the first store format; `migrate` adds them to older stores.
+ADDED_COLUMNS = {"clips": ("concepts", "look"), "captions": ("lang",)}
 
 
 def missing_columns(conn) -> list[tuple[str, str, str]]:
-    """(table, column, type) of every column in ADDED_COLUMNS that the store's tables lack."""
+    """(table, column, SQL type in this database) of every column in ADDED_COLUMNS that the tables lack."""
+    from sqlalchemy import inspect
+
     out = []
     for table, columns in ADDED_COLUMNS.items():
-        have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
-        out += [(table, name, kind) for name, kind in columns if name not in have]
+        have = {c["name"] for c in inspect(conn).get_columns(table)}
+        out += [(table, name, Base.metadata.tables[table].c[name].type.compile(dialect=conn.dialect))
+                for name in columns if name not in have]
     return out
 
 
@@ -194,12 +193,10 @@ def migrate(engine: Engine) -> bool:
 
 
 def create_schema(engine: Engine, meta: list[dict] = ()) -> None:
-    """Create the tables, the FTS5 table, its trigger and the `meta` rows in one transaction (SQLite DDL
-    is transactional), so that a crash while creating a store leaves all of it or none."""
+    """Create the tables, the full-text table and the `meta` rows in one transaction (DDL is transactional
+    on both databases), so that a crash while creating a store leaves all of it or none."""
     with engine.begin() as conn:
         Base.metadata.create_all(conn)
-        for ddl in FTS_DDL:
-            conn.exec_driver_sql(ddl)
         if meta:
             conn.execute(Meta.__table__.insert(), list(meta))
 

@@ -1,16 +1,15 @@
-"""Read side of a store: `Store` opens the SQLite file and the FAISS indexes, reconciles them, and answers queries."""
+"""Read side of a store: `Store` opens its database (indexer.db) and the FAISS indexes, reconciles them, and answers queries."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import (
@@ -22,12 +21,13 @@ from .config import (
     StoreConfig,
     StoreError,
 )
+from .db import locate
 from .faiss_index import EXACT, SearchParams, VectorIndex
-from .schema import FAILED, GENERATED, INDEXED, Caption, Clip, Meta, Video, VideoPath, make_engine, missing_columns
+from .schema import FAILED, GENERATED, INDEXED, Caption, Clip, Meta, Video, VideoPath, missing_columns
+from .shards import OnDiskIndex, is_ondisk
 
 # SQLite's default limit on bound parameters is 32766; stay well below it per IN (...) query.
 _CHUNK = 5000
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass
@@ -165,12 +165,6 @@ def chunks(seq, size: int = _CHUNK):
         yield seq[i:i + size]
 
 
-def fts_query(query: str) -> str | None:
-    """An FTS5 MATCH expression for free text: every word quoted (so no word is FTS syntax), ORed."""
-    words = _WORD.findall(query.lower())
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
-
-
 class Store:
     """A store directory opened for reading; thread-safe for concurrent readers.
 
@@ -184,11 +178,11 @@ class Store:
         # Resolved once here: paths made from it (thumbnails) must not depend on the caller's working directory.
         self.dir = Path(store_dir).resolve()
         self.readonly = readonly
-        db = self.dir / DB_FILE
-        if not db.is_file():
+        self.db = locate(self.dir)
+        if not self.db.exists():
             raise StoreError(f"{self.dir}: no store here (missing {DB_FILE}); create one with `vidsearch index`")
-        self._db_ino = db.stat().st_ino
-        self.engine = make_engine(str(db), readonly=readonly)
+        self._db_ino = self.db.identity()
+        self.engine = self.db.engine(readonly=readonly)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.RLock()
         self._kinds = {"clips": _Kind(Clip, CLIP_INDEX_FILE), "captions": _Kind(Caption, CAPTION_INDEX_FILE),
@@ -302,6 +296,8 @@ class Store:
         path = self.dir / kind.file
         if path.exists():
             try:
+                if is_ondisk(path):  # merged from shards, lists memory-mapped (indexer.shards)
+                    return OnDiskIndex.read(str(path), self._kind_dim(kind, config))
                 return VectorIndex.read(str(path), self._kind_dim(kind, config), config.index_type)
             except Exception:  # unreadable or foreign file: rebuilt from the SQLite blobs
                 return None
@@ -369,14 +365,15 @@ class Store:
 
         A store rebuilt under the reader (`--reindex` makes a new database file) is reopened from scratch.
         """
-        db = self.dir / DB_FILE
         try:
-            ino = db.stat().st_ino
+            ino = self.db.identity()
         except FileNotFoundError:  # being rebuilt right now: keep serving what was loaded
+            return False
+        if ino is None:
             return False
         if ino != self._db_ino:
             old = self.engine
-            self.engine = make_engine(str(db), readonly=self.readonly)
+            self.engine = self.db.engine(readonly=self.readonly)
             self.Session = sessionmaker(self.engine, expire_on_commit=False)
             self._db_ino, self._state = ino, None  # no state: everything is loaded afresh
             old.dispose()
@@ -472,15 +469,15 @@ class Store:
         return out[:k]
 
     def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
-        """Full-text search over clip captions and concept tags: (clip_id, score) best first (BM25)."""
-        match = fts_query(query)
-        if match is None or k <= 0:
+        """Full-text search over clip captions and concept tags: (clip_id, score) best first (BM25 on SQLite,
+        ts_rank on PostgreSQL)."""
+        query_sql = self.db.keyword_sql(query)
+        if query_sql is None or k <= 0:
             return []
-        sql = text("SELECT rowid, bm25(clip_text, 1.0, 0.5) AS rank FROM clip_text "
-                   "WHERE clip_text MATCH :q ORDER BY rank LIMIT :k")
+        sql, params = query_sql
         with self.Session() as s:
-            rows = s.execute(sql, {"q": match, "k": int(k)}).all()
-        return [(int(r[0]), float(-r[1])) for r in rows]
+            rows = s.execute(sql, {**params, "k": int(k)}).all()
+        return [(int(r[0]), float(r[1])) for r in rows]
 
     # ---- rows --------------------------------------------------------------------------------------
 

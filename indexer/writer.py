@@ -1,11 +1,9 @@
 """Write side of a store: `StoreWriter` creates or opens it under a lock and records videos, clips and captions."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +16,13 @@ from .config import (
     CLIP_INDEX_FILE,
     CONFIG_FILE,
     DB_FILE,
-    LOCK_FILE,
     LOOK_INDEX_FILE,
     THUMB_DIR,
     StoreConfig,
     StoreError,
 )
 from .crash import crash_point
+from .db import Database, WriterLock, locate
 from .faiss_index import VectorIndex, check_index_type, plan, should_rebuild, train_size
 from .schema import (
     FAILED,
@@ -36,7 +34,6 @@ from .schema import (
     Video,
     VideoPath,
     create_schema,
-    make_engine,
     migrate,
     utcnow,
 )
@@ -85,51 +82,29 @@ class CaptionData:
     lang: str | None = None  # language of an embedded subtitle stream
 
 
-def _lock(store_dir: Path):
-    fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreError(f"{store_dir}: another process is writing to this store") from None
-    return fd
+def _wipe(db: Database) -> None:
+    """Delete a store's rows and files (not the directory, not the lock) for --reindex."""
+    db.wipe()
+    for name in (CLIP_INDEX_FILE, CAPTION_INDEX_FILE, LOOK_INDEX_FILE, CONFIG_FILE):
+        (db.store_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(db.store_dir / THUMB_DIR, ignore_errors=True)
 
 
-def _wipe(store_dir: Path) -> None:
-    """Delete a store's files (not the directory, not the lock) for --reindex."""
-    for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", CLIP_INDEX_FILE, CAPTION_INDEX_FILE, LOOK_INDEX_FILE,
-                 CONFIG_FILE):
-        (store_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(store_dir / THUMB_DIR, ignore_errors=True)
-
-
-def _init_db(store_dir: Path, config: StoreConfig) -> None:
+def _init_db(db: Database, config: StoreConfig) -> None:
     """Create the schema and the meta rows in one transaction: a store either has both or neither."""
-    engine = make_engine(str(store_dir / DB_FILE), readonly=False)
+    config.db, config.db_schema = db.url, db.schema
+    engine = db.engine(readonly=False)
     try:
         create_schema(engine, meta=[{"key": "config", "value": config.to_json()},
                                     {"key": "generation", "value": "0"}])
     finally:
         engine.dispose()
-    config.save(store_dir)
+    config.save(db.store_dir)
 
 
-def _initialised(db: Path) -> bool:
-    """True when `db` holds a store's meta config (a crash while creating a store leaves it without)."""
-    if not db.is_file():
-        return False
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT 1 FROM meta WHERE key = 'config'").fetchone() is not None
-    except sqlite3.DatabaseError:
-        return False
-    finally:
-        conn.close()
-
-
-def _migrate(store_dir: Path) -> None:
+def _migrate(db: Database) -> None:
     """Bring an older store's tables up to this format (new columns, NULL in old rows)."""
-    engine = make_engine(str(store_dir / DB_FILE), readonly=False)
+    engine = db.engine(readonly=False)
     try:
         migrate(engine)
     finally:
@@ -157,8 +132,8 @@ class StoreWriter(Store):
     flush_seconds = 30.0  # least time between FAISS file writes during a run...
     small_index = 20_000  # ...unless the indexes are this small, then they are written at every commit
 
-    def __init__(self, store_dir, lock_fd: int):
-        self._lock_fd = lock_fd
+    def __init__(self, store_dir, writer_lock: WriterLock):
+        self._writer_lock = writer_lock
         self._clear_tx()
         self._dirty = False
         self._touched = False  # the open transaction has changes
@@ -173,37 +148,42 @@ class StoreWriter(Store):
     def open(cls, store_dir) -> StoreWriter:
         """Open an existing store for writing."""
         store_dir = Path(store_dir)
-        if not (store_dir / DB_FILE).is_file():
+        db = locate(store_dir)
+        if not db.exists():
             raise StoreError(f"{store_dir}: no store here (missing {DB_FILE})")
-        fd = _lock(store_dir)
+        lock = db.lock()
         try:
-            _migrate(store_dir)
-            return cls(store_dir, fd)
+            _migrate(db)
+            return cls(store_dir, lock)
         except BaseException:
-            os.close(fd)
+            lock.release()
             raise
 
     @classmethod
-    def create_or_open(cls, store_dir, config: StoreConfig, reindex: bool = False) -> StoreWriter:
+    def create_or_open(cls, store_dir, config: StoreConfig, reindex: bool = False,
+                       db: str | None = None) -> StoreWriter:
         """Open `store_dir` for writing, creating it from `config` if new.
 
         An existing store must have been made by the same model (content hash) with the same sampling;
         otherwise this raises StoreError, unless `reindex`, which deletes its contents and starts over.
+        A new store keeps its rows in `db` (a PostgreSQL URL; "" for SQLite; None reads VIDSEARCH_DB).
         """
         store_dir = Path(store_dir)
         store_dir.mkdir(parents=True, exist_ok=True)
         config.index_type = check_index_type(config.index_type, max(config.dim, config.look_dim, 1))
-        fd = _lock(store_dir)
+        database = locate(store_dir, db, create=True)
+        lock = database.lock()
         try:
-            if reindex or not _initialised(store_dir / DB_FILE):
-                _wipe(store_dir)
+            if reindex or not database.initialised():
+                _wipe(database)
                 (store_dir / THUMB_DIR).mkdir()
-                _init_db(store_dir, config)
+                _init_db(database, config)
             else:
-                _migrate(store_dir)
-            writer = cls(store_dir, fd)  # from here on the writer owns the lock
+                _migrate(database)
+            config.db, config.db_schema = database.url, database.schema
+            writer = cls(store_dir, lock)  # from here on the writer owns the lock
         except BaseException:
-            os.close(fd)
+            lock.release()
             raise
         diffs = _mismatch(writer.config, config)
         if diffs:
@@ -234,7 +214,7 @@ class StoreWriter(Store):
                 self.session.execute(update(Video).where(Video.id.in_(vids)).values(status=PENDING))
                 kind.lost = []
                 changed = True
-            if kind.index is not None and kind.unremoved:
+            if kind.index is not None and kind.unremoved and not getattr(kind.index, "ondisk", False):
                 kind.index.stale = True
         if changed:
             self._bump()
@@ -281,9 +261,9 @@ class StoreWriter(Store):
             self.session.close()
             self.session = None
         super().close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
 
     # ---- lookups -----------------------------------------------------------------------------------
 
@@ -431,8 +411,8 @@ class StoreWriter(Store):
         for row in rows:
             target = row.clip_id or (clip_ids[0] if clip_ids else None)
             if target is not None:
-                self.session.execute(text("UPDATE clip_text SET captions = captions || char(10) || :t "
-                                          "WHERE rowid = :id"), {"t": row.text, "id": target})
+                self.session.execute(text("UPDATE clip_text SET captions = captions || :nl || :t "
+                                          "WHERE rowid = :id"), {"nl": "\n", "t": row.text, "id": target})
         self._queue_vectors("captions", rows, [c.vector for c in new])
         return len(rows)
 
@@ -574,7 +554,7 @@ class StoreWriter(Store):
         if not (self._dirty or force):
             return
         for name, kind in self._kinds.items():
-            if kind.index is None:
+            if kind.index is None or getattr(kind.index, "ondisk", False):  # on disk: replaced by a new build
                 continue
             n = kind.index.ntotal
             spec = plan(self.config.index_type, n, self._kind_dim(kind, self.config), self.config.auto_threshold)

@@ -3,6 +3,8 @@ pytest_plugins = [
     "tests.fixtures.synth",
     "tests.fixtures.model",
     "tests.fixtures.store",
+    "tests.fixtures.postgres",
+    "tests.fixtures.ray_cluster",
 ]
 
 import os as _os

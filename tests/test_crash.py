@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,10 @@ import faiss
 import pytest
 
 from indexer import Store, StoreWriter
+from tests.fixtures.postgres import store_sql
+
+# Every test here runs on both databases: the store's rows in SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_db")
 
 VIDSEARCH = Path(sys.executable).with_name("vidsearch")
 
@@ -23,17 +26,13 @@ def _faiss_ids(path: Path) -> set[int]:
     return set(faiss.vector_to_array(index.id_map).tolist())
 
 
-def _rows(db: Path, query: str) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(query).fetchall()
-    finally:
-        conn.close()
+def _rows(store: Path, query: str) -> list[tuple]:
+    return store_sql(store, query)
 
 
 def check_store(store: Path) -> dict:
     """Assert the store is consistent; return its committed content: path -> (hash, clip ids, captions)."""
-    db = store / "store.db"
+    db = store
     clip_ids = {r[0] for r in _rows(db, "SELECT id FROM clips")}
     caption_ids = {r[0] for r in _rows(db, "SELECT id FROM captions")}
     # A reader, before any writer repairs the files, already sees every clip and no ghost.
@@ -50,7 +49,8 @@ def check_store(store: Path) -> dict:
     assert not _rows(db, "SELECT hash FROM videos WHERE status='indexed' GROUP BY hash HAVING count(*) > 1")
     assert not _rows(db, "SELECT path FROM video_paths GROUP BY path HAVING count(*) > 1")
     assert not _rows(db, "SELECT video_id, start FROM clips GROUP BY video_id, start HAVING count(*) > 1")
-    assert _rows(db, "PRAGMA integrity_check")[0][0] == "ok"
+    if (store / "store.db").exists():
+        assert _rows(db, "PRAGMA integrity_check")[0][0] == "ok"
     content = {}
     for path, vid, h in _rows(db, "SELECT path, id, hash FROM videos WHERE status='indexed'"):
         clips = tuple(r[0] for r in _rows(db, f"SELECT id FROM clips WHERE video_id={vid} ORDER BY start"))

@@ -8,11 +8,26 @@ from search import Engine, EngineConfig, Hit, QueryError, UnknownId
 from webui.cli import main
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def search_store(request, tiny_store_dir, synth_library, tiny_model_dir, tmp_path_factory):
+    """The tiny store with its rows in SQLite, or the same library indexed with its rows on PostgreSQL:
+    every test here runs on both."""
+    if request.param == "sqlite":
+        return tiny_store_dir
+    from indexer import index_paths
+
+    store = tmp_path_factory.mktemp("pg_store") / "store"
+    report = index_paths([synth_library.manifest], store, tiny_model_dir, workers=1,
+                         db=request.getfixturevalue("postgres_url"))
+    assert report.exit_code == 0, report.summary()
+    return store
+
+
 @pytest.fixture(scope="module")
-def engine(tiny_store_dir):
+def engine(search_store):
     # The tiny model is randomly initialised: none of its dense matches beats chance, so cutoffs are off here
     # to see the engine's whole ranking (test_channels.py checks the cutoffs).
-    return Engine(tiny_store_dir, config=EngineConfig(cutoffs=False))
+    return Engine(search_store, config=EngineConfig(cutoffs=False))
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +35,7 @@ def first_video(engine):
     return next(v for v in engine.videos(limit=100) if v.status == "indexed")
 
 
-def test_engine_loads_the_model_the_store_records(engine, tiny_store_dir):
+def test_engine_loads_the_model_the_store_records(engine, search_store):
     from pathlib import Path
     assert Path(engine.model.identity["path"]).resolve() == Path(engine.store.config.model_path).resolve()
     assert engine.model.dim == engine.store.config.dim
@@ -66,10 +81,10 @@ def test_similar_and_grouping(engine, first_video):
         engine.similar(10 ** 9)
 
 
-def test_rerank_scores_are_alignment_probabilities(tiny_store_dir, engine):
+def test_rerank_scores_are_alignment_probabilities(search_store, engine):
     from search import EngineConfig
     # A short re-rank list keeps the decoding quick; the same model instance avoids loading it again.
-    short = Engine(tiny_store_dir, model=engine.model, config=EngineConfig(rerank_top=4, cutoffs=False))
+    short = Engine(search_store, model=engine.model, config=EngineConfig(rerank_top=4, cutoffs=False))
     plain = short.text("a blue square", k=6, mode="dense")
     reranked = short.text("a blue square", k=6, mode="dense", rerank=True)
     head, tail = reranked[:4], reranked[4:]
@@ -88,8 +103,8 @@ def test_engine_rejects_bad_queries(engine):
         engine.text("x", k=500)
 
 
-def test_search_cli_text_json(tiny_store_dir, capsys):
-    assert main(["search", "--store", str(tiny_store_dir), "a red circle", "-k", "3", "--json"]) == 0
+def test_search_cli_text_json(search_store, capsys):
+    assert main(["search", "--store", str(search_store), "a red circle", "-k", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     # The CLI's engine keeps only results that beat chance: the random tiny model's dense matches do not.
     assert out["query"] == "a red circle" and 1 <= len(out["results"]) <= 3
@@ -99,35 +114,43 @@ def test_search_cli_text_json(tiny_store_dir, capsys):
     assert (out["read_as"]["text"], out["read_as"]["substitutions"]) == ("a red circle", [])
 
 
-def test_search_cli_says_how_it_read_a_rewritten_query(tiny_store_dir, capsys):
-    assert main(["search", "--store", str(tiny_store_dir), "a red pentagram", "-k", "2"]) == 0
+def test_search_cli_says_how_it_read_a_rewritten_query(search_store, capsys):
+    assert main(["search", "--store", str(search_store), "a red pentagram", "-k", "2"]) == 0
     assert "read as: a red star (pentagram -> star;" in capsys.readouterr().out
-    assert main(["search", "--store", str(tiny_store_dir), "a red pentagram", "-k", "2", "--json",
+    assert main(["search", "--store", str(search_store), "a red pentagram", "-k", "2", "--json",
                  "--no-rewrite"]) == 0
     read_as = json.loads(capsys.readouterr().out)["read_as"]
     assert (read_as["text"], read_as["substitutions"]) == ("a red pentagram", [])
 
 
-def test_search_cli_table_video_and_errors(tiny_store_dir, first_video, capsys):
-    assert main(["search", "--store", str(tiny_store_dir), "circle", "--mode", "keyword", "-k", "2"]) == 0
+def test_search_cli_table_video_and_errors(search_store, first_video, capsys):
+    assert main(["search", "--store", str(search_store), "circle", "--mode", "keyword", "-k", "2"]) == 0
     table = capsys.readouterr().out
     assert table.startswith("channels: dense, keyword, concept, lookalike\n  1. [keyword=") and "clip" in table
-    assert main(["search", "--store", str(tiny_store_dir), "--video", first_video.path, "-k", "1"]) == 0
+    assert main(["search", "--store", str(search_store), "--video", first_video.path, "-k", "1"]) == 0
     assert first_video.path in capsys.readouterr().out
-    assert main(["search", "--store", str(tiny_store_dir), "x", "-k", "0"]) == 2
+    assert main(["search", "--store", str(search_store), "x", "-k", "0"]) == 2
     assert "k must be" in capsys.readouterr().err
-    assert main(["search", "--store", str(tiny_store_dir)]) == 2
-    assert main(["search", "--store", str(tiny_store_dir.parent / "nothing"), "x"]) == 2
+    assert main(["search", "--store", str(search_store)]) == 2
+    assert main(["search", "--store", str(search_store.parent / "nothing"), "x"]) == 2
     assert "no store here" in capsys.readouterr().err
-    assert main(["search", "--store", str(tiny_store_dir), "--video", "/no/such.mp4"]) == 2
+    assert main(["search", "--store", str(search_store), "--video", "/no/such.mp4"]) == 2
     assert "/no/such.mp4" in capsys.readouterr().err
 
 
 @pytest.fixture
-def store_copy(tiny_store_dir, tmp_path):
+def store_copy(search_store, synth_library, tiny_model_dir, tmp_path):
+    """A store the test may grow: a copy of the SQLite one, or (rows being in the database, not the
+    directory) the library indexed afresh into a new PostgreSQL schema."""
     import shutil
+
+    from indexer import StoreConfig, index_paths
     copy = tmp_path / "store"
-    shutil.copytree(tiny_store_dir, copy)
+    config = StoreConfig.load(search_store)
+    if not config.db:
+        shutil.copytree(search_store, copy)
+    else:
+        index_paths([synth_library.manifest], copy, tiny_model_dir, workers=1, db=config.db)
     return copy
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import threading
 
 import faiss
@@ -14,7 +13,11 @@ import pytest
 from indexer import Store, StoreConfig, StoreError, StoreWriter, index_paths, remove_paths
 from indexer.faiss_index import VectorIndex
 from indexer.config import FORMAT_VERSION
+from tests.fixtures.postgres import store_sql
 from tests.fixtures.store import COLOURS, FakeModel, fake_reader, write_fake_video
+
+# Every test here runs on both databases: the store's rows in SQLite and on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("store_db")
 
 
 def build(tmp_path, colours=("red", "green", "blue", "white"), model=None, store="store", **kw):
@@ -35,29 +38,39 @@ def faiss_ids(path) -> set[int]:
 
 
 def sql(store_dir, query, *args):
-    with sqlite3.connect(store_dir / "store.db") as conn:
-        return conn.execute(query, args).fetchall()
+    return store_sql(store_dir, query, *args)
 
 
-def test_layout_pragmas_and_config(tmp_path):
+def test_layout_pragmas_and_config(tmp_path, store_db):
     store_dir, _, model, report = build(tmp_path)
     assert report.exit_code == 0 and len(report.indexed) == 4
-    for name in ("store.db", "clips.faiss", "captions.faiss", "store.json"):
+    files = ("clips.faiss", "captions.faiss", "store.json") + (("store.db",) if store_db == "sqlite" else ())
+    for name in files:
         assert (store_dir / name).is_file(), name
-    assert sql(store_dir, "PRAGMA journal_mode")[0][0] == "wal"
-    tables = {r[0] for r in sql(store_dir, "SELECT name FROM sqlite_master WHERE type='table'")}
+    if store_db == "sqlite":
+        assert sql(store_dir, "PRAGMA journal_mode")[0][0] == "wal"
+        tables = {r[0] for r in sql(store_dir, "SELECT name FROM sqlite_master WHERE type='table'")}
+    else:  # the store's own schema, recorded in store.json; no SQLite file at all
+        assert not (store_dir / "store.db").exists()
+        schema = StoreConfig.load(store_dir).db_schema
+        tables = {r[0] for r in sql(store_dir, "SELECT tablename FROM pg_tables WHERE schemaname = ?", schema)}
+        assert sql(store_dir, "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_clip_text_tsv' "
+                              "AND schemaname = ?", schema)[0][0].endswith("USING gin (tsv)")
     assert {"videos", "video_paths", "clips", "captions", "meta", "clip_text"} <= tables
     saved = StoreConfig.load(store_dir)
     assert saved.model_hash == model.identity["hash"] and saved.dim == model.dim
     assert (saved.fps, saved.clip_seconds) == (model.sampling.fps, model.sampling.clip_seconds)
     with Store.open(store_dir) as store:
         assert store.config == saved
-        with store.engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        if store_db == "sqlite":
+            with store.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert store.meta["format_version"] == FORMAT_VERSION and store.meta["clip_index"] == "Flat"
         thumbs = sorted((store_dir / "thumbs").iterdir())
         assert len(thumbs) == store.counts()["clips"] == 12
         assert thumbs[0].read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    from indexer import check_store
+    assert check_store(store_dir) == []  # the store's own check, on either database
     # FAISS ids are the SQLite clip ids.
     assert faiss_ids(store_dir / "clips.faiss") == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
 
@@ -123,8 +136,7 @@ def test_lost_vectors_are_embedded_again_by_the_next_run(tmp_path):
                                   "ON videos.id = video_id ORDER BY clips.id LIMIT 1")[0]
     shutil.copy(path, lib / "a copy.mp4")  # the video that loses a vector has two paths
     index_paths([lib], store_dir, model, reader=fake_reader(model.sampling))
-    with sqlite3.connect(store_dir / "store.db") as conn:
-        conn.execute("UPDATE clips SET vector = NULL WHERE id = ?", (clip_id,))
+    sql(store_dir, "UPDATE clips SET vector = NULL WHERE id = ?", clip_id)
     index = faiss.read_index(str(store_dir / "clips.faiss"))
     index.remove_ids(faiss.IDSelectorBatch(np.array([clip_id], np.int64)))
     faiss.write_index(index, str(store_dir / "clips.faiss"))

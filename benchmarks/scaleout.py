@@ -1,0 +1,300 @@
+"""Scale-out: indexing on a local Ray cluster beside in-process, keyword/hybrid queries on PostgreSQL beside
+SQLite, and a FAISS index merged on disk from shards beside one built in memory."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import Section, Table, median, percentile, ratio
+from .resources import library, missing, trained_model
+
+TARGET_RAY = 1.3
+WORDS = ("red green blue white black yellow circle square triangle star moves left right up down grows "
+         "shrinks spins bright dark small large fast slow jumps falls rises background frame").split()
+
+
+# ---- Ray vs in-process -------------------------------------------------------------------------------
+
+def _index_once(paths, store: Path, model, ray_address) -> tuple[float, object]:
+    from indexer import index_paths
+
+    start = time.perf_counter()
+    report = index_paths(paths, store, model=model, workers=2, ray=ray_address)
+    return time.perf_counter() - start, report
+
+
+def ray_vs_inprocess(workdir: str, quick: bool, section: Section) -> None:
+    import ray
+
+    import trainer
+    model_dir = trained_model(workdir, quick)["dir"]
+    model = trainer.load(model_dir)
+    paths = library(workdir, quick)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        # Start-up (the actor pool loading the model) is paid once per run, as in-process start-up is not
+        # counted either: one warm-up run, then alternating timed runs into fresh stores.
+        _index_once(paths[:2], Path(tempfile.mkdtemp(dir=workdir)), model, "auto")
+        runs = 1 if quick else 3
+        here, there, report = [], [], None
+        for _ in range(runs):
+            here.append(_index_once(paths, Path(tempfile.mkdtemp(dir=workdir)), model, None)[0])
+            seconds, report = _index_once(paths, Path(tempfile.mkdtemp(dir=workdir)), model, "auto")
+            there.append(seconds)
+    finally:
+        ray.shutdown()
+    video_s = report.video_seconds
+    table = Table(["run", "seconds", "video-s/s", "vs in-process"])
+    table.add("in-process (`index_paths`, 2 decode workers)", median(here), video_s / median(here), "1.00x")
+    table.add(f"Ray Data, local cluster of {os.cpu_count()} CPUs (`--ray auto`)", median(there),
+              video_s / median(there), ratio(median(there), median(here)))
+    section.tables.append(("Indexing on Ray beside in-process", table))
+    r = median(there) / median(here)
+    section.findings.append(f"Ray indexed {len(report.indexed)} videos ({video_s:.0f} s of video) in "
+                            f"{r:.2f}x the in-process time (median of {runs}); target <= {TARGET_RAY}x: "
+                            f"{'met' if r <= TARGET_RAY else 'not met'}.")
+    section.findings.append("Per-stage figures Ray Data reported for the last run (`Dataset.stats()`):\n\n```\n"
+                            + _stats_summary(report.ray_stats) + "\n```")
+    section.data["ray"] = {"inprocess_s": here, "ray_s": there, "ratio": r}
+
+
+def _stats_summary(stats: str) -> str:
+    """The operator lines of Ray Data's stats: wall, CPU, rows and time per operator."""
+    keep = [line.rstrip() for line in stats.splitlines()
+            if line.startswith("Operator") or "Remote wall time" in line or "Remote cpu time" in line
+            or "Output num rows" in line or "Operator throughput" in line or "Total input num rows" in line
+            or "executed in" in line]
+    return "\n".join(keep[:40]) or stats[:2000]
+
+
+# ---- PostgreSQL vs SQLite ----------------------------------------------------------------------------
+
+def _synthetic_store(store: Path, db: str, videos: int, clips_per: int, dim: int, seed: int = 0) -> None:
+    """A store of `videos` x `clips_per` clips with random unit vectors, tags and captions of WORDS."""
+    from indexer import StoreConfig, StoreWriter
+    from indexer.writer import CaptionData, ClipData, FileState
+    from trainer.media import VideoInfo
+
+    rng = np.random.default_rng(seed)
+    config = StoreConfig(model_path="/synthetic", model_hash="synthetic", model_name="synthetic", dim=dim)
+    writer = StoreWriter.create_or_open(store, config, db=db)
+    try:
+        for v in range(videos):
+            vecs = rng.standard_normal((clips_per, dim)).astype(np.float32)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            clips = [ClipData(4.0 * c, 4.0 * c + 4, vecs[c], [(w, 0.5) for w in rng.choice(WORDS, 3)])
+                     for c in range(clips_per)]
+            caps = [CaptionData(" ".join(rng.choice(WORDS, 6)), 4.0 * c, 4.0 * c + 4, vecs[c], c)
+                    for c in range(0, clips_per, 2)]
+            info = VideoInfo(f"/v/{v}.mp4", 4.0 * clips_per, 25.0, 64, 48, 100, "h264", "synthetic")
+            writer.add_video(FileState(f"/v/{v}.mp4", 1000, 1.0, f"h{v}"), info, clips, caps)
+            if v % 200 == 199:
+                writer.commit()
+    finally:
+        writer.close()
+
+
+def _query_latency(store_dir: Path, queries: list[str], dim: int) -> dict:
+    """Store-side latency per query: keyword = full-text top 50 + their rows; hybrid = that plus a dense top
+    50 and the rows of the union (what search.Engine asks the store for; the text encoder is the same on
+    both databases and is left out)."""
+    from indexer import Store
+
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((len(queries), dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Store.open(store_dir) as store:
+        kw, hy = [], []
+        for _ in range(2):  # the first pass warms caches; the second is measured
+            kw, hy = [], []
+            for q, v in zip(queries, vectors):
+                t = time.perf_counter()
+                hits = store.keyword(q, 50)
+                store.clips([i for i, _ in hits])
+                kw.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                hits = store.keyword(q, 50)
+                _, dense = store.search_clips(v, 50)
+                store.clips(list(dict.fromkeys([i for i, _ in hits] + dense[0].tolist())))
+                hy.append(time.perf_counter() - t)
+    ms = lambda xs: (percentile(xs, 50) * 1000, percentile(xs, 99) * 1000)  # noqa: E731
+    return {"keyword": ms(kw), "hybrid": ms(hy)}
+
+
+def postgres_vs_sqlite(workdir: str, quick: bool, section: Section) -> None:
+    from tests.fixtures.postgres import PostgresServer
+
+    clips = 10_000 if quick else 100_000
+    per, dim = 10, 384
+    rng = np.random.default_rng(2)
+    queries = [" ".join(rng.choice(WORDS, int(rng.integers(1, 4)))) for _ in range(100)]
+    root = Path(tempfile.mkdtemp(prefix="vidsearch-pg-bench-"))
+    server = PostgresServer(root)
+    try:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(server.bin / "createdb"), "-h", str(server.sock),
+                        "bench"] if os.geteuid() == 0 else [str(server.bin / "createdb"), "-h", str(server.sock),
+                                                            "bench"], check=True, capture_output=True)
+        out = {}
+        for name, db in (("SQLite", ""), ("PostgreSQL", server.url("bench"))):
+            store = Path(tempfile.mkdtemp(dir=workdir)) / "store"
+            start = time.perf_counter()
+            _synthetic_store(store, db, clips // per, per, dim)
+            out[name] = {"build_s": time.perf_counter() - start, **_query_latency(store, queries, dim)}
+    finally:
+        server.stop()
+    table = Table(["database", "clips", "write s", "keyword p50 ms", "keyword p99 ms", "hybrid p50 ms",
+                   "hybrid p99 ms", "keyword p50 vs SQLite"])
+    for name, r in out.items():
+        table.add(name, clips, r["build_s"], r["keyword"][0], r["keyword"][1], r["hybrid"][0], r["hybrid"][1],
+                  ratio(r["keyword"][0], out["SQLite"]["keyword"][0]))
+    section.tables.append((f"Keyword and hybrid queries at {clips:,} clips", table))
+    section.table_notes[f"Keyword and hybrid queries at {clips:,} clips"] = (
+        "Store-side work per query, 100 queries of 1-3 words from a 28-word vocabulary (so many clips match): "
+        "keyword = full-text top 50 (FTS5 bm25 / tsvector GIN + websearch_to_tsquery + ts_rank) and their rows; "
+        "hybrid = the same plus a FAISS top 50 and the rows of the union. The text encoder (identical on both) is "
+        "not included. PostgreSQL 15 on a Unix socket on the same machine, fsync off.")
+    section.data["postgres"] = out
+
+
+# ---- sharded on-disk vs in-memory FAISS --------------------------------------------------------------
+
+# Peak resident memory of this process since it started. Not getrusage's ru_maxrss, which Linux carries over
+# exec from the parent (the benchmark, holding all the vectors); VmHWM belongs to the new address space.
+_HWM = """
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+
+def hwm():
+    return status("VmHWM")
+"""
+
+
+def _serve_queries(path: str, ondisk: bool, queries_path: str, k: int) -> dict:
+    """In a fresh process (so its resident memory is the index's): open, search one query at a time."""
+    code = _HWM + f"""
+import json, resource, sys, time
+import faiss, numpy as np
+faiss.omp_set_num_threads(1)
+q = np.load({queries_path!r})
+index = faiss.read_index({path!r}, faiss.IO_FLAG_ONDISK_SAME_DIR if {ondisk!r} else 0)
+faiss.extract_index_ivf(index).nprobe = 128
+found, times = [], []
+for row in q:
+    t = time.perf_counter(); _, i = index.search(row[None], {k}); times.append(time.perf_counter() - t)
+    found.append(i[0].tolist())
+print(json.dumps({{"found": found, "times": times, "rss_mib": hwm(), "anon_mib": status("RssAnon"),
+                  "file_mib": status("RssFile")}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ondisk_vs_memory(workdir: str, quick: bool, section: Section) -> None:
+    import faiss
+
+    from indexer.faiss_index import auto_nlist
+    from indexer.shards import build_ondisk, export_shards, train_ivf
+
+    from .search_scale import mixture, recall_at_k
+
+    n = 100_000 if quick else int(os.environ.get("VIDSEARCH_BENCH_ONDISK_N", 1_000_000))
+    nlist, dim, k = auto_nlist(n), 384, 10
+    data = mixture(n, seed=0)
+    queries = mixture(200, seed=7)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    work = Path(tempfile.mkdtemp(dir=workdir))
+    np.save(work / "queries.npy", queries)
+    truth = faiss.IndexFlatIP(dim)
+    truth.add(data)
+    _, exact = truth.search(queries, k)
+    exact = exact + 1  # row ids start at 1
+    del truth
+    spec = f"IVF{nlist},Flat"
+    train_n = min(n, 50 * nlist)
+    rows = {}
+    # Both builds share one trained quantizer (k-means is the same work either way, timed once).
+    t = time.perf_counter()
+    trained = train_ivf(dim, spec, data[np.sort(np.random.default_rng(0).permutation(n)[:train_n])])
+    train_s = time.perf_counter() - t
+    # In memory: add everything to one index, write one file.
+    start = time.perf_counter()
+    mem = faiss.clone_index(trained)
+    mem.add_with_ids(data, ids)
+    faiss.write_index(mem, str(work / "memory.faiss"))
+    rows["in memory"] = {"build": {"total": time.perf_counter() - start}}
+    del mem
+    # From shards: export, fill one block per shard, merge on disk.
+    t0 = time.perf_counter()
+    shards = export_shards(((ids[i:i + 100_000], data[i:i + 100_000]) for i in range(0, n, 100_000)),
+                           work / "shards", rows_per_shard=max(n // 4, 1))
+    t1 = time.perf_counter()
+    build_ondisk(shards, dim, spec, work / "ondisk.faiss", trained=trained)
+    t2 = time.perf_counter()
+    rows["sharded, merged on disk"] = {"build": {"total": t2 - t0, "shards": t1 - t0, "fill+merge": t2 - t1}}
+    del data
+    for name, path, ondisk in (("in memory", "memory.faiss", False),
+                               ("sharded, merged on disk", "ondisk.faiss", True)):
+        got = _serve_queries(str(work / path), ondisk, str(work / "queries.npy"), k)
+        rows[name].update(recall=recall_at_k(np.array(got["found"]), exact), p50=percentile(got["times"], 50) * 1000,
+                          rss=got["rss_mib"], anon=got["anon_mib"], file=got["file_mib"])
+    table = Table(["build", "vectors", "build s", "recall@10", "search p50 ms", "peak RSS MiB",
+                   "anonymous MiB (after queries)", "file-backed MiB (after queries)", "anonymous vs in memory"])
+    for name, r in rows.items():
+        table.add(name, n, r["build"]["total"], r["recall"], r["p50"], r["rss"], r["anon"], r["file"],
+                  ratio(r["anon"], rows["in memory"]["anon"]))
+    caption = f"FAISS `{spec}` at {n:,} vectors: sharded on-disk build beside in-memory"
+    section.tables.append((caption, table))
+    section.table_notes[caption] = (
+        f"384-d vectors of the Search-at-scale mixture; 4 shards of ids.npy + vectors.npy. One IVF quantizer, "
+        f"trained on {train_n:,} sampled vectors in {train_s:.1f} s, is shared by both builds (build s excludes "
+        "it); the sharded build fills one block per shard and merges them with faiss.contrib.ondisk.merge_ondisk. "
+        "Queries: 200 held-out vectors, one at a time on one thread, nprobe "
+        "128, in a fresh process that opens the index (IO_FLAG_ONDISK_SAME_DIR for the merged one); peak RSS is that "
+        f"process's VmHWM (it includes ~{_python_rss():.0f} MiB of Python, numpy and faiss); anonymous memory is "
+        "what the process must own, file-backed memory is mapped index pages the kernel may drop and re-read. "
+        f"Sharded build stages: {rows['sharded, merged on disk']['build']['shards']:.1f} s writing shards, "
+        f"{rows['sharded, merged on disk']['build']['fill+merge']:.1f} s filling and merging.")
+    section.data["ondisk"] = {"rows": rows, "train_s": train_s, "n": n}
+
+
+def _python_rss() -> float:
+    code = _HWM + "import faiss, numpy\nprint(hwm())"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout or 0)
+
+
+def run(quick: bool, workdir: str) -> Section:
+    section = Section("scaleout", "Scale-out")
+    section.notes.append("Three measurements of the parts that let vidsearch grow past one machine. This machine "
+                         "is shared with other work (see the load average below), so absolute times are noisy; "
+                         "each comparison runs both sides one after the other on the same data.")
+    parts = [("Ray", ray_vs_inprocess, missing("ray")), ("PostgreSQL", postgres_vs_sqlite, missing("psycopg")),
+             ("on-disk FAISS", ondisk_vs_memory, None)]
+    for name, fn, absent in parts:
+        if absent:
+            section.findings.append(f"{name}: not measured ({absent}).")
+            continue
+        try:
+            fn(workdir, quick, section)
+        except Exception as e:  # one part failing keeps the others' numbers
+            section.findings.append(f"{name}: not measured ({type(e).__name__}: {e}).")
+    return section
+
+
+if __name__ == "__main__":  # one part alone: python -m benchmarks.scaleout ray|postgres|ondisk [--quick]
+    which = {"ray": ray_vs_inprocess, "postgres": postgres_vs_sqlite, "ondisk": ondisk_vs_memory}
+    sec = Section("scaleout", "Scale-out")
+    with tempfile.TemporaryDirectory() as tmp:
+        which[sys.argv[1]](os.environ.get("VIDSEARCH_BENCH_WORKDIR", tmp), "--quick" in sys.argv, sec)
+    print(sec.markdown())
+    print(json.dumps(sec.data, default=str)[:4000])
+    print("peak RSS MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
