@@ -63,7 +63,7 @@ def ray_vs_inprocess(workdir: str, quick: bool, section: Section) -> None:
                             f"{'met' if r <= TARGET_RAY else 'not met'}.")
     section.findings.append("Per-stage figures Ray Data reported for the last run (`Dataset.stats()`):\n\n```\n"
                             + _stats_summary(report.ray_stats) + "\n```")
-    section.data["ray"] = {"inprocess_s": here, "ray_s": there, "ratio": r}
+    section.data.update(ray={"inprocess_s": here, "ray_s": there, "ratio": r})
 
 
 def _stats_summary(stats: str) -> str:

@@ -22,6 +22,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
@@ -234,14 +235,13 @@ def _null_pool():
 
 # ---- writer locks ----------------------------------------------------------------------------------
 
-class WriterLock:
-    """Held by the one process writing a store; `release` gives it up."""
+class WriterLock(Protocol):
+    """Held by the one process writing a store; `release` gives it up (a second call does nothing)."""
 
-    def release(self) -> None:
-        raise NotImplementedError
+    def release(self) -> None: ...
 
 
-class _FileLock(WriterLock):
+class _FileLock:
     def __init__(self, store_dir: Path):
         fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -257,7 +257,7 @@ class _FileLock(WriterLock):
             self.fd = None
 
 
-class _AdvisoryLock(WriterLock):
+class _AdvisoryLock:
     """A session-level pg_try_advisory_lock on a connection kept open for the writer's life."""
 
     def __init__(self, url: str, schema: str, store_dir: Path):
