@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -22,14 +23,18 @@ def _health(server) -> dict:
 def test_two_replicas_on_one_postgres_store(synth_library, tiny_model_dir, postgres_url, tmp_path):
     store = tmp_path / "store"
     videos = synth_library.videos[:4]
-    report = index_paths(videos, store, tiny_model_dir, workers=1, db=postgres_url)
+    # Captioned, so that a text query has keyword evidence: the tiny random model's dense scores stay at chance.
+    manifest = tmp_path / "four.jsonl"
+    manifest.write_text("".join(json.dumps({"video": str(v), "caption": row["caption"]}) + "\n"
+                                for v, row in zip(videos, synth_library.rows)))
+    report = index_paths([manifest], store, tiny_model_dir, workers=1, db=postgres_url)
     assert report.exit_code == 0, report.summary()
     assert not (store / "store.db").exists()  # the rows are on PostgreSQL only
     replicas = [Server("--store", str(store), "--threads", "2") for _ in range(2)]
     try:
         first = [_health(r) for r in replicas]
         assert [h["videos"] for h in first] == [len(videos)] * 2
-        answers = [json.loads(r.get("/api/search?q=a+red+circle&k=5&mode=hybrid")[2])["results"] for r in replicas]
+        answers = [json.loads(r.get(f"/api/search?q={quote(synth_library.rows[0]['caption'])}&k=5&mode=hybrid")[2])["results"] for r in replicas]
         assert answers[0] and [a["clip_id"] for a in answers[0]] == [a["clip_id"] for a in answers[1]]
         # A clip id one replica handed out means the same clip on the other: no per-process state.
         status, _, body = replicas[1].get(f"/api/clips/{answers[0][0]['clip_id']}/similar?k=3")
