@@ -95,6 +95,17 @@ class EngineConfig:
     cutoffs: bool = True
     null_probes: int = 16
     concept_floor: float = 0.05
+    # The text channels this engine uses, of those the store has (hybrid fuses them; a single mode must be one
+    # of them); None: every channel the store has.
+    text_channels: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.text_channels is not None:
+            self.text_channels = tuple(self.text_channels)
+            unknown = [c for c in self.text_channels if c not in TEXT_CHANNELS]
+            if unknown:
+                raise ValueError(f"text_channels: unknown channel {unknown[0]!r} (the text channels are "
+                                 f"{', '.join(TEXT_CHANNELS)})")
 
 
 # A candidate source: given a depth n, the (clip_id, score) list best first, whether the source ran dry, and per
@@ -194,6 +205,12 @@ class Engine:
     def _text_channels(self, mode: str) -> list[str]:
         """The channels a text query in `mode` uses; QueryError if the store lacks the one asked for."""
         have = [c for c in TEXT_CHANNELS if c in self.channels]
+        chosen = self.config.text_channels
+        if chosen is not None and mode in have and mode not in chosen:
+            raise QueryError(f"mode {mode!r}: the {mode} channel is switched off in this engine "
+                             f"(it uses {', '.join(c for c in have if c in chosen) or 'no text channel'})")
+        if chosen is not None:
+            have = [c for c in have if c in chosen]
         if mode == "hybrid":
             return have
         if mode not in have:

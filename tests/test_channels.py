@@ -139,6 +139,21 @@ def test_hybrid_fuses_channels_and_nonsense_finds_nothing(colour_store):
             engine.text(bad)
 
 
+def test_the_engine_config_chooses_the_text_channels(colour_store):
+    store, _ = colour_store
+    keyword_only = Engine(store, sentences=hashed_words, config=EngineConfig(text_channels=("keyword",)))
+    hits = keyword_only.text("sports car", k=5)
+    assert sorted(paths(hits)) == ["blue1.mp4", "red1.mp4", "red2.mp4"]
+    assert all(h.sources == ["keyword"] for h in hits)
+    with pytest.raises(QueryError, match="switched off"):
+        keyword_only.text("sports car", mode="concept")
+    # A channel the store lacks is still named as missing, and an unknown name is a config error.
+    with pytest.raises(QueryError, match="no dense channel"):
+        keyword_only.text("a car", mode="dense")
+    with pytest.raises(ValueError, match="text_channels.*'colour'"):
+        EngineConfig(text_channels=("keyword", "colour"))
+
+
 def test_lookalike_similar_finds_the_same_looking_clip(colour_store):
     store, engine = colour_store
     red = store.video_by_path(next(v.path for v in store.videos() if v.path.endswith("red1.mp4")))
