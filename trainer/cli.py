@@ -78,6 +78,9 @@ def _add_train(sub) -> None:
                    help=f"caption decoder: bert (from the text model) or bart (random init) (default {d['captioner']})")
     p.add_argument("--caption-epochs", type=int, default=d["caption_epochs"],
                    help=f"passes of the caption decoder over the captions (default {d['caption_epochs']})")
+    p.add_argument("--no-caption-frames", action="store_true",
+                   help="the caption decoder reads VideoBERT's video states only, not also the projected frame "
+                        "features")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
@@ -90,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         out = train_captioner(args.manifests, args.out, captioner=args.captioner, epochs=args.caption_epochs,
                               device=args.device, cache_dir=args.cache_dir, workers=args.workers,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, frames=not args.no_caption_frames)
         print(out)
         return 0
     from trainer.training import train
@@ -114,7 +117,8 @@ def train_config(args: argparse.Namespace):
                        depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
                        device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
                        threads=args.threads, resume=args.resume, progress=not args.no_progress,
-                       captioner=None if args.no_captioner else args.captioner, caption_epochs=args.caption_epochs)
+                       captioner=None if args.no_captioner else args.captioner, caption_epochs=args.caption_epochs,
+                       caption_frames=not args.no_caption_frames)
 
 
 def _add_eval(sub) -> None:
