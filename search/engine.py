@@ -227,8 +227,9 @@ class Engine:
         (`EngineConfig.cutoffs`), so a query no channel finds evidence for has no results.
 
         rewrite: the dense side reads the query in the model's training words (see `read`); keyword and concept
-        search always read the words as typed. timings: a dict that receives the milliseconds of the read and
-        encode stages, to show where a query's time goes.
+        search always read the words as typed. timings: a dict that receives the milliseconds of each stage the
+        query runs (read, encode, concept read, dense, keyword, concept, clip, fuse, hits), to show where its time
+        goes.
         """
         token = _STAGE_TIMES.set(timings)
         try:
@@ -245,7 +246,8 @@ class Engine:
         if rerank and self.model is None:
             raise QueryError("rerank needs a trained model, and this store has none")
         reading, vector = self._text_vector(q, rewrite) if DENSE in use else (None, None)
-        weights = self._concept_reader().read(q).weights if CONCEPT in use else None
+        with stage("concept read"):
+            weights = self._concept_reader().read(q).weights if CONCEPT in use else None
         clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
         # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
         rerank = rerank and offset < self.config.rerank_top
@@ -420,25 +422,29 @@ class Engine:
         from .concepts import query_words
 
         def dense(n: int):
-            clips = _valid(*self.store.search_clips(vector, n), n)
-            captions = _valid(*self.store.search_captions(vector, n), n)
-            owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
-            mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
-            return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance(DENSE))
+            with stage(DENSE):
+                clips = _valid(*self.store.search_clips(vector, n), n)
+                captions = _valid(*self.store.search_captions(vector, n), n)
+                owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
+                mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
+                return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance(DENSE))
 
         words = " ".join(query_words(q))   # function words alone are no evidence of anything
 
         def keyword(n: int):
-            found = [(int(c), float(s)) for c, s in self.store.keyword(words, n)] if words else []
-            return found, len(found) < n
+            with stage(KEYWORD):
+                found = [(int(c), float(s)) for c, s in self.store.keyword(words, n)] if words else []
+                return found, len(found) < n
 
         def concept(n: int):
-            found = self.store.search_concepts(weights, n) if weights else []
-            floor = self.config.concept_floor if self.config.cutoffs else -np.inf
-            return _cut(found, len(found) < n, floor)
+            with stage(CONCEPT):
+                found = self.store.search_concepts(weights, n) if weights else []
+                floor = self.config.concept_floor if self.config.cutoffs else -np.inf
+                return _cut(found, len(found) < n, floor)
 
         def clip(n: int):
-            return _cut(*_valid(*self.store.search_looks(clip_vector, n), n), self._chance(CLIP))
+            with stage(CLIP):
+                return _cut(*_valid(*self.store.search_looks(clip_vector, n), n), self._chance(CLIP))
 
         channels = {DENSE: dense, KEYWORD: keyword, CONCEPT: concept, CLIP: clip}
         return _fused([(name, channels[name]) for name in use], self.config.rrf_k)
@@ -484,7 +490,8 @@ class Engine:
         n = min(max(2 * need, self.config.depth), self.config.max_candidates)
         while True:
             scored, dry, evidence = source(n)
-            hits = [h for h in self._hits(scored, evidence, prefix) if h.video_id != skip_video]
+            with stage("hits"):
+                hits = [h for h in self._hits(scored, evidence, prefix) if h.video_id != skip_video]
             kept = best_per_group(hits, lambda h: h.video_id) if group == "video" else hits
             if len(kept) >= need or dry or n >= self.config.max_candidates:
                 return hits
@@ -537,16 +544,17 @@ def _fused(channels: list[tuple[str, Callable]], rrf_k: int) -> Source:
     fused by RRF at the same depth; the evidence names the channels that found each clip, with their scores."""
     def source(n: int) -> Found:
         lists = [(name, *fn(n)) for name, fn in channels]
-        evidence: dict[int, dict[str, float]] = {}
-        for name, scored, _ in lists:
-            for c, s in scored:
-                evidence.setdefault(c, {})[name] = s
-        dry = all(d for _, _, d in lists)
-        if len(lists) == 1:
-            return lists[0][1], dry, evidence
-        # Every ranking is cut at the same depth; RRF over them is the usual fixed-depth fusion.
-        fused = reciprocal_rank_fusion([[c for c, _ in scored] for _, scored, _ in lists], k=rrf_k)
-        return fused, dry, evidence
+        with stage("fuse"):
+            evidence: dict[int, dict[str, float]] = {}
+            for name, scored, _ in lists:
+                for c, s in scored:
+                    evidence.setdefault(c, {})[name] = s
+            dry = all(d for _, _, d in lists)
+            if len(lists) == 1:
+                return lists[0][1], dry, evidence
+            # Every ranking is cut at the same depth; RRF over them is the usual fixed-depth fusion.
+            fused = reciprocal_rank_fusion([[c for c, _ in scored] for _, scored, _ in lists], k=rrf_k)
+            return fused, dry, evidence
     return source
 
 

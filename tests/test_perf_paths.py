@@ -34,11 +34,14 @@ def test_stage_timings_cover_each_stage_the_mode_runs(engine):
     plain = engine.text("triangle", k=3)
     timings: dict[str, float] = {}
     timed = engine.text("triangle square", k=3, timings=timings)
-    assert {"read", "encode"} <= set(timings)
+    used = set(engine._text_channels("hybrid"))
+    assert {"dense", "keyword"} <= used                 # the fixture store answers both, so fusion runs
+    assert {"read", "encode", "fuse", "hits"} | used <= set(timings)
     assert all(ms >= 0.0 for ms in timings.values())
     keyword: dict[str, float] = {}
     engine.text("triangle", k=3, mode="keyword", timings=keyword)
-    assert not {"read", "encode"} & set(keyword)
+    assert {"keyword", "hits"} <= set(keyword)
+    assert not {"read", "encode", "dense", "concept"} & set(keyword)
     assert [h.clip_id for h in engine.text("triangle", k=3, timings={})] == [h.clip_id for h in plain]
     assert timed  # hybrid still answers while timed
 
