@@ -64,7 +64,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 prune: bool = False, timeout: float = 120.0, progress: bool = False,
                 reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0,
                 keep_features: bool = True, describe: bool = True, fast: bool = False, db: str | None = None,
-                ray: str | None = None) -> IndexReport:
+                ray: str | None = None, ray_decode: str = "auto") -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
@@ -86,6 +86,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     `db` puts a new store's rows on PostgreSQL (a postgresql+psycopg URL; None reads VIDSEARCH_DB, "" is
     SQLite); an existing store keeps the database it records. `ray` ("auto" or a cluster address) decodes
     and embeds on a Ray cluster (indexer.ray_index) instead of in this process; planning and writing stay here.
+    `ray_decode` says where a Ray run decodes: "actors" (beside the model), "tasks" (CPU tasks feeding model
+    actors) or "auto" (tasks when the cluster has GPUs).
     Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
     """
     store_dir = Path(store_dir)
@@ -131,10 +133,11 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                                   keep_features=_feature_shelf(store_dir, model, writer.config) if keep_features else None,
                                   describe=describe)
         if ray is not None:
-            from .ray_index import run_on_ray
+            from .ray_index import RayPlan, run_on_ray
 
-            run_on_ray(jobs, model, writer, settings, address=ray, workers=workers, timeout=timeout,
-                       chunk_seconds=chunk_seconds, report=report, commit_every=commit_every, decode=reader)
+            run_on_ray(jobs, model, writer, settings, address=ray, plan=RayPlan(ray_decode, workers),
+                       timeout=timeout, chunk_seconds=chunk_seconds, report=report, commit_every=commit_every,
+                       decode=reader)
         else:
             if reader is None:
                 from trainer.media import DecodePool

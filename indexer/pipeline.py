@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .encode import EncodeSettings, Encoded, VideoAssembler
@@ -301,6 +301,29 @@ class _WriteStage:
                              video_s_per_s=f"{self.report.video_seconds / elapsed:.1f}", refresh=False)
 
 
+def encode_stream(jobs: Iterable[Job], reader: Callable, encoder, settings: EncodeSettings, *,
+                  queue_size: int = 4) -> Iterator[Job | Encoded]:
+    """Jobs through reader -> encoder, each in its own thread: yields, in order, each decoded video's Encoded
+    and each job that needs no decoding. An error in a stage is raised here; closing the generator stops
+    the threads."""
+    flow = _Flow()
+    decoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
+    encoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
+    threads = [threading.Thread(target=_read_stage, args=(jobs, reader, settings.sampling, decoded_q, flow),
+                                daemon=True, name="vidsearch-read"),
+               threading.Thread(target=_encode_stage, args=(decoded_q, encoded_q, encoder, settings, flow),
+                                daemon=True, name="vidsearch-encode")]
+    for t in threads:
+        t.start()
+    try:
+        while (item := flow.get(encoded_q)) is not _DONE:
+            yield item
+    finally:
+        flow.stop.set()
+        for t in threads:
+            t.join(timeout=10)
+
+
 def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings: EncodeSettings, *,
                  report: IndexReport | None = None, total: int | None = None, progress: bool = False,
                  commit_every: int = 32, commit_seconds: float = 5.0, queue_size: int = 4) -> IndexReport:
@@ -311,20 +334,12 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
     from tqdm import tqdm
 
     report = report or IndexReport()
-    flow = _Flow()
-    decoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
-    encoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
-    threads = [threading.Thread(target=_read_stage, args=(jobs, reader, settings.sampling, decoded_q, flow),
-                                daemon=True, name="vidsearch-read"),
-               threading.Thread(target=_encode_stage, args=(decoded_q, encoded_q, encoder, settings, flow),
-                                daemon=True, name="vidsearch-encode")]
     bar = tqdm(total=total, unit="video", disable=not progress, dynamic_ncols=True) if progress else None
     writer = _WriteStage(sink, report, bar, commit_every, commit_seconds)
     started = time.monotonic()
-    for t in threads:
-        t.start()
+    stream = encode_stream(jobs, reader, encoder, settings, queue_size=queue_size)
     try:
-        while (item := flow.get(encoded_q)) is not _DONE:
+        for item in stream:
             writer.handle(item)
         writer.commit()
     except BaseException:
@@ -332,9 +347,7 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
             writer.commit()
         raise
     finally:
-        flow.stop.set()
-        for t in threads:
-            t.join(timeout=10)
+        stream.close()
         if bar is not None:
             bar.close()
         report.seconds = time.monotonic() - started
