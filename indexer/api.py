@@ -103,13 +103,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                           stride_seconds=stride_seconds)
     if fast:
         config = dataclasses.replace(config, fps=1.0 / float(config.clip_seconds))
-    kept = gather(store_dir, model, config) if reindex and ray is None else None
-    paths = list(paths)
-    if reindex and not paths and kept is not None:  # rebuild the store from the videos it holds
-        paths = list(kept.captions)
-    found = discover(paths)
-    if kept is not None:
-        _carry_captions(found.files, kept)
+    found, kept = _discover(paths, store_dir, model, config, reindex, ray)
     try:
         writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex, db=db)
     except BaseException:
@@ -159,12 +153,19 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     return report
 
 
-def _carry_captions(files: list, kept) -> None:
-    """The manifest captions the old store held for a path go on into the rebuilt one, unless a manifest
-    given to this run captions that path itself."""
-    for f in files:
+def _discover(paths, store_dir: Path, model, config: StoreConfig, reindex: bool, ray):
+    """(what to index, what a reindex can rebuild from the old store or None). A reindex given no paths
+    rebuilds the store from the videos it holds; the manifest captions the old store held for a path go on
+    into the rebuilt one, unless a manifest given to this run captions that path itself."""
+    kept = gather(store_dir, model, config, decode_all=ray is not None) if reindex else None
+    paths = list(paths)
+    if kept is not None and not paths:
+        paths = list(kept.captions)
+    found = discover(paths)
+    for f in found.files if kept is not None else []:
         if not f.captions:
             f.captions = list(kept.captions.get(f.path, []))
+    return found, kept
 
 
 def _add_model(store_dir: Path, model, reindex: bool, batch_size: int) -> dict | None:

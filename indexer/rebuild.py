@@ -80,10 +80,11 @@ def why_not(old: StoreConfig, new: StoreConfig, model) -> str | None:
     return None
 
 
-def gather(store_dir: Path, model, new: StoreConfig) -> Kept | None:
+def gather(store_dir: Path, model, new: StoreConfig, decode_all: bool = False) -> Kept | None:
     """Before `--reindex` wipes the store at `store_dir` (None when there is none): the paths it holds with
     their manifest captions and, when its kept features fit `new` and the model, the videos that can be
-    rebuilt from them (`Kept.why` says why none can). Reads committed rows; the rebuild takes the lock."""
+    rebuilt from them (`Kept.why` says why none can). `decode_all`: a run on Ray, which decodes every video
+    on its workers. Reads committed rows; the rebuild takes the lock."""
     from .db import locate
 
     if not (store_dir / CONFIG_FILE).is_file():
@@ -92,7 +93,8 @@ def gather(store_dir: Path, model, new: StoreConfig) -> Kept | None:
     if not db.initialised():
         return None
     kept = Kept(FeatureShelf(store_dir, encoder_spec(model) or "", new.sampling()))
-    kept.why = why_not(StoreConfig.load(store_dir), new, model)
+    kept.why = "the run is on Ray, whose workers decode every video" if decode_all else \
+        why_not(StoreConfig.load(store_dir), new, model)
     engine = db.engine(readonly=True)
     try:
         with sessionmaker(engine)() as s:
