@@ -77,6 +77,13 @@ def query_words(text: str) -> list[str]:
     return [w for w in WORD.findall(text.lower()) if w not in stops][:MAX_WORDS]
 
 
+def chance_score(weights: dict, classes: int) -> float:
+    """The concept score that a random set of classes with the same weights gets on average, against any clip
+    (its probabilities sum to at most 1 over `classes` classes): sum(weights) / classes. A clip scoring above
+    it puts more probability on what the query names than a classifier that knows nothing would."""
+    return float(sum(weights.values())) / max(int(classes), 1)
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("VIDSEARCH_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
                                                              or os.path.expanduser("~/.cache"), "vidsearch")

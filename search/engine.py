@@ -90,11 +90,10 @@ class EngineConfig:
     max_candidates: int = 5000       # widest first-stage search when filters or grouping thin the list
     feature_cache: int = 4096        # clips whose frame features are kept for re-ranking
     # Text results a channel returns must beat chance: dense cosines the best that random letter strings reach
-    # in this store (measured on `null_probes` of them), concept scores `concept_floor` (the share of a clip's
-    # class probability that the query's concepts hold). Off (False) returns every candidate, as ranked.
+    # in this store (measured on `null_probes` of them); concept scores what a random set of classes of the
+    # same total weight gets on average (search.concepts.chance_score). Off (False) returns every candidate.
     cutoffs: bool = True
     null_probes: int = 16
-    concept_floor: float = 0.05
     # The text channels this engine uses, of those the store has (hybrid fuses them; a single mode must be one
     # of them); None: every channel the store has.
     text_channels: tuple[str, ...] | None = None
@@ -422,7 +421,7 @@ class Engine:
     # ---- candidate sources -----------------------------------------------------------------------------------
     def _text_source(self, q: str, vector, weights, use: list[str], clip_vector=None) -> Source:
         """The candidate source of a text query over the channels in `use` (RRF when there are several)."""
-        from .concepts import query_words
+        from .concepts import chance_score, query_words
 
         def dense(n: int):
             with stage(DENSE):
@@ -442,7 +441,7 @@ class Engine:
         def concept(n: int):
             with stage(CONCEPT):
                 found = self.store.search_concepts(weights, n) if weights else []
-                floor = self.config.concept_floor if self.config.cutoffs else -np.inf
+                floor = chance_score(weights, self.store.config.concept_classes) if self.config.cutoffs else -np.inf
                 return _cut(found, len(found) < n, floor)
 
         def clip(n: int):
