@@ -121,6 +121,9 @@ class EncodeSettings:
     sidecars: bool = True
     keep_features: object = None  # indexer.features.FeatureShelf that each video's frame features go to
     describe: bool = True  # give each clip a generated description when the model has a caption decoder
+    # Index-time descriptions decode greedily: beam search's cost grows with the beams, and on the captioning
+    # benchmark greedy descriptions score like 4-beam ones (BENCHMARKS.md, "Captioning").
+    describe_beams: int = 1
 
 
 def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
@@ -182,7 +185,7 @@ def _describe(encoder, feature_stacks: list[np.ndarray], settings: EncodeSetting
     `settings.describe` off."""
     if not (settings.describe and getattr(encoder, "can_describe", False)) or not feature_stacks:
         return [None] * len(feature_stacks)
-    return list(encoder.describe(feature_stacks, features=True))
+    return list(encoder.describe(feature_stacks, features=True, num_beams=settings.describe_beams))
 
 
 def encode_chunks_isolated(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData] | str]:

@@ -276,3 +276,25 @@ def test_bert_decoder_starts_from_the_text_model():
     assert any("crossattention" in k for k in ours) and decoder.config.is_decoder
     assert decoder.generation_config.num_beams == 4 and decoder.config.bos_token_id == tokenizer.cls_token_id
     assert decoder.frames is not None and decoder.config.frame_memory["feature_dim"] == VideoBertConfig().feature_dim
+
+
+def test_attribute_probe_tells_a_view_that_carries_colour_from_one_that_does_not():
+    from trainer.caption_eval import attribute_probe
+
+    rng = np.random.default_rng(0)
+    colours, shapes = ["red", "green", "blue"], ["circle", "square"]
+
+    def clips(n):
+        attrs = [{"shapes": [shapes[i % 2]], "colors": [colours[i % 3]], "motion": "left"} for i in range(n)]
+        carries = rng.normal(size=(n, 8)) * 0.3
+        for i, a in enumerate(attrs):
+            carries[i, colours.index(a["colors"][0])] += 2.0
+        return attrs, carries, rng.normal(size=(n, 8))
+
+    train_attrs, train_carries, train_blind = clips(60)
+    test_attrs, test_carries, test_blind = clips(30)
+    good = attribute_probe(train_carries, train_attrs, test_carries, test_attrs)
+    blind = attribute_probe(train_blind, train_attrs, test_blind, test_attrs)
+    assert good["colour"]["accuracy"] >= 0.9 and blind["colour"]["accuracy"] <= 0.6
+    assert good["colour"]["majority"] == pytest.approx(1 / 3) and good["colour"]["test"] == 30
+    assert good["motion"] is None                        # one motion in training: nothing to probe

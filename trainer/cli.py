@@ -140,6 +140,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--references", choices=("manifest", "attrs"), default="manifest",
                    help="with --captions: the manifest's captions of each clip, or every training-phrasing "
                         "rendering of its generated attrs (default manifest)")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="with --captions: beam width of the descriptions (default: the model's, 4)")
     p.set_defaults(func=run_eval)
 
 
@@ -152,7 +154,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from trainer.caption_eval import evaluate_captions, format_caption_report
 
         result = evaluate_captions(model, args.manifest, args.train, cache_dir=args.cache_dir,
-                                   workers=args.workers, references=args.references)
+                                   workers=args.workers, references=args.references, num_beams=args.num_beams)
         print(json.dumps(result) if args.json else format_caption_report(result))
         return 0
     from trainer.evaluate import evaluate, format_report
