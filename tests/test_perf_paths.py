@@ -46,6 +46,17 @@ def test_stage_timings_cover_each_stage_the_mode_runs(engine):
     assert timed  # hybrid still answers while timed
 
 
+def test_stage_times_read_the_clock_they_are_given(engine):
+    from search import StageTimes
+
+    ticks = iter(range(10_000))
+    timings = StageTimes(lambda: float(next(ticks)))         # every reading of the clock is one second on
+    engine.text("triangle square", k=3, timings=timings)
+    # Each stage read the clock twice around its own block, so it holds whole seconds: 1 s per time it ran.
+    assert timings and all(ms >= 1000.0 and ms % 1000.0 == 0.0 for ms in timings.values())
+    assert timings["read"] == timings["encode"] == 1000.0
+
+
 def test_timings_belong_to_their_own_query_only(engine):
     """Concurrent queries each fill their own dict."""
     results: list[dict] = []
