@@ -207,7 +207,7 @@ def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: 
     dim = src.config.dim
     writer = StoreWriter.create_or_open(out, dataclasses.replace(src.config))
     try:
-        made, copy = 0, 0
+        made, copy, committed = 0, 0, 0
         while made < clips:
             for v, (record, parts, captions) in enumerate(videos):
                 path = f"/scaled/{copy}/{v}/{Path(record.path).name}"
@@ -218,7 +218,9 @@ def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: 
                 writer.add_video(FileState(path, 0, 0.0, f"copy-{copy}-{v}"), info, moved, caps)
                 made += len(parts)
             copy += 1
-            writer.commit()
+            if made - committed >= 2000 or made >= clips:   # each commit rewrites the FAISS files: not per copy
+                writer.commit()
+                committed = made
     finally:
         writer.close()
     return out
