@@ -93,7 +93,8 @@ def test_a_store_without_a_model_records_its_encoders_and_channels(colour_store)
     red = next(v for v in store.videos() if v.path.endswith("red1.mp4"))
     clip = store.video_clips(red.id)[0]
     concepts = store.clip_concepts(clip)
-    assert len(concepts) == config.concept_top and concepts[0] == (SPORTS_CAR, pytest.approx(0.8, abs=1e-4))
+    # The three classes the fake classifier holds above chance (1 / 1000); its 0.05 / 997 background is not kept.
+    assert len(concepts) == 3 < config.concept_top and concepts[0] == (SPORTS_CAR, pytest.approx(0.8, abs=1e-4))
     with pytest.raises(QueryError, match="no dense channel"):
         engine.text("a car", mode="dense")
     with pytest.raises(QueryError, match="rerank"):
@@ -107,9 +108,7 @@ def test_concept_channel_finds_what_the_classifier_saw(colour_store):
     assert cars[0].sources == ["concept"] and cars[0].similarities["concept"] == pytest.approx(0.8, abs=1e-3)
     # Blue clips hold 0.03 sports car: thirty times what a classifier that knows nothing gives one class.
     assert paths(cars[2:]) == ["blue1.mp4"] and cars[2].similarities["concept"] == pytest.approx(0.03, abs=1e-3)
-    # Every clip keeps goldfish (class 1) among its ten likeliest at 0.05 / 997, under the chance level 1 / 1000.
-    store, _ = colour_store
-    assert all(dict(store.clip_concepts(c)).get(1, 0) > 0 for v in store.videos() for c in store.video_clips(v.id))
+    # Every clip holds goldfish (class 1) at 0.05 / 997, under the chance level 1 / 1000: no evidence of it.
     assert engine.read("goldfish").concepts[0].classes == ("goldfish",)
     assert engine.text("goldfish", mode="concept") == []
     assert paths(engine.text("cats", mode="concept"))[0] == "blue1.mp4"            # red clips: 0.03 tabby
