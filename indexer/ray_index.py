@@ -111,13 +111,15 @@ class BlockIndexer:
                  chunk_seconds: float, reader: Callable | None):
         self.model, self.settings = _actor_model(model_ref, expect_hash), settings
         self.reader = reader or _pool_reader(workers, settings.sampling, timeout, chunk_seconds)
+        self.ready = time.time()  # wall clock: start-up (process, imports, model) is reported apart
 
     def __call__(self, batch: dict):
         for blob in batch["block"]:
             keyed = pickle.loads(blob)  # [(key, Job)]
             keys = {job.state.path: key for key, job in keyed}
             for e in encode_stream([job for _, job in keyed], self.reader, self.model, self.settings):
-                yield {"key": [keys[e.job.state.path]], "result": [pickle.dumps(e, protocol=5)]}
+                yield {"key": [keys[e.job.state.path]], "result": [pickle.dumps(e, protocol=5)],
+                       "ready": [self.ready]}
 
 
 # ---- decode tasks, then model actors ("tasks") --------------------------------------------------------
@@ -146,6 +148,7 @@ class ChunkEncoder:
 
     def __init__(self, model_ref, settings: EncodeSettings, expect_hash: str):
         self.model, self.settings = _actor_model(model_ref, expect_hash), settings
+        self.ready = time.time()
 
     def __call__(self, batch: dict) -> dict:
         items = [pickle.loads(b) for b in batch["item"]]
@@ -157,7 +160,7 @@ class ChunkEncoder:
                 results.append(("error", getattr(it, "reason", str(it)), None))
             else:
                 results.append(("chunk", done.get(id(it), []), (it.last, it.info)))
-        return {"key": batch["key"], "seq": batch["seq"],
+        return {"key": batch["key"], "seq": batch["seq"], "ready": [self.ready] * len(results),
                 "result": [pickle.dumps(r, protocol=5) for r in results]}
 
 
@@ -292,13 +295,14 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
 
     `plan` lays the run out on the cluster (RayPlan). `decode` replaces the decoder as `reader` does for
     index_paths (it must pickle). The report's `ray_stats` holds what Ray Data reports per stage, after a
-    line with the time to the first finished video (actor start-up and model loading included).
+    line per pass with the seconds until the first actor was ready (its process started and the model
+    loaded) and until the first result came back.
     """
     ray = connect(address)
     plan = (plan or RayPlan()).resolve(ray)
     report = report or IndexReport()
     write = _WriteStage(writer, report, None, commit_every, 5.0)
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
     try:
         todo = _split(jobs, write)
         blocks = plan_blocks(todo, plan.block_files, plan.block_bytes)
@@ -307,12 +311,13 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
             ds = build_dataset(ray, todo, blocks, model, settings, plan, timeout=timeout,
                                chunk_seconds=chunk_seconds, reader=decode)
             gather = _gather_videos if plan.decode == "actors" else _gather_chunks
-            lost, first = gather(ds, {k: todo[k] for block in blocks for k in block}, model, settings, write,
-                                 started)
+            done = gather(ds, {k: todo[k] for block in blocks for k in block}, model, settings, write)
             stats.append(f"decode={plan.decode}, {plan.actors} actor(s), {len(blocks)} block(s) of "
-                         f"{len(todo)} file(s); first video back after {first:.2f} s\n{ds.stats()}")
-            retry = [k for block in blocks if len(block) > 1 for k in block if k in lost]
-            for key in sorted(lost - set(retry)):
+                         f"{len(todo)} file(s); first actor ready after {_since(done.ready, wall)}, first "
+                         f"result back after {_since(done.first, wall)}\n{ds.stats()}")
+            wall = time.time()
+            retry = [k for block in blocks if len(block) > 1 for k in block if k in done.lost]
+            for key in sorted(done.lost - set(retry)):
                 write.handle(Encoded(todo[key], error=LOST))
             blocks = [[k] for k in retry]
         report.ray_stats = "\n\n".join(stats)
@@ -326,35 +331,53 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
     return report
 
 
-def _gather_videos(ds, todo: dict[int, Job], model, settings, write: _WriteStage, started: float):
+def _since(t: float, start: float) -> str:
+    return f"{t - start:.2f} s" if t else "n/a"
+
+
+@dataclass
+class _Pass:
+    """What one pass over the blocks left: keys that never came back, and wall-clock times (time.time())
+    of the first actor ready and the first result row back (0 when none came)."""
+
+    lost: set
+    ready: float = 0.0
+    first: float = 0.0
+
+    def saw(self, row) -> None:
+        self.first = self.first or time.time()
+        self.ready = min(float(row["ready"]), self.ready or float("inf"))
+
+
+def _gather_videos(ds, todo: dict[int, Job], model, settings, write: _WriteStage) -> _Pass:
     """Write each video row of an "actors" run as it comes (under this process's own Job, which holds the
-    aliases); returns the keys of `todo` that never came, and the seconds to the first one."""
-    waiting, first = set(todo), None
+    aliases); the pass's `lost` are the keys of `todo` that never came."""
+    done = _Pass(set(todo))
     for row in ds.iter_rows():
         key = int(row["key"])
-        if key not in waiting:  # a retried batch's second copy of a finished file
+        if key not in done.lost:  # a retried batch's second copy of a finished file
             continue
-        waiting.discard(key)
-        first = first if first is not None else time.monotonic() - started
+        done.lost.discard(key)
+        done.saw(row)
         write.handle(dataclasses.replace(pickle.loads(row["result"]), job=todo[key]))
-    return waiting, first or 0.0
+    return done
 
 
-def _gather_chunks(ds, todo: dict[int, Job], model, settings: EncodeSettings, write: _WriteStage,
-                   started: float):
+def _gather_chunks(ds, todo: dict[int, Job], model, settings: EncodeSettings, write: _WriteStage) -> _Pass:
     """Stream a "tasks" run's chunk rows into per-video parts and write each video as soon as all its parts
-    came; returns the keys of `todo` whose video never completed, and the seconds to the first one."""
-    videos, first = {k: _Video(job) for k, job in todo.items()}, None
+    came; the pass's `lost` are the keys of `todo` whose video never completed."""
+    videos, done = {k: _Video(job) for k, job in todo.items()}, _Pass(set())
     for row in ds.iter_rows():
         key, seq = int(row["key"]), int(row["seq"])
         video = videos.get(key)
         if video is None:  # a retried task's second copy of a finished file
             continue
+        done.saw(row)
         kind, payload, meta = pickle.loads(row["result"])
         video.parts[seq] = (kind, payload, meta)
         if kind == "error" or (meta and meta[0]):
             video.end = seq
         if video.complete():
-            first = first if first is not None else time.monotonic() - started
             write.handle(_finish(videos.pop(key), model, settings))
-    return set(videos), first or 0.0
+    done.lost = set(videos)
+    return done
