@@ -130,13 +130,13 @@ def latency(store: Path, model, queries: list[str], passes: int = 3) -> dict:
     on fresh engines, so no query vector is cached), and of reading a query alone."""
     from indexer import Store
     from search import Engine, EngineConfig
-    from search.engine import CONCEPT
+    from search.engine import CONCEPT, TEXT_CHANNELS
 
     hybrid, without, reads = [], [], []
     opened = Store.open(store, readonly=True)
     for _ in range(passes):
         engine = Engine(opened, model=model, config=EngineConfig(refresh_seconds=3600))
-        others = tuple(c for c in engine.channels if c != CONCEPT)
+        others = tuple(c for c in engine.channels if c in TEXT_CHANNELS and c != CONCEPT)
         bare = Engine(opened, model=model, reader=engine.reader,
                       config=EngineConfig(refresh_seconds=3600, text_channels=others))
         for q in queries:
