@@ -182,7 +182,7 @@ def in_process(store: Path, runs: int, queries: list[str], runtime: str = "auto"
     return out
 
 
-def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: int = 0) -> Path:
+def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: int = 0, model=None) -> Path:
     """A store of at least `clips` clips made of copies of `source`'s videos, for timing queries at a size the
     benchmark library does not reach.
 
@@ -190,7 +190,7 @@ def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: 
     tags, concept probabilities and look-alike vectors; its clip and caption vectors are the source's moved by
     Gaussian noise of norm about `noise` and renormalised, so that copies rank apart instead of tying. Caption
     vectors are the model's embeddings of the caption texts. The store config (model, encoders, index type) is
-    the source's."""
+    the source's. `model` embeds the captions: by default the model the source store records."""
     import dataclasses
 
     import trainer
@@ -200,7 +200,7 @@ def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: 
     from trainer.media import VideoInfo
 
     src = Store.open(str(source), readonly=True)
-    videos = _source_videos(src, trainer.load(recorded_model_path(src)))
+    videos = _source_videos(src, model if model is not None else trainer.load(recorded_model_path(src)))
     if not videos:
         raise ValueError(f"{source} holds no indexed clips to copy")
     rng = np.random.default_rng(seed)
