@@ -182,7 +182,7 @@ def in_process(store: Path, runs: int, queries: list[str], runtime: str = "auto"
     return out
 
 
-def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: int = 0) -> Path:
+def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: int = 0, model=None) -> Path:
     """A store of at least `clips` clips made of copies of `source`'s videos, for timing queries at a size the
     benchmark library does not reach.
 
@@ -190,7 +190,7 @@ def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: 
     tags, concept probabilities and look-alike vectors; its clip and caption vectors are the source's moved by
     Gaussian noise of norm about `noise` and renormalised, so that copies rank apart instead of tying. Caption
     vectors are the model's embeddings of the caption texts. The store config (model, encoders, index type) is
-    the source's."""
+    the source's. `model` embeds the captions: by default the model the source store records."""
     import dataclasses
 
     import trainer
@@ -200,7 +200,7 @@ def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: 
     from trainer.media import VideoInfo
 
     src = Store.open(str(source), readonly=True)
-    videos = _source_videos(src, trainer.load(recorded_model_path(src)))
+    videos = _source_videos(src, model if model is not None else trainer.load(recorded_model_path(src)))
     if not videos:
         raise ValueError(f"{source} holds no indexed clips to copy")
     rng = np.random.default_rng(seed)
@@ -412,6 +412,41 @@ def _wrk(base: str, script: Path, seconds: int, conns: int) -> dict:
     return parse_wrk(proc.stdout)
 
 
+# Everyday sentences whose content words appear nowhere in `unique_queries` or `Engine.warm`'s query: what a
+# query costs the first time the engine meets its words.
+NOVEL = ("a kangaroo hopping across the desert", "an elephant bathing in a muddy lake",
+         "a violinist performing on stage", "a toddler stacking wooden blocks", "a hawk circling over the canyon",
+         "a tractor ploughing a wheat field", "a surfer riding a huge wave", "a lighthouse blinking in the fog",
+         "grandparents knitting by the fireplace", "a goalkeeper diving for the ball",
+         "fireworks exploding above the harbour", "a mechanic repairing an engine")
+
+
+def first_sight(store: Path, sentences=NOVEL) -> dict:
+    """CPU ms of each stage for `sentences` on an engine started as the server starts it: once when their words
+    are new to it, and again (each with a word appended, so the query cache misses) once it has met them."""
+    import trainer
+    from indexer import Store
+    from search import Engine, StageTimes
+    from search.engine import recorded_model_path
+
+    trainer.set_thread_budget(SERVER_THREADS)
+    opened = Store.open(str(store), readonly=True)
+    engine = Engine(opened, model=trainer.load(recorded_model_path(opened)))
+    engine.warm()
+    out: dict[str, dict[str, float]] = {}
+    for visit, suffix in (("first", ""), ("again", " today")):
+        totals, stages = [], {}
+        for q in sentences:
+            timings = StageTimes(time.thread_time)
+            start = time.thread_time()
+            engine.text(q + suffix, k=10, timings=timings)
+            totals.append((time.thread_time() - start) * 1e3)
+            for name, ms in timings.items():
+                stages.setdefault(name, []).append(ms)
+        out[visit] = {"query": median(totals), **{name: median(v) for name, v in stages.items()}}
+    return out
+
+
 def stage_section(source: Path, clips: int, workdir: Path, runs: int = 3, per_run: int = 100) -> Section:
     """Per-stage breakdown of in-process hybrid text queries over `source` scaled to `clips` clips."""
     store = workdir / f"scaled-{clips}"
@@ -439,7 +474,14 @@ def stage_section(source: Path, clips: int, workdir: Path, runs: int = 3, per_ru
         "queries that ran the stage; the whole query in CPU and in wall time. Store: "
         f"`{source}` copied to {r['clips']:,} clips (`benchmarks.http.scaled_store`)."]
     section.tables.append(("", table))
-    section.data = r
+    seen_first = on_thread(first_sight, store)
+    novel = Table(["stage", "words new to the engine, CPU ms", "the same words again", "first vs again"])
+    for name in [s for s in seen if s in seen_first["first"]] + ["query"]:
+        first, again = seen_first["first"][name], seen_first["again"].get(name, 0.0)
+        novel.add("**whole query**" if name == "query" else name, first, again, ratio(first, again))
+    section.tables.append((f"First sight of a word: {len(NOVEL)} everyday sentences whose words no earlier query "
+                           "used, then the same sentences again (medians)", novel))
+    section.data = {**r, "first_sight": seen_first}
     return section
 
 

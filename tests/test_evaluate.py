@@ -102,22 +102,24 @@ def test_captions_go_through_the_given_reading_first(tiny_model_dir, synth_libra
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_briefly_trained_model_beats_chance_on_held_out_clips(tmp_path, monkeypatch):
+def test_briefly_trained_model_beats_chance_on_held_out_clips(tmp_path):
     """Trained a few minutes on 64 generated clips, scored on 24 clips of (shape, colour, motion) combinations it
-    never saw: far better than chance (measured: R@1 0.21 vs 0.04, R@5 0.79 vs 0.21, median rank 3.5 vs 12.5)."""
-    # On the torch runtime: with ONNX Runtime frame features (equal to torch's within 1e-5) this same tiny run
-    # lands at chance (R@1 0.042), which is an open question about that path, not about learning.
-    monkeypatch.setenv("VIDSEARCH_RUNTIME", "torch")
+    never saw: far better than chance (measured on the default runtime and on torch's features, seeds 0 and 1:
+    R@1 0.29-0.42 vs 0.04, R@5 0.79-0.88 vs 0.21, median rank 2-2.5 vs 12.5)."""
+    # At the default learning rate. The tiny model's 3e-3 sat on the edge of a collapse here (align loss stuck
+    # at ln 2): whether a run learned or landed at chance turned on float16-step differences in a few frame
+    # features, which is all that separates ONNX Runtime's features from torch's.
     from tests.fixtures.model import tiny_config
     from trainer import load
     from trainer.evaluate import evaluate
     from trainer.synth import generate_split
+    from trainer.train_config import TrainConfig
     from trainer.training import train
 
     split = generate_split(tmp_path / "data", train=64, test=24, seed=0, seconds=3.0, max_seconds=3.0, fps=4,
                            size=64, workers=1)
     # The tiny training settings, with the bundled MiniLM as the text encoder (a random one learns nothing here).
-    config = tiny_config(tmp_path / "cache", epochs=8, random_init=False, model={})
+    config = tiny_config(tmp_path / "cache", epochs=8, random_init=False, model={}, lr=TrainConfig().lr)
     result = evaluate(load(train([split["train"]], tmp_path / "model", config)), split["test"],
                       cache_dir=tmp_path / "cache", workers=1)
     chance = result["baselines"]["chance"]["t2v"]

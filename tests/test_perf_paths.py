@@ -157,3 +157,27 @@ def test_hits_are_read_only_as_far_as_the_page_needs(store):  # noqa: F811
     assert len(lazy.text("circle", k=1, mode="dense", offset=0)) == 1
     assert sum(read) == 1                                        # one record for one hit, of 6 candidates
     store.clips = real
+
+
+def test_scaled_store_copies_every_clip_with_its_data_and_vectors_moved(tmp_path):
+    from benchmarks.http import scaled_store
+
+    model = FakeModel()
+    videos = [make_mp4(tmp_path / f"v{i}.mp4", width=64 + 16 * i, seconds=4.0) for i in range(2)]   # unlike files
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(f'{{"video": "{videos[0]}", "caption": "a red bar", "start": 0, "end": 2}}\n'
+                        f'{{"video": "{videos[1]}", "caption": "green stripes"}}\n')
+    index_paths([manifest], tmp_path / "src", model, workers=1)
+    source = Store.open(tmp_path / "src", readonly=True)
+    assert source.counts()["clips"] == 4
+    scaled_store(tmp_path / "src", tmp_path / "big", clips=10, model=model)
+    big = Store.open(tmp_path / "big", readonly=True)
+    counts = big.counts()
+    assert counts["clips"] == 12 and counts["videos"] == 6 and counts["captions"] == 3 * source.counts()["captions"]
+    assert big.channels() == source.channels() and big.config.dim == source.config.dim
+    first = source.clip_vector(1)
+    copies = [big.clip_vector(c) for c in (1, 5, 9)]               # clip 1 of each copy of the first video
+    assert all(np.isclose(np.linalg.norm(v), 1.0, atol=1e-5) for v in copies)
+    assert all(0.8 < float(v @ first) < 0.9999 for v in copies)    # moved, not far
+    hits = Engine(big, model=model, config=EngineConfig(cutoffs=False)).text("red bar", k=3, mode="keyword")
+    assert len({h.video_id for h in hits}) == 3 and all(h.caption == "a red bar" for h in hits)
