@@ -98,9 +98,11 @@ def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster,
 @pytest.mark.parametrize("decode", ["actors", "tasks"])
 def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, synth_library, tiny_model_dir,
                                                                  tiny_store_dir, tmp_path, decode):
-    report = index_paths([synth_library.manifest], tmp_path / "ray", tiny_model_dir, ray="auto", workers=2,
-                         ray_decode=decode)
-    assert report.exit_code == 0, report.summary()
+    from webui.cli import main
+
+    code = main(["index", str(synth_library.manifest), "--store", str(tmp_path / "ray"), "--model",
+                 str(tiny_model_dir), "--ray", "--ray-decode", decode, "--workers", "2", "--no-progress"])
+    assert code == 0
     _same(_content(tiny_store_dir), _content(tmp_path / "ray"))
     # The frame features are kept as in-process (for training on the store, adding a model later).
     kept = lambda store: sorted(p.name for p in (store / "features").rglob("*.npz"))  # noqa: E731
