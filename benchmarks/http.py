@@ -17,6 +17,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from .common import Section, Table, median, on_thread, percentile, ratio
 from .resources import REPO, indexed_store, missing
 
@@ -132,35 +134,140 @@ def parse_wrk(text: str) -> dict:
 STAGES = ("read", "encode", "dense", "keyword", "concept", "fuse", "hits")
 
 
-def in_process(store: Path, runs: int, queries: list[str], runtime: str = "auto") -> dict:
+def in_process(store: Path, runs: int, queries: list[str], runtime: str = "auto", per_run: int = 60,
+               cpu: bool = False) -> dict:
     """Queries of the same set through `search.Engine.text` in this process, one at a time (no HTTP): p50 over
-    all of them and over each half (training phrasing, everyday words), and the median time of each stage."""
+    all of them and over each half (training phrasing, everyday words), and the median time of each stage, over
+    all queries and over each half. The engine starts as `vidsearch serve` starts it: the server's thread budget,
+    then `Engine.warm()`; no query of the measured runs repeats one before it.
+
+    cpu: stages timed in the CPU time of the querying thread (`time.thread_time`; with one thread per request
+    the encoders, FAISS and SQLite all run on it), and each query's CPU time beside its wall time, so that
+    the figures say what a query costs rather than how busy the machine was."""
     import trainer
     from indexer import Store
-    from search import Engine
+    from search import Engine, StageTimes
     from search.engine import recorded_model_path
 
+    trainer.set_thread_budget(SERVER_THREADS)
     opened = Store.open(str(store), readonly=True)
     engine = Engine(opened, model=trainer.load(recorded_model_path(opened), runtime=runtime))
     engine.warm()
     for q in queries[-20:]:
         engine.text(q, k=10)
-    per_run: dict[str, list[float]] = {"all": [], "trained": [], "everyday": []}
-    stages: dict[str, list[float]] = {}
+    p50s: dict[str, list[float]] = {f"{c}{k}": [] for c in ("", "cpu_") for k in ("all", "trained", "everyday")}
+    stages: dict[str, dict[str, list[float]]] = {"all": {}, "trained": {}, "everyday": {}}
     for run in range(runs):
-        times: dict[str, list[float]] = {"trained": [], "everyday": []}
-        for q in queries[run * 60:(run + 1) * 60]:
-            timings: dict[str, float] = {}
-            start = time.perf_counter()
+        times: dict[str, list[float]] = {f"{c}{k}": [] for c in ("", "cpu_") for k in ("trained", "everyday")}
+        for q in queries[run * per_run:(run + 1) * per_run]:
+            kind = "trained" if in_vocabulary(q) else "everyday"
+            timings = StageTimes(time.thread_time) if cpu else StageTimes()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             engine.text(q, k=10, timings=timings)
-            times["trained" if in_vocabulary(q) else "everyday"].append((time.perf_counter() - start) * 1e3)
+            times[f"cpu_{kind}"].append((time.thread_time() - start_cpu) * 1e3)
+            times[kind].append((time.perf_counter() - start) * 1e3)
             for name, ms in timings.items():
-                stages.setdefault(name, []).append(ms)
-        per_run["all"].append(percentile(times["trained"] + times["everyday"], 50))
-        for kind in ("trained", "everyday"):
-            per_run[kind].append(percentile(times[kind], 50))
-    return {"p50_ms": median(per_run["all"]), **{f"p50_{k}_ms": median(per_run[k]) for k in ("trained", "everyday")},
-            "stages": {name: median(v) for name, v in stages.items()}}
+                for group in ("all", kind):
+                    stages[group].setdefault(name, []).append(ms)
+        for c in ("", "cpu_"):
+            p50s[f"{c}all"].append(percentile(times[f"{c}trained"] + times[f"{c}everyday"], 50))
+            for kind in ("trained", "everyday"):
+                p50s[f"{c}{kind}"].append(percentile(times[f"{c}{kind}"], 50))
+    out = {"p50_ms": median(p50s["all"]), **{f"p50_{k}_ms": median(p50s[k]) for k in ("trained", "everyday")},
+           **{f"cpu_p50_{k}_ms": median(p50s[f"cpu_{k}"]) for k in ("all", "trained", "everyday")},
+           "stages": {name: median(v) for name, v in stages["all"].items()}}
+    for kind in ("trained", "everyday"):
+        out[f"stages_{kind}"] = {name: median(v) for name, v in stages[kind].items()}
+    out["clips"] = engine.counts()["clips"]
+    return out
+
+
+def scaled_store(source: Path, out: Path, clips: int, noise: float = 0.3, seed: int = 0) -> Path:
+    """A store of at least `clips` clips made of copies of `source`'s videos, for timing queries at a size the
+    benchmark library does not reach.
+
+    Each copy of a video is a video of its own (its own path) whose clips keep the source clips' captions,
+    tags, concept probabilities and look-alike vectors; its clip and caption vectors are the source's moved by
+    Gaussian noise of norm about `noise` and renormalised, so that copies rank apart instead of tying. Caption
+    vectors are the model's embeddings of the caption texts. The store config (model, encoders, index type) is
+    the source's."""
+    import dataclasses
+
+    import trainer
+    from indexer import Store, StoreWriter
+    from indexer.writer import FileState
+    from search.engine import recorded_model_path
+    from trainer.media import VideoInfo
+
+    src = Store.open(str(source), readonly=True)
+    videos = _source_videos(src, trainer.load(recorded_model_path(src)))
+    if not videos:
+        raise ValueError(f"{source} holds no indexed clips to copy")
+    rng = np.random.default_rng(seed)
+    dim = src.config.dim
+    writer = StoreWriter.create_or_open(out, dataclasses.replace(src.config))
+    try:
+        made, copy, committed = 0, 0, 0
+        while made < clips:
+            for v, (record, parts, captions) in enumerate(videos):
+                path = f"/scaled/{copy}/{v}/{Path(record.path).name}"
+                moved = [dataclasses.replace(c, vector=_moved(c.vector, rng, noise, dim)) for c in parts]
+                caps = [dataclasses.replace(c, vector=_moved(c.vector, rng, noise, dim)) for c in captions]
+                info = VideoInfo(path, record.duration or 0.0, record.fps or 0.0, record.width or 0,
+                                 record.height or 0, 0, record.codec or "", "copy")
+                writer.add_video(FileState(path, 0, 0.0, f"copy-{copy}-{v}"), info, moved, caps)
+                made += len(parts)
+            copy += 1
+            if made - committed >= 2000 or made >= clips:   # each commit rewrites the FAISS files: not per copy
+                writer.commit()
+                committed = made
+    finally:
+        writer.close()
+    return out
+
+
+def _moved(vector, rng, noise: float, dim: int):
+    if vector is None:
+        return None
+    v = np.asarray(vector, np.float32) + rng.standard_normal(dim).astype(np.float32) * (noise / np.sqrt(dim))
+    return v / np.linalg.norm(v)
+
+
+def _source_videos(store, model) -> list[tuple]:
+    """(video record, ClipData list, CaptionData list) of every indexed video in `store`."""
+    from indexer.writer import CaptionData, ClipData
+
+    out = []
+    for record in store.videos(0, 1_000_000, status="indexed"):
+        ids = store.video_clips(record.id)
+        rows = {r.id: r for r in store.clips(ids)}
+        parts = []
+        for cid in ids:
+            r = rows[cid]
+            look = _vector_or_none(store, cid, "look")
+            parts.append(ClipData(r.start, r.end, _vector_or_none(store, cid, "vector"), list(r.tags), look=look,
+                                  concepts=store.clip_concepts(cid), description=r.description))
+        texts = store.video_captions(record.id)
+        vectors = model.embed_text([c.text for c in texts]) if texts and store.config.dim else [None] * len(texts)
+        captions = [CaptionData(c.text, c.start, c.end, vec, _clip_at(parts, c.start), c.source, c.lang)
+                    for c, vec in zip(texts, vectors)]
+        if parts:
+            out.append((record, parts, captions))
+    return out
+
+
+def _vector_or_none(store, clip_id: int, column: str):
+    try:
+        return store.clip_vector(clip_id, column)
+    except KeyError:
+        return None
+
+
+def _clip_at(parts, start) -> int | None:
+    """Index of the clip holding time `start`; None for a caption of the whole video."""
+    if start is None:
+        return None
+    return next((i for i, c in enumerate(parts) if c.start <= start < c.end), None)
 
 
 _FIRST_QUERIES = """
@@ -303,3 +410,60 @@ def _wrk(base: str, script: Path, seconds: int, conns: int) -> dict:
     proc = subprocess.run(["wrk", "-t1" if conns == 1 else "-t2", f"-c{conns}", f"-d{seconds}s", "--latency",
                            "--timeout", "30s", "-s", str(script), base], capture_output=True, text=True, check=True)
     return parse_wrk(proc.stdout)
+
+
+def stage_section(source: Path, clips: int, workdir: Path, runs: int = 3, per_run: int = 100) -> Section:
+    """Per-stage breakdown of in-process hybrid text queries over `source` scaled to `clips` clips."""
+    store = workdir / f"scaled-{clips}"
+    if not (store / "store.json").exists():
+        scaled_store(source, store, clips)
+    queries = unique_queries()
+    r = on_thread(in_process, store, runs, queries, "auto", per_run, True)
+    section = Section("query_stages", f"Query path by stage at {r['clips']:,} clips")
+    seen = [s for s in STAGES if s in r["stages"]] + sorted(set(r["stages"]) - set(STAGES))
+    table = Table(["stage", "CPU ms, all", "training phrasing", "everyday words", "everyday vs training"])
+    for name in seen:
+        a, b = (r[f"stages_{k}"].get(name) for k in ("trained", "everyday"))
+        table.add(name, r["stages"][name], a if a is not None else "", b if b is not None else "",
+                  ratio(b, a) if a and b is not None else "")
+    for label, key in (("CPU", "cpu_p50_{}_ms"), ("wall", "p50_{}_ms")):
+        all_key = "cpu_p50_all_ms" if label == "CPU" else "p50_ms"
+        table.add(f"**whole query, {label} p50**", r[all_key], r[key.format("trained")],
+                  r[key.format("everyday")], ratio(r[key.format("everyday")], r[key.format("trained")]))
+    section.notes = [
+        f"`search.Engine.text(q, k=10)` (hybrid) in process, one query at a time on a worker thread, after the "
+        f"server's thread budget (`set_thread_budget({SERVER_THREADS})`: one compute thread per request) and "
+        f"`Engine.warm()`; {runs} runs of {per_run} distinct queries, alternately in the training phrasing and "
+        "everyday sentences outside the training words; medians over runs of each run's p50. Stages are timed in "
+        "the querying thread's CPU time (`search.StageTimes(time.thread_time)`), the median over the "
+        "queries that ran the stage; the whole query in CPU and in wall time. Store: "
+        f"`{source}` copied to {r['clips']:,} clips (`benchmarks.http.scaled_store`)."]
+    section.tables.append(("", table))
+    section.data = r
+    return section
+
+
+def main(argv=None) -> int:
+    """`python -m benchmarks.http stages SOURCE_STORE --clips N --workdir DIR`: print the stage section."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.http")
+    parser.add_argument("what", choices=["stages"])
+    parser.add_argument("source", type=Path, help="an indexed store whose clips are copied")
+    parser.add_argument("--clips", type=int, default=10_000)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--per-run", type=int, default=100)
+    args = parser.parse_args(argv)
+    if args.clips < 1 or args.runs < 1 or args.per_run < 2:
+        parser.error("--clips and --runs must be >= 1 and --per-run >= 2")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    section = stage_section(args.source, args.clips, args.workdir, args.runs, args.per_run)
+    load = os.getloadavg()[0]
+    print(section.markdown())
+    print(f"_1-minute load average {load:.1f} at the end (2 cores)._")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ from .discover import discover
 from .encode import classifier, look_width
 from .offline import DEFAULT_TEXT_ENCODER, OfflineEncoders, store_encoders
 from .pipeline import EncodeSettings, IndexReport, plan_jobs, run_pipeline
+from .rebuild import gather, kept_jobs
 from .writer import StoreWriter
 
 
@@ -69,7 +70,9 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
     a new store indexed without one uses the offline encoders (see indexer.offline) and has no dense vectors.
     A new store takes the model's sampling unless `fps`/`clip_seconds`/`stride_seconds` say otherwise; an
-    existing one must match them (or pass `reindex=True` to rebuild it). Videos are decoded in segments of
+    existing one must match them (or pass `reindex=True` to rebuild it: from `paths`, or with none from the
+    videos it holds, each rebuilt from its kept frame features when they fit, see indexer.rebuild; the
+    report's `rebuilt` counts those and the videos decoded again). Videos are decoded in segments of
     about `chunk_seconds`, so memory stays flat on long videos; `timeout` is the time allowed for one segment.
     `reader` replaces the decoder pool: a callable from an iterable of paths to, in order, (path, VideoChunk)
     items ending with the last chunk or a MediaError, or one (path, DecodedVideo | MediaError) per path.
@@ -100,15 +103,24 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                           stride_seconds=stride_seconds)
     if fast:
         config = dataclasses.replace(config, fps=1.0 / float(config.clip_seconds))
-    found = discover(paths)
-    writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex, db=db)
+    found, kept = _discover(paths, store_dir, model, config, reindex, ray)
+    try:
+        writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex, db=db)
+    except BaseException:
+        if kept is not None:
+            kept.release()
+        raise
     report = IndexReport(notes=list(found.notes), model_added=added)
+    if kept is not None and kept.why is not None:
+        report.warnings.append((str(store_dir), f"kept frame features not reused: {kept.why}"))
     pool = None
     try:
         if prune:
             report.removed += writer.prune()
             _drop_features(store_dir, writer, report.removed)
         jobs = plan_jobs(found.files, writer, found.problems, writer.pending_paths())
+        if kept is not None:
+            jobs = kept_jobs(jobs, kept)
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
                                   thumb_size=writer.config.thumb_size, concept_top=writer.config.concept_top,
                                   looks=writer.config.look_dim > 0,
@@ -134,8 +146,26 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     finally:
         if pool is not None:
             pool.close()
+        if kept is not None:
+            kept.release()
+            report.rebuilt = kept.summary()
     writer.close()
     return report
+
+
+def _discover(paths, store_dir: Path, model, config: StoreConfig, reindex: bool, ray):
+    """(what to index, what a reindex can rebuild from the old store or None). A reindex given no paths
+    rebuilds the store from the videos it holds; the manifest captions the old store held for a path go on
+    into the rebuilt one, unless a manifest given to this run captions that path itself."""
+    kept = gather(store_dir, model, config, decode_all=ray is not None) if reindex else None
+    paths = list(paths)
+    if kept is not None and not paths:
+        paths = list(kept.captions)
+    found = discover(paths)
+    for f in found.files if kept is not None else []:
+        if not f.captions:
+            f.captions = list(kept.captions.get(f.path, []))
+    return found, kept
 
 
 def _add_model(store_dir: Path, model, reindex: bool, batch_size: int) -> dict | None:

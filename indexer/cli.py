@@ -61,7 +61,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--build-ondisk", action="store_true",
                    help="afterwards, rebuild the FAISS files as IVF indexes with memory-mapped lists, from "
                         "vector shards cut from the store (for stores larger than a server's memory)")
-    p.add_argument("--reindex", action="store_true", help="delete the store's contents and rebuild it")
+    p.add_argument("--reindex", action="store_true",
+                   help="delete the store's contents and rebuild it (from the PATHs, or with none from the videos "
+                        "it holds), e.g. with another --model; a video whose kept frame features fit the new "
+                        "sampling is rebuilt from them without decoding")
     p.add_argument("--prune", action="store_true", help="first remove videos whose files are gone")
     p.add_argument("--no-features", action="store_true",
                    help="do not keep frame features in the store (they let `train --store` and adding a model "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .encode import EncodeSettings, Encoded, VideoAssembler
 from .plan import Job, content_hash, plan_jobs  # noqa: F401  (content_hash, plan_jobs: part of this module's API)
+from .rebuild import rebuild
 from .writer import FileState
 
 EXIT_OK = 0
@@ -42,6 +43,7 @@ class IndexReport:
     video_seconds: float = 0.0
     seconds: float = 0.0
     model_added: dict | None = None  # a model given to a store without one: vectors written from kept features
+    rebuilt: dict | None = None  # --reindex: videos rebuilt from kept features, videos decoded again
     ray_stats: str = ""  # what Ray Data reported per stage, when the run was on Ray
 
     @property
@@ -61,6 +63,10 @@ class IndexReport:
             lines.insert(0, f"model added: {a['clips']} clip and {a['captions']} caption vectors from the frame "
                             f"features kept for {a['videos_from_features']} videos; "
                             f"{a['videos_decoded_again']} videos without them decoded again")
+        if self.rebuilt:
+            b = self.rebuilt
+            lines.insert(0, f"rebuilt: {b['videos_from_features']} videos from their kept frame features, "
+                            f"{b['videos_decoded_again']} decoded again")
         lines += [f"  failed: {p}: {r}" for p, r in self.failed]
         lines += [f"  not walked: {p}: {r}" for p, r in self.notes]
         lines += [f"  warning: {p}: {r}" for p, r in self.warnings]
@@ -70,7 +76,7 @@ class IndexReport:
         return {"indexed": self.indexed, "skipped": self.skipped, "duplicates": self.duplicates,
                 "failed": self.failed, "removed": self.removed, "notes": self.notes, "warnings": self.warnings, "clips": self.clips,
                 "captions": self.captions, "video_seconds": self.video_seconds, "seconds": self.seconds,
-                "model_added": self.model_added,
+                "model_added": self.model_added, "rebuilt": self.rebuilt,
                 "exit_code": self.exit_code}
 
 
@@ -194,7 +200,9 @@ def _encode_batch(batch: list, assembler: VideoAssembler) -> list:
             continue
         out += assembler.encode(run) if run else []
         run = []
-        if it is not None:
+        if isinstance(it, Job) and it.kind == "kept":  # no frames: made from the store's kept features
+            out.append(rebuild(it, assembler.encoder, assembler.settings))
+        elif it is not None:
             out.append(it)
     return out
 

@@ -90,11 +90,21 @@ class EngineConfig:
     max_candidates: int = 5000       # widest first-stage search when filters or grouping thin the list
     feature_cache: int = 4096        # clips whose frame features are kept for re-ranking
     # Text results a channel returns must beat chance: dense cosines the best that random letter strings reach
-    # in this store (measured on `null_probes` of them), concept scores `concept_floor` (the share of a clip's
-    # class probability that the query's concepts hold). Off (False) returns every candidate, as ranked.
+    # in this store (measured on `null_probes` of them); concept scores what a random set of classes of the
+    # same total weight gets on average (search.concepts.chance_score). Off (False) returns every candidate.
     cutoffs: bool = True
     null_probes: int = 16
-    concept_floor: float = 0.05
+    # The text channels this engine uses, of those the store has (hybrid fuses them; a single mode must be one
+    # of them); None: every channel the store has.
+    text_channels: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.text_channels is not None:
+            self.text_channels = tuple(self.text_channels)
+            unknown = [c for c in self.text_channels if c not in TEXT_CHANNELS]
+            if unknown:
+                raise ValueError(f"text_channels: unknown channel {unknown[0]!r} (the text channels are "
+                                 f"{', '.join(TEXT_CHANNELS)})")
 
 
 # A candidate source: given a depth n, the (clip_id, score) list best first, whether the source ran dry, and per
@@ -106,6 +116,16 @@ Source = Callable[[int], Found]
 _STAGE_TIMES: ContextVar[dict | None] = ContextVar("stage_times", default=None)
 
 
+class StageTimes(dict):
+    """A `timings` dict that reads its own clock: `StageTimes(time.thread_time)` adds up the CPU time the
+    query's own thread spent in each stage, which other work on a busy machine does not inflate as it does
+    wall time (a plain dict gets wall time)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        super().__init__()
+        self.clock = clock
+
+
 @contextmanager
 def stage(name: str):
     """Time the block as stage `name` of the query being timed, if any (repeated stages add up)."""
@@ -113,11 +133,12 @@ def stage(name: str):
     if into is None:
         yield
         return
-    start = time.perf_counter()
+    clock = getattr(into, "clock", time.perf_counter)
+    start = clock()
     try:
         yield
     finally:
-        into[name] = into.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+        into[name] = into.get(name, 0.0) + (clock() - start) * 1e3
 
 
 class Engine:
@@ -194,6 +215,12 @@ class Engine:
     def _text_channels(self, mode: str) -> list[str]:
         """The channels a text query in `mode` uses; QueryError if the store lacks the one asked for."""
         have = [c for c in TEXT_CHANNELS if c in self.channels]
+        chosen = self.config.text_channels
+        if chosen is not None and mode in have and mode not in chosen:
+            raise QueryError(f"mode {mode!r}: the {mode} channel is switched off in this engine "
+                             f"(it uses {', '.join(c for c in have if c in chosen) or 'no text channel'})")
+        if chosen is not None:
+            have = [c for c in have if c in chosen]
         if mode == "hybrid":
             return have
         if mode not in have:
@@ -210,8 +237,9 @@ class Engine:
         (`EngineConfig.cutoffs`), so a query no channel finds evidence for has no results.
 
         rewrite: the dense side reads the query in the model's training words (see `read`); keyword and concept
-        search always read the words as typed. timings: a dict that receives the milliseconds of the read and
-        encode stages, to show where a query's time goes.
+        search always read the words as typed. timings: a dict that receives the milliseconds of each stage the
+        query runs (read, encode, concept read, dense, keyword, concept, clip, fuse, hits), to show where its time
+        goes.
         """
         token = _STAGE_TIMES.set(timings)
         try:
@@ -228,7 +256,8 @@ class Engine:
         if rerank and self.model is None:
             raise QueryError("rerank needs a trained model, and this store has none")
         reading, vector = self._text_vector(q, rewrite) if DENSE in use else (None, None)
-        weights = self._concept_reader().read(q).weights if CONCEPT in use else None
+        with stage("concept read"):
+            weights = self._concept_reader().read(q).weights if CONCEPT in use else None
         clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
         # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
         rerank = rerank and offset < self.config.rerank_top
@@ -282,7 +311,10 @@ class Engine:
     def warm(self) -> None:
         """Run one query through every stage, so that what they load on first use (the query reader's
         dictionary, tokenizer, ONNX sessions, index pages) is loaded now and the first user query is no slower
-        than the tenth. Its words are everyday ones, likely outside a training vocabulary, so reading runs."""
+        than the tenth. Its words are everyday ones, likely outside a training vocabulary, so reading runs. The
+        concept channel's class embeddings are loaded (or, for a sentence encoder they do not ship for, built)."""
+        if CONCEPT in self._text_channels("hybrid"):
+            self._concept_reader().embeddings()
         self.text("someone walks outside with a small dog", k=1)
         with self._text_lock:
             self._text_cache.clear()
@@ -400,28 +432,32 @@ class Engine:
     # ---- candidate sources -----------------------------------------------------------------------------------
     def _text_source(self, q: str, vector, weights, use: list[str], clip_vector=None) -> Source:
         """The candidate source of a text query over the channels in `use` (RRF when there are several)."""
-        from .concepts import query_words
+        from .concepts import chance_score, query_words
 
         def dense(n: int):
-            clips = _valid(*self.store.search_clips(vector, n), n)
-            captions = _valid(*self.store.search_captions(vector, n), n)
-            owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
-            mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
-            return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance(DENSE))
+            with stage(DENSE):
+                clips = _valid(*self.store.search_clips(vector, n), n)
+                captions = _valid(*self.store.search_captions(vector, n), n)
+                owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
+                mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
+                return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance(DENSE))
 
         words = " ".join(query_words(q))   # function words alone are no evidence of anything
 
         def keyword(n: int):
-            found = [(int(c), float(s)) for c, s in self.store.keyword(words, n)] if words else []
-            return found, len(found) < n
+            with stage(KEYWORD):
+                found = [(int(c), float(s)) for c, s in self.store.keyword(words, n)] if words else []
+                return found, len(found) < n
 
         def concept(n: int):
-            found = self.store.search_concepts(weights, n) if weights else []
-            floor = self.config.concept_floor if self.config.cutoffs else -np.inf
-            return _cut(found, len(found) < n, floor)
+            with stage(CONCEPT):
+                found = self.store.search_concepts(weights, n) if weights else []
+                floor = chance_score(weights, self.store.config.concept_classes) if self.config.cutoffs else -np.inf
+                return _cut(found, len(found) < n, floor)
 
         def clip(n: int):
-            return _cut(*_valid(*self.store.search_looks(clip_vector, n), n), self._chance(CLIP))
+            with stage(CLIP):
+                return _cut(*_valid(*self.store.search_looks(clip_vector, n), n), self._chance(CLIP))
 
         channels = {DENSE: dense, KEYWORD: keyword, CONCEPT: concept, CLIP: clip}
         return _fused([(name, channels[name]) for name in use], self.config.rrf_k)
@@ -467,11 +503,32 @@ class Engine:
         n = min(max(2 * need, self.config.depth), self.config.max_candidates)
         while True:
             scored, dry, evidence = source(n)
-            hits = [h for h in self._hits(scored, evidence, prefix) if h.video_id != skip_video]
+            with stage("hits"):
+                hits = self._enough_hits(scored, evidence, need, group, prefix, skip_video)
             kept = best_per_group(hits, lambda h: h.video_id) if group == "video" else hits
             if len(kept) >= need or dry or n >= self.config.max_candidates:
                 return hits
             n = min(4 * n, self.config.max_candidates)
+
+    def _enough_hits(self, scored: list[tuple[int, float]], evidence: dict, need: int, group: str,
+                     prefix: str | None, skip_video: int | None) -> list[Hit]:
+        """Hits of the first scored candidates, in rank order, made only until `need` of them (videos, when
+        grouped) pass the filters: the first stage ranks a hundred candidates or more, and reading every one's
+        record from the store cost more than the rest of a query. Blocks double, so a filter that drops most
+        candidates still takes few store round trips."""
+        hits: list[Hit] = []
+        videos: set[int] = set()
+        start, size = 0, max(1, need)
+        while start < len(scored):
+            for hit in self._hits(scored[start:start + size], evidence, prefix):
+                if hit.video_id != skip_video:
+                    hits.append(hit)
+                    videos.add(hit.video_id)
+            start += size
+            if (len(videos) if group == "video" else len(hits)) >= need:
+                break
+            size *= 2
+        return hits
 
     def _hits(self, scored: list[tuple[int, float]], evidence: dict, prefix: str | None) -> list[Hit]:
         records = {r.id: r for r in self.store.clips([c for c, _ in scored])} if scored else {}
@@ -520,16 +577,17 @@ def _fused(channels: list[tuple[str, Callable]], rrf_k: int) -> Source:
     fused by RRF at the same depth; the evidence names the channels that found each clip, with their scores."""
     def source(n: int) -> Found:
         lists = [(name, *fn(n)) for name, fn in channels]
-        evidence: dict[int, dict[str, float]] = {}
-        for name, scored, _ in lists:
-            for c, s in scored:
-                evidence.setdefault(c, {})[name] = s
-        dry = all(d for _, _, d in lists)
-        if len(lists) == 1:
-            return lists[0][1], dry, evidence
-        # Every ranking is cut at the same depth; RRF over them is the usual fixed-depth fusion.
-        fused = reciprocal_rank_fusion([[c for c, _ in scored] for _, scored, _ in lists], k=rrf_k)
-        return fused, dry, evidence
+        with stage("fuse"):
+            evidence: dict[int, dict[str, float]] = {}
+            for name, scored, _ in lists:
+                for c, s in scored:
+                    evidence.setdefault(c, {})[name] = s
+            dry = all(d for _, _, d in lists)
+            if len(lists) == 1:
+                return lists[0][1], dry, evidence
+            # Every ranking is cut at the same depth; RRF over them is the usual fixed-depth fusion.
+            fused = reciprocal_rank_fusion([[c for c, _ in scored] for _, scored, _ in lists], k=rrf_k)
+            return fused, dry, evidence
     return source
 
 

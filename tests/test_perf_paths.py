@@ -34,13 +34,27 @@ def test_stage_timings_cover_each_stage_the_mode_runs(engine):
     plain = engine.text("triangle", k=3)
     timings: dict[str, float] = {}
     timed = engine.text("triangle square", k=3, timings=timings)
-    assert {"read", "encode"} <= set(timings)
+    used = set(engine._text_channels("hybrid"))
+    assert {"dense", "keyword"} <= used                 # the fixture store answers both, so fusion runs
+    assert {"read", "encode", "fuse", "hits"} | used <= set(timings)
     assert all(ms >= 0.0 for ms in timings.values())
     keyword: dict[str, float] = {}
     engine.text("triangle", k=3, mode="keyword", timings=keyword)
-    assert not {"read", "encode"} & set(keyword)
+    assert {"keyword", "hits"} <= set(keyword)
+    assert not {"read", "encode", "dense", "concept"} & set(keyword)
     assert [h.clip_id for h in engine.text("triangle", k=3, timings={})] == [h.clip_id for h in plain]
     assert timed  # hybrid still answers while timed
+
+
+def test_stage_times_read_the_clock_they_are_given(engine):
+    from search import StageTimes
+
+    ticks = iter(range(10_000))
+    timings = StageTimes(lambda: float(next(ticks)))         # every reading of the clock is one second on
+    engine.text("triangle square", k=3, timings=timings)
+    # Each stage read the clock twice around its own block, so it holds whole seconds: 1 s per time it ran.
+    assert timings and all(ms >= 1000.0 and ms % 1000.0 == 0.0 for ms in timings.values())
+    assert timings["read"] == timings["encode"] == 1000.0
 
 
 def test_timings_belong_to_their_own_query_only(engine):
@@ -120,3 +134,26 @@ def test_fast_indexing_samples_one_frame_per_clip(tmp_path):
     assert fast.frames == 2 and default.frames == 8              # one frame per clip instead of four
     with pytest.raises(ValueError, match="fast and fps"):
         index_paths([video], tmp_path / "both", fast, fast=True, fps=1.0)
+
+
+def test_hits_are_read_only_as_far_as_the_page_needs(store):  # noqa: F811
+    """Pages, grouping and prefix filters give what reading every candidate's record gives, while a first
+    page reads about a page's records."""
+    model = CountingModel({"circle": unit(0)})
+    lazy = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    full = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    full._enough_hits = lambda scored, evidence, need, group, prefix, skip: [
+        h for h in full._hits(scored, evidence, prefix) if h.video_id != skip]
+    for mode in ("dense", "hybrid"):
+        for k, offset, group, prefix in [(1, 0, "clip", None), (2, 1, "clip", None), (2, 0, "video", None),
+                                         (1, 1, "video", None), (2, 0, "clip", "/lib/a/"), (3, 1, "video", "/lib/a/"),
+                                         (10, 0, "clip", None)]:
+            args = dict(k=k, offset=offset, group=group, prefix=prefix, mode=mode)
+            assert [h.to_dict() for h in lazy.text("circle", **args)] == \
+                   [h.to_dict() for h in full.text("circle", **args)], args
+    read: list[int] = []
+    real = store.clips
+    store.clips = lambda ids: read.append(len(list(ids))) or real(ids)
+    assert len(lazy.text("circle", k=1, mode="dense", offset=0)) == 1
+    assert sum(read) == 1                                        # one record for one hit, of 6 candidates
+    store.clips = real

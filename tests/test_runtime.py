@@ -82,3 +82,28 @@ def test_ort_module_cache_is_keyed_by_weights_and_repaired():
     changed.path.write_bytes(b"not an onnx file")                  # a damaged cache file is exported again
     repaired = OrtModule(layer, *args, name="test-linear", threads=1)
     np.testing.assert_allclose(repaired.run(x)[0], layer(torch.from_numpy(x)).detach().numpy(), atol=1e-6)
+
+
+def test_training_features_are_the_same_under_both_runtimes(tmp_path):
+    """The frame features training reads (trainer.features, decoded and encoded once per video, kept as
+    float16) come out of the ONNX Runtime encoder as out of torch's: same frames, times and order, and values
+    equal up to float16 rounding. A model trained on either learns from the same data, and an entry written
+    under one runtime is a valid hit for the other."""
+    from tests.fixtures.store import make_mp4
+    from trainer.features import FeatureCache
+    from trainer.media import SamplingConfig
+
+    videos = [make_mp4(tmp_path / f"v{i}.mp4", seconds=2.0 + i) for i in range(2)]
+    sampling = SamplingConfig(fps=2.0, size=96, clip_seconds=4.0, stride_seconds=4.0)
+    got = {}
+    for runtime in ("torch", "onnx"):
+        encoder = EfficientNetLite0Encoder(device="cpu", runtime=runtime)
+        cache = FeatureCache(tmp_path / runtime, encoder.spec, sampling)
+        got[runtime] = cache.load_all(videos, encoder, workers=1)
+        assert cache.load_all(videos).keys() == got[runtime].keys()        # written to disk, read back
+    assert list(got["onnx"]) == list(got["torch"]) == [str(v) for v in videos]
+    for path, ref in got["torch"].items():
+        fast = got["onnx"][path]
+        np.testing.assert_array_equal(fast.times, ref.times)
+        assert fast.features.shape == ref.features.shape and len(ref.times) >= 4
+        np.testing.assert_allclose(fast.features, ref.features, rtol=2e-3, atol=2e-3)   # 1 float16 step apart
