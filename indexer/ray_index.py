@@ -242,6 +242,7 @@ class RayPlan:
     block_files: int = 16
     block_bytes: int = 256 << 20
     chunks_per_batch: int = 4  # chunk rows per model call ("tasks")
+    actor_cpus: int = 0  # CPUs a decoding actor reserves (set by `resolve`)
 
     def resolve(self, ray) -> RayPlan:
         if self.decode not in MODES:
@@ -251,11 +252,15 @@ class RayPlan:
         res = ray.cluster_resources()
         gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
         decode = self.decode if self.decode != "auto" else ("tasks" if gpus else "actors")
+        # An actor reserves a CPU per decoder process, but never more than the largest node has: a
+        # reservation no node can grant would leave the run waiting forever.
+        node = max([n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")] or [1])
+        actor_cpus = max(1, min(self.workers, int(node)))
         if decode == "actors":
-            actors = self.actors or (gpus or max(1, cpus // self.workers))
+            actors = self.actors or (gpus or max(1, cpus // actor_cpus))
         else:
             actors = self.actors or (gpus or max(1, self.workers // 2))
-        return dataclasses.replace(self, decode=decode, actors=actors)
+        return dataclasses.replace(self, decode=decode, actors=actors, actor_cpus=actor_cpus)
 
 
 def build_dataset(ray, decode: list[Job], blocks: list[list[int]], model, settings: EncodeSettings,
@@ -279,7 +284,7 @@ def build_dataset(ray, decode: list[Job], blocks: list[list[int]], model, settin
             return ds.map_batches(BlockIndexer, fn_constructor_args=(*args, plan.workers, timeout, chunk_seconds,
                                                                      reader),
                                   batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=plan.actors),
-                                  num_gpus=gpus, num_cpus=plan.workers, max_task_retries=1)
+                                  num_gpus=gpus, num_cpus=plan.actor_cpus, max_task_retries=1)
         ds = ds.flat_map(decode_rows, fn_args=(settings.sampling, timeout, chunk_seconds, reader),
                          compute=TaskPoolStrategy(size=plan.workers), num_cpus=1, max_retries=1)
         return ds.map_batches(ChunkEncoder, fn_constructor_args=args, batch_size=plan.chunks_per_batch,

@@ -119,3 +119,18 @@ def test_epoch_options_reach_the_quality_model(monkeypatch):
     assert resources.FULL_TRAIN_ARGS == ["--epochs", "2", "--caption-epochs", "3"]
     with pytest.raises(SystemExit):
         run.parse_args(["--out", "x.md", "--caption-epochs", "0"])
+
+
+def test_ray_stats_are_read_per_operator():
+    from benchmarks import scaleout
+
+    stats = ("decode=tasks, 1 actor(s), 5 block(s) of 66 file(s); first actor ready after 23.27 s, first result "
+             "back after 35.56 s\nOperator 0 FromItems: 1 tasks executed, 5 blocks produced in 0.01s\n"
+             "* Remote wall time: 882.2us min, 2.68ms max, 1.52ms mean, 7.6ms total\n\n"
+             "Operator 1 FlatMap(decode_rows): 5 tasks executed, 5 blocks produced in 2.67s\n"
+             "* Remote wall time: 73.32ms min, 2.36s max, 1.22s mean, 3010ms total\n\n"
+             "Operator 2 MapBatches(ChunkEncoder): 5 tasks executed, 5 blocks produced in 8.39s\n"
+             "* Remote wall time: 1.03s min, 7.34s max, 4.19s mean, 25.4s total\n")
+    assert scaleout._ready_after(stats) == 23.27
+    assert scaleout._operators(stats) == [("FlatMap(decode_rows)", 5, 3.01, 2),
+                                          ("MapBatches(ChunkEncoder)", 5, 25.4, 1)]

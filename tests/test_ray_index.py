@@ -8,7 +8,7 @@ import pytest
 
 from indexer import Store, index_paths
 from indexer.plan import Job
-from indexer.ray_index import LOST, plan_blocks
+from indexer.ray_index import LOST, RayPlan, plan_blocks
 from indexer.writer import FileState
 from tests.fixtures.ray_cluster import crashing_reader
 from tests.fixtures.store import FakeModel, fake_reader, write_fake_video
@@ -45,6 +45,15 @@ def test_blocks_group_small_files_and_give_a_large_file_its_own():
     assert plan_blocks(jobs, files=16, size=1000) == [[0, 1, 2, 3, 4, 5]]
     with pytest.raises(ValueError, match="files per block"):
         plan_blocks(jobs, files=0)
+
+
+def test_plan_fits_the_cluster(ray_cluster):
+    plan = RayPlan(workers=4).resolve(ray_cluster)  # the fixture's cluster: one node of 2 CPUs, no GPU
+    assert (plan.decode, plan.actor_cpus, plan.actors) == ("actors", 2, 1)
+    assert RayPlan(workers=1).resolve(ray_cluster).actors == 2
+    assert RayPlan("tasks").resolve(ray_cluster).decode == "tasks"
+    with pytest.raises(ValueError, match="decode must be one of"):
+        RayPlan("gpu").resolve(ray_cluster)
 
 
 @pytest.mark.parametrize("decode", ["actors", "tasks"])
@@ -89,9 +98,11 @@ def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster,
 @pytest.mark.parametrize("decode", ["actors", "tasks"])
 def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, synth_library, tiny_model_dir,
                                                                  tiny_store_dir, tmp_path, decode):
-    report = index_paths([synth_library.manifest], tmp_path / "ray", tiny_model_dir, ray="auto", workers=2,
-                         ray_decode=decode)
-    assert report.exit_code == 0, report.summary()
+    from webui.cli import main
+
+    code = main(["index", str(synth_library.manifest), "--store", str(tmp_path / "ray"), "--model",
+                 str(tiny_model_dir), "--ray", "--ray-decode", decode, "--workers", "2", "--no-progress"])
+    assert code == 0
     _same(_content(tiny_store_dir), _content(tmp_path / "ray"))
     # The frame features are kept as in-process (for training on the store, adding a model later).
     kept = lambda store: sorted(p.name for p in (store / "features").rglob("*.npz"))  # noqa: E731
