@@ -13,6 +13,10 @@ Two readings, as the words allow:
   scaled to [0, 1]; the clip's score is then ConSE's convex combination of its class probabilities with those
   similarities.
 
+A clip counts as evidence only above chance (`chance_score`): more than a random set of classes with the same
+weights would score on average, sum(weights) / classes. The store keeps each clip's classes above 1 / classes
+(indexer.encode), so a class the classifier holds at less than an uninformed guess never matches.
+
 Class embeddings and the chance level are computed once per sentence encoder. For the bundled MiniLM they ship
 in trainer/data (`python -m search.concepts --write`, see `write_shipped`); another encoder's are built on first
 use (`Engine.warm` does it) and kept in a cache file. A query then costs one lookup per word and, for words
