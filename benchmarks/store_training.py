@@ -85,6 +85,12 @@ def _eval(split: dict, model: Path, cache: Path) -> dict:
     return json.loads(saved.read_text())
 
 
+def _train_options(args: list[str]) -> str:
+    """The options of a recorded `vidsearch train` command after its input and output ones, in words."""
+    options = args[args.index("--no-progress") + 1:]
+    return f"`{' '.join(options)}`" if options else "the defaults"
+
+
 def _added(added: dict | None) -> str:
     """What adding the model to the store did, in words."""
     if not added:
@@ -122,6 +128,7 @@ def run(quick: bool, workdir: str) -> Section:
         f"({stored['seconds'] / 60:.1f} min; it reported: \"{stored['found'].removeprefix('vidsearch train: ')}\"), "
         f"then `vidsearch index --store S --model DIR` ({stored['add_seconds']:.0f} s; {_added(stored['model_added'])}). "
         f"The manifest row is the quality benchmark's own model ({manifest['seconds'] / 60:.1f} min of training). "
+        f"Training options of both: {_train_options(manifest['args'])}. "
         "Both evaluated as the quality benchmark evaluates its model (`trainer.evaluate.evaluate` on the same "
         "held-out clips, each phrasing read as search reads queries and as typed).",
     ]
@@ -132,3 +139,29 @@ def run(quick: bool, workdir: str) -> Section:
     section.data = {"eval": {"manifest": base, "store": ours}, "largest_difference": worst,
                     "store_model": {k: v for k, v in stored.items() if k not in ("dir", "store")}}
     return section
+
+
+def main(argv=None) -> int:
+    """`python -m benchmarks.store_training [--train-args ARGS] OPTIONS...`: this section alone through
+    `benchmarks.run OPTIONS` (--quick, --split, --out, --workdir, --keep), with both paths trained with
+    `vidsearch train ARGS` instead of the quality model's default options. "--epochs 3 --no-captioner", say,
+    shortens a full-size run: the caption decoder trains on the finished, frozen encoder, so leaving it out
+    changes no retrieval figure."""
+    import argparse
+    import sys
+
+    from . import run as bench_run
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.store_training", add_help=False)
+    parser.add_argument("--train-args", default=None, metavar="ARGS",
+                        help="`vidsearch train` options for both models, one string")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if "--epochs" in rest:
+        parser.error("give the epochs inside --train-args, which replaces the training options")
+    if args.train_args is not None:
+        resources.QUICK_TRAIN_ARGS = resources.FULL_TRAIN_ARGS = args.train_args.split()
+    return bench_run.main([*rest, "--only", "store_training"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
