@@ -17,8 +17,10 @@ QUERIES = ["a red circle moves left", "a blue square", "green triangle grows", "
 NONSENSE = ["zzzz qqqq", "xkcd vbnm", "qwpo zxlk", "blorf"]
 
 
-def _p50(engine, queries, runs: int, channels) -> float:
-    engine._text_channels = lambda mode: [c for c in channels if c in engine.channels]
+def _p50(store, queries, runs: int, channels) -> float:
+    from search import Engine, EngineConfig
+
+    engine = Engine(store, config=EngineConfig(text_channels=tuple(channels)))
     for q in queries:
         engine.text(q, k=10)
     times = []
@@ -36,14 +38,16 @@ def main(argv=None) -> int:
     p.add_argument("--store", required=True)
     p.add_argument("--runs", type=int, default=200)
     args = p.parse_args(argv)
-    engine = Engine(args.store)
+    from indexer import Store
+
+    store = Store.open(args.store, readonly=True)
+    engine = Engine(store)
     print(f"channels: {', '.join(engine.channels)}")
     text = [c for c in ("dense", "keyword", "concept") if c in engine.channels]
-    with_concept = _p50(engine, QUERIES, args.runs, text)
-    without = _p50(engine, QUERIES, args.runs, [c for c in text if c != "concept"])
+    with_concept = _p50(store, QUERIES, args.runs, text)
+    without = _p50(store, QUERIES, args.runs, [c for c in text if c != "concept"])
     print(f"hybrid p50: {with_concept:.2f} ms with the concept channel, {without:.2f} ms without "
           f"({with_concept / without:.2f}x)")
-    del engine._text_channels
     for mode in MODES:
         if mode == "hybrid" or mode in engine.channels:
             counts = [len(engine.text(q, k=10, mode=mode)) for q in NONSENSE]

@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="generated clips for training and test in a full run (default 800,120)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs of the quality model in a full run (default: `vidsearch train`'s)")
+    parser.add_argument("--caption-epochs", type=int, default=None,
+                        help="caption decoder epochs of the quality model in a full run (default: `vidsearch "
+                             "train`'s)")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHMARKS)
     unknown = sorted(set(args.only) - set(BENCHMARKS))
@@ -55,19 +58,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         if train < 1 or test < 1:
             parser.error(f"--split sizes must be >= 1, got {args.split!r}")
         args.split = {"train": train, "test": test}
-    if args.epochs is not None and args.epochs < 1:
-        parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    for name in ("epochs", "caption_epochs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
 
 
 def apply_overrides(args: argparse.Namespace) -> None:
-    """Point the shared inputs at the --split/--epochs settings."""
+    """Point the shared inputs at the --split/--epochs/--caption-epochs settings."""
     from . import resources
 
     if args.split:
         resources.FULL_SPLIT = args.split
+    extra = []
     if args.epochs:
-        resources.FULL_TRAIN_ARGS = ["--epochs", str(args.epochs)]
+        extra += ["--epochs", str(args.epochs)]
+    if args.caption_epochs:
+        extra += ["--caption-epochs", str(args.caption_epochs)]
+    if extra:
+        resources.FULL_TRAIN_ARGS = extra
 
 
 def run_one(name: str, quick: bool, workdir: str) -> Section:

@@ -12,6 +12,7 @@ from .discover import discover
 from .encode import classifier, look_width
 from .offline import DEFAULT_TEXT_ENCODER, OfflineEncoders, store_encoders
 from .pipeline import EncodeSettings, IndexReport, plan_jobs, run_pipeline
+from .rebuild import gather, kept_jobs
 from .writer import StoreWriter
 
 
@@ -63,13 +64,15 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                 prune: bool = False, timeout: float = 120.0, progress: bool = False,
                 reader: Callable | None = None, commit_every: int = 32, chunk_seconds: float = 60.0,
                 keep_features: bool = True, describe: bool = True, fast: bool = False, db: str | None = None,
-                ray: str | None = None) -> IndexReport:
+                ray: str | None = None, ray_decode: str = "auto") -> IndexReport:
     """Index video files, directories and .jsonl manifests into the store at `store_dir`.
 
     `model` is a loaded model (trainer.load), a model directory, or None for the model the store records;
     a new store indexed without one uses the offline encoders (see indexer.offline) and has no dense vectors.
     A new store takes the model's sampling unless `fps`/`clip_seconds`/`stride_seconds` say otherwise; an
-    existing one must match them (or pass `reindex=True` to rebuild it). Videos are decoded in segments of
+    existing one must match them (or pass `reindex=True` to rebuild it: from `paths`, or with none from the
+    videos it holds, each rebuilt from its kept frame features when they fit, see indexer.rebuild; the
+    report's `rebuilt` counts those and the videos decoded again). Videos are decoded in segments of
     about `chunk_seconds`, so memory stays flat on long videos; `timeout` is the time allowed for one segment.
     `reader` replaces the decoder pool: a callable from an iterable of paths to, in order, (path, VideoChunk)
     items ending with the last chunk or a MediaError, or one (path, DecodedVideo | MediaError) per path.
@@ -83,6 +86,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     `db` puts a new store's rows on PostgreSQL (a postgresql+psycopg URL; None reads VIDSEARCH_DB, "" is
     SQLite); an existing store keeps the database it records. `ray` ("auto" or a cluster address) decodes
     and embeds on a Ray cluster (indexer.ray_index) instead of in this process; planning and writing stay here.
+    `ray_decode` says where a Ray run decodes: "actors" (beside the model), "tasks" (CPU tasks feeding model
+    actors) or "auto" (tasks when the cluster has GPUs).
     Returns the IndexReport; its `exit_code` is 0 when every file was indexed, 3 when some failed.
     """
     store_dir = Path(store_dir)
@@ -98,25 +103,35 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
                           stride_seconds=stride_seconds)
     if fast:
         config = dataclasses.replace(config, fps=1.0 / float(config.clip_seconds))
-    found = discover(paths)
-    writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex, db=db)
+    found, kept = _discover(paths, store_dir, model, config, reindex, ray)
+    try:
+        writer = StoreWriter.create_or_open(store_dir, config, reindex=reindex, db=db)
+    except BaseException:
+        if kept is not None:
+            kept.release()
+        raise
     report = IndexReport(notes=list(found.notes), model_added=added)
+    if kept is not None and kept.why is not None:
+        report.warnings.append((str(store_dir), f"kept frame features not reused: {kept.why}"))
     pool = None
     try:
         if prune:
             report.removed += writer.prune()
             _drop_features(store_dir, writer, report.removed)
         jobs = plan_jobs(found.files, writer, found.problems, writer.pending_paths())
+        if kept is not None:
+            jobs = kept_jobs(jobs, kept)
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
                                   thumb_size=writer.config.thumb_size, concept_top=writer.config.concept_top,
                                   looks=writer.config.look_dim > 0,
                                   keep_features=_feature_shelf(store_dir, model, writer.config) if keep_features else None,
                                   describe=describe)
         if ray is not None:
-            from .ray_index import run_on_ray
+            from .ray_index import RayPlan, run_on_ray
 
-            run_on_ray(jobs, model, writer, settings, address=ray, workers=workers, timeout=timeout,
-                       chunk_seconds=chunk_seconds, report=report, commit_every=commit_every, decode=reader)
+            run_on_ray(jobs, model, writer, settings, address=ray, plan=RayPlan(ray_decode, workers),
+                       timeout=timeout, chunk_seconds=chunk_seconds, report=report, commit_every=commit_every,
+                       decode=reader)
         else:
             if reader is None:
                 from trainer.media import DecodePool
@@ -131,8 +146,26 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     finally:
         if pool is not None:
             pool.close()
+        if kept is not None:
+            kept.release()
+            report.rebuilt = kept.summary()
     writer.close()
     return report
+
+
+def _discover(paths, store_dir: Path, model, config: StoreConfig, reindex: bool, ray):
+    """(what to index, what a reindex can rebuild from the old store or None). A reindex given no paths
+    rebuilds the store from the videos it holds; the manifest captions the old store held for a path go on
+    into the rebuilt one, unless a manifest given to this run captions that path itself."""
+    kept = gather(store_dir, model, config, decode_all=ray is not None) if reindex else None
+    paths = list(paths)
+    if kept is not None and not paths:
+        paths = list(kept.captions)
+    found = discover(paths)
+    for f in found.files if kept is not None else []:
+        if not f.captions:
+            f.captions = list(kept.captions.get(f.path, []))
+    return found, kept
 
 
 def _add_model(store_dir: Path, model, reindex: bool, batch_size: int) -> dict | None:

@@ -55,10 +55,16 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                    help="decode and embed on a Ray cluster: 'auto' (the default when given alone) joins the "
                         "running cluster or starts a local one, or give its address; needs `pip install .[ray]`")
+    p.add_argument("--ray-decode", choices=("auto", "actors", "tasks"), default="auto",
+                   help="where a --ray run decodes: in the model actors, or in CPU tasks feeding them "
+                        "(auto: tasks when the cluster has GPUs, else actors)")
     p.add_argument("--build-ondisk", action="store_true",
                    help="afterwards, rebuild the FAISS files as IVF indexes with memory-mapped lists, from "
                         "vector shards cut from the store (for stores larger than a server's memory)")
-    p.add_argument("--reindex", action="store_true", help="delete the store's contents and rebuild it")
+    p.add_argument("--reindex", action="store_true",
+                   help="delete the store's contents and rebuild it (from the PATHs, or with none from the videos "
+                        "it holds), e.g. with another --model; a video whose kept frame features fit the new "
+                        "sampling is rebuilt from them without decoding")
     p.add_argument("--prune", action="store_true", help="first remove videos whose files are gone")
     p.add_argument("--no-features", action="store_true",
                    help="do not keep frame features in the store (they let `train --store` and adding a model "
@@ -98,7 +104,8 @@ def index_command(args) -> int:
                              stride_seconds=args.stride_seconds, reindex=args.reindex, prune=args.prune,
                              timeout=args.timeout, chunk_seconds=args.chunk_seconds,
                              commit_every=args.commit_every, keep_features=not args.no_features,
-                             db=args.db, ray=args.ray, describe=not args.no_describe, fast=args.fast,
+                             db=args.db, ray=args.ray, ray_decode=args.ray_decode,
+                             describe=not args.no_describe, fast=args.fast,
                              progress=not args.no_progress and sys.stderr.isatty())
     except KeyboardInterrupt:
         print("vidsearch index: interrupted; work committed so far is kept", file=sys.stderr)

@@ -45,7 +45,7 @@ class StoreConfig:
     text_encoder: str = ""  # the sentence encoder that reads queries into concepts (a model dir or name)
     look_dim: int = 0  # of the look-alike vectors (the frame encoder's pooled features); 0: none kept
     concept_classes: int = 0  # classes of the frame encoder's classifier (1000 ImageNet); 0: no concepts kept
-    concept_top: int = 10  # class probabilities kept per clip (the rest are dropped as ~0)
+    concept_top: int = 50  # most class probabilities kept per clip: those above chance (1 / classes)
     # "auto" (exact while small, IVF past auto_threshold vectors), "flat" (always exact), or a FAISS
     # factory string such as "IVF1024,Flat", "HNSW32", "IVF256,PQ16" (kept exact until it can be trained).
     index_type: str = "auto"

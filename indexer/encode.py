@@ -57,8 +57,8 @@ def clip_look(features: np.ndarray, width: int) -> np.ndarray:
 
 def _clip_concepts(encoder, features: np.ndarray, frames: np.ndarray, top: int, concept_top: int):
     """(tags, concepts, tag_text) of one clip: the classifier's probabilities averaged over its frames, as
-    the top `top` (label, p) tags and the top `concept_top` (class, p) pairs, plus the keyword text of the
-    tags with their classes' synonyms and broader names.
+    the top `top` (label, p) tags and the top `concept_top` (class, p) pairs above chance, plus the keyword
+    text of the tags with their classes' synonyms and broader names.
 
     Uses the frame features already computed, so frames are not run through the network a second time;
     without a classifier, asks the model for tags (`tags(frames)`) and keeps no concepts.
@@ -69,7 +69,8 @@ def _clip_concepts(encoder, features: np.ndarray, frames: np.ndarray, top: int, 
     probs = head.label_probs(features).mean(axis=0)  # (C,)
     order = np.argsort(-probs, kind="stable")
     tags = [(head.label_names[i], float(probs[i])) for i in order[:top]]
-    concepts = [(int(i), float(probs[i])) for i in order[:concept_top]]
+    # Only classes held above chance are evidence (search.concepts.chance_score): the rest are not kept.
+    concepts = [(int(i), float(probs[i])) for i in order[:concept_top] if probs[i] > 1.0 / len(probs)]
     return tags, concepts, tag_text(head.label_names, tags, concepts)
 
 
@@ -115,12 +116,15 @@ class EncodeSettings:
     sampling: object  # trainer.media.SamplingConfig
     batch_size: int = 64  # frames per encode_frames call, clips per embed_clips call
     top_tags: int = 5
-    concept_top: int = 10  # class probabilities kept per clip
+    concept_top: int = 50  # most class probabilities kept per clip
     looks: bool = True  # keep look-alike vectors (off for a store made before they existed)
     thumb_size: int = 320
     sidecars: bool = True
     keep_features: object = None  # indexer.features.FeatureShelf that each video's frame features go to
     describe: bool = True  # give each clip a generated description when the model has a caption decoder
+    # Index-time descriptions decode greedily: beam search's cost grows with the beams, and on the captioning
+    # benchmark greedy descriptions score like 4-beam ones (BENCHMARKS.md, "Captioning").
+    describe_beams: int = 1
 
 
 def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
@@ -182,7 +186,7 @@ def _describe(encoder, feature_stacks: list[np.ndarray], settings: EncodeSetting
     `settings.describe` off."""
     if not (settings.describe and getattr(encoder, "can_describe", False)) or not feature_stacks:
         return [None] * len(feature_stacks)
-    return list(encoder.describe(feature_stacks, features=True))
+    return list(encoder.describe(feature_stacks, features=True, num_beams=settings.describe_beams))
 
 
 def encode_chunks_isolated(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData] | str]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .encode import EncodeSettings, Encoded, VideoAssembler
 from .plan import Job, content_hash, plan_jobs  # noqa: F401  (content_hash, plan_jobs: part of this module's API)
+from .rebuild import rebuild
 from .writer import FileState
 
 EXIT_OK = 0
@@ -42,6 +43,7 @@ class IndexReport:
     video_seconds: float = 0.0
     seconds: float = 0.0
     model_added: dict | None = None  # a model given to a store without one: vectors written from kept features
+    rebuilt: dict | None = None  # --reindex: videos rebuilt from kept features, videos decoded again
     ray_stats: str = ""  # what Ray Data reported per stage, when the run was on Ray
 
     @property
@@ -61,6 +63,10 @@ class IndexReport:
             lines.insert(0, f"model added: {a['clips']} clip and {a['captions']} caption vectors from the frame "
                             f"features kept for {a['videos_from_features']} videos; "
                             f"{a['videos_decoded_again']} videos without them decoded again")
+        if self.rebuilt:
+            b = self.rebuilt
+            lines.insert(0, f"rebuilt: {b['videos_from_features']} videos from their kept frame features, "
+                            f"{b['videos_decoded_again']} decoded again")
         lines += [f"  failed: {p}: {r}" for p, r in self.failed]
         lines += [f"  not walked: {p}: {r}" for p, r in self.notes]
         lines += [f"  warning: {p}: {r}" for p, r in self.warnings]
@@ -70,7 +76,7 @@ class IndexReport:
         return {"indexed": self.indexed, "skipped": self.skipped, "duplicates": self.duplicates,
                 "failed": self.failed, "removed": self.removed, "notes": self.notes, "warnings": self.warnings, "clips": self.clips,
                 "captions": self.captions, "video_seconds": self.video_seconds, "seconds": self.seconds,
-                "model_added": self.model_added,
+                "model_added": self.model_added, "rebuilt": self.rebuilt,
                 "exit_code": self.exit_code}
 
 
@@ -194,7 +200,9 @@ def _encode_batch(batch: list, assembler: VideoAssembler) -> list:
             continue
         out += assembler.encode(run) if run else []
         run = []
-        if it is not None:
+        if isinstance(it, Job) and it.kind == "kept":  # no frames: made from the store's kept features
+            out.append(rebuild(it, assembler.encoder, assembler.settings))
+        elif it is not None:
             out.append(it)
     return out
 
@@ -293,6 +301,29 @@ class _WriteStage:
                              video_s_per_s=f"{self.report.video_seconds / elapsed:.1f}", refresh=False)
 
 
+def encode_stream(jobs: Iterable[Job], reader: Callable, encoder, settings: EncodeSettings, *,
+                  queue_size: int = 4) -> Iterator[Job | Encoded]:
+    """Jobs through reader -> encoder, each in its own thread: yields, in order, each decoded video's Encoded
+    and each job that needs no decoding. An error in a stage is raised here; closing the generator stops
+    the threads."""
+    flow = _Flow()
+    decoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
+    encoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
+    threads = [threading.Thread(target=_read_stage, args=(jobs, reader, settings.sampling, decoded_q, flow),
+                                daemon=True, name="vidsearch-read"),
+               threading.Thread(target=_encode_stage, args=(decoded_q, encoded_q, encoder, settings, flow),
+                                daemon=True, name="vidsearch-encode")]
+    for t in threads:
+        t.start()
+    try:
+        while (item := flow.get(encoded_q)) is not _DONE:
+            yield item
+    finally:
+        flow.stop.set()
+        for t in threads:
+            t.join(timeout=10)
+
+
 def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings: EncodeSettings, *,
                  report: IndexReport | None = None, total: int | None = None, progress: bool = False,
                  commit_every: int = 32, commit_seconds: float = 5.0, queue_size: int = 4) -> IndexReport:
@@ -303,20 +334,12 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
     from tqdm import tqdm
 
     report = report or IndexReport()
-    flow = _Flow()
-    decoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
-    encoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
-    threads = [threading.Thread(target=_read_stage, args=(jobs, reader, settings.sampling, decoded_q, flow),
-                                daemon=True, name="vidsearch-read"),
-               threading.Thread(target=_encode_stage, args=(decoded_q, encoded_q, encoder, settings, flow),
-                                daemon=True, name="vidsearch-encode")]
     bar = tqdm(total=total, unit="video", disable=not progress, dynamic_ncols=True) if progress else None
     writer = _WriteStage(sink, report, bar, commit_every, commit_seconds)
     started = time.monotonic()
-    for t in threads:
-        t.start()
+    stream = encode_stream(jobs, reader, encoder, settings, queue_size=queue_size)
     try:
-        while (item := flow.get(encoded_q)) is not _DONE:
+        for item in stream:
             writer.handle(item)
         writer.commit()
     except BaseException:
@@ -324,9 +347,7 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
             writer.commit()
         raise
     finally:
-        flow.stop.set()
-        for t in threads:
-            t.join(timeout=10)
+        stream.close()
         if bar is not None:
             bar.close()
         report.seconds = time.monotonic() - started

@@ -16,13 +16,15 @@ _HASH_BLOCK = 1 << 20
 @dataclass
 class Job:
     """One file's planned work. kind: "decode", "alias" (same content as an indexed video), "touch"
-    (unchanged content, new mtime), "skip" (unchanged), "fail" (cannot be read)."""
+    (unchanged content, new mtime), "skip" (unchanged), "fail" (cannot be read), "kept" (rebuilt from the
+    store's kept features, indexer.rebuild)."""
 
     kind: str
     state: FileState
     captions: list = field(default_factory=list)
     reason: str | None = None
     aliases: list[FileState] = field(default_factory=list)  # same content seen later in this run
+    kept: object = None  # for "kept": (indexer.rebuild.KeptVideo, trainer.features.VideoFeatures)
 
 
 

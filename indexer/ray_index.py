@@ -1,18 +1,26 @@
 """Indexing on a Ray cluster: the same plan and the same one writer, with decoding and embedding on Ray Data.
 
-    planned decode jobs --from_items--> decode tasks (TaskPoolStrategy, CPU): one row per video chunk
-        --map_batches--> model actors (ActorPoolStrategy; the model loaded once per actor, one GPU each
-        when the cluster has GPUs): clip vectors, tags and thumbnails for batches of chunks
-        --iter_rows--> this process: chunks gathered per video, captions embedded, the StoreWriter
+Planned decode jobs are grouped into blocks of consecutive files (a few large files, or many small ones,
+per block), so that Ray's fixed cost per task and per row is paid per block, not per file. A block goes
+one of two ways (`decode=`):
 
-Planning (stat, hash, skip/touch/alias) and writing stay in the calling process, through the same
-functions as the in-process pipeline, so incremental runs, per-file failures and crash safety are the
-same. Each file is its own block and errored blocks are dropped rather than failing the run, so a file
-whose decode task or actor dies (a segfault, the OOM killer) only loses its own rows: once the dataset is
-exhausted, every file whose last chunk never came back is recorded as `failed`.
+    "actors" (the default without GPUs): blocks --map_batches--> actors that decode and embed (the
+        in-process read and encode stages, indexer.pipeline.encode_stream, with the model loaded once per
+        actor): one result row per video. Where the model runs on the CPUs, decoding in a separate task
+        only moves frames between processes and leaves the actor's reserved CPUs idle while it waits.
+    "tasks" (the default with GPUs): blocks --flat_map--> decode tasks (TaskPoolStrategy, CPU): one row per
+        video chunk --map_batches--> model actors (ActorPoolStrategy, one GPU each): clip data for batches
+        of chunks, so CPU nodes decode and the GPUs only embed.
+
+Rows stream back to this process, where videos are gathered and handed to the StoreWriter. Planning (stat,
+hash, skip/touch/alias) and writing stay here, through the same functions as the in-process pipeline, so
+incremental runs, per-file failures and crash safety are the same. Errored blocks are dropped rather than
+failing the run; a block that never came back whole (its worker died: a segfault, the OOM killer) is run
+again file by file, so only the file that kills its worker is recorded as `failed`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import time
@@ -22,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .encode import EncodeSettings, Encoded, _embed_captions, encode_chunks_isolated
-from .pipeline import IndexReport, _WriteStage
+from .pipeline import IndexReport, _WriteStage, encode_stream
 from .plan import Job
 
 LOST = "a Ray worker died while decoding or embedding this file"
-_POOLS: dict = {}  # per Ray worker process: one decoder pool per (sampling, timeout), kept between tasks
+MODES = ("auto", "actors", "tasks")
+_POOLS: dict = {}  # per Ray worker process: one decoder pool per (workers, sampling, timeout, chunk), kept
 
 
 def connect(address: str | None = "auto"):
@@ -48,53 +57,98 @@ def connect(address: str | None = "auto"):
     return ray
 
 
-# ---- decode tasks ------------------------------------------------------------------------------------
+def plan_blocks(jobs: list[Job], files: int = 16, size: int = 256 << 20) -> list[list[int]]:
+    """Indexes of `jobs` in blocks of consecutive files: at most `files` files and, unless one file alone is
+    larger, at most `size` bytes each."""
+    if files < 1:
+        raise ValueError(f"files per block must be >= 1, got {files}")
+    blocks, held = [], 0
+    for i, job in enumerate(jobs):
+        n = int(job.state.size or 0)
+        if not blocks or len(blocks[-1]) >= files or (held + n > size and blocks[-1]):
+            blocks.append([])
+            held = 0
+        blocks[-1].append(i)
+        held += n
+    return blocks
 
-def _pool_reader(sampling, timeout: float, chunk_seconds: float) -> Callable:
-    """The in-process decoder (DecodePool: worker processes, fallbacks, per-chunk timeout) of this worker."""
+
+def _pool_reader(workers: int, sampling, timeout: float, chunk_seconds: float) -> Callable:
+    """This worker process's decoder (DecodePool: worker processes, fallbacks, per-chunk timeout)."""
     import functools
 
     from trainer.media import DecodePool
 
-    key = (sampling, timeout, chunk_seconds)
+    key = (workers, sampling, timeout, chunk_seconds)
     if key not in _POOLS:
-        pool = DecodePool(workers=1, sampling=sampling, timeout=timeout)
+        pool = DecodePool(workers=workers, sampling=sampling, timeout=timeout)
         _POOLS[key] = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
     return _POOLS[key]
 
 
+def _actor_model(model_ref, expect_hash: str):
+    """The model an actor embeds with: loaded from its directory (on this node's shared storage) or
+    taken from the object store."""
+    import ray
+
+    model = ray.get(model_ref) if isinstance(model_ref, ray.ObjectRef) else model_ref
+    if isinstance(model, (str, os.PathLike)):
+        from trainer.api import load
+
+        model = load(model)
+        if expect_hash and model.identity.get("hash") != expect_hash:
+            raise RuntimeError(f"{model.identity.get('path')}: this node's model differs from the store's")
+    return model
+
+
+# ---- actors that decode and embed ("actors") ----------------------------------------------------------
+
+class BlockIndexer:
+    """A Ray Data actor: loads the model once and runs the in-process decode and encode stages over each
+    block of files it is given, yielding one row per finished video (its Encoded, pickled)."""
+
+    def __init__(self, model_ref, settings: EncodeSettings, expect_hash: str, workers: int, timeout: float,
+                 chunk_seconds: float, reader: Callable | None):
+        self.model, self.settings = _actor_model(model_ref, expect_hash), settings
+        self.reader = reader or _pool_reader(workers, settings.sampling, timeout, chunk_seconds)
+        self.ready = time.time()  # wall clock: start-up (process, imports, model) is reported apart
+
+    def __call__(self, batch: dict):
+        for blob in batch["block"]:
+            keyed = pickle.loads(blob)  # [(key, Job)]
+            keys = {job.state.path: key for key, job in keyed}
+            for e in encode_stream([job for _, job in keyed], self.reader, self.model, self.settings):
+                yield {"key": [keys[e.job.state.path]], "result": [pickle.dumps(e, protocol=5)],
+                       "ready": [self.ready]}
+
+
+# ---- decode tasks, then model actors ("tasks") --------------------------------------------------------
+
 def decode_rows(row: dict, sampling, timeout: float, chunk_seconds: float, reader: Callable | None) -> list[dict]:
-    """One file's rows: each of its VideoChunks, or its MediaError, pickled, with the file's key."""
+    """A block's rows: each file's VideoChunks, or its MediaError, pickled, with the file's key."""
     from trainer.media.types import VideoChunk, whole_chunk
 
-    read = reader or _pool_reader(sampling, timeout, chunk_seconds)
+    read = reader or _pool_reader(1, sampling, timeout, chunk_seconds)
     out = []
-    try:
-        for _, item in read([row["path"]]):
-            if hasattr(item, "frames") and not isinstance(item, VideoChunk):  # a whole DecodedVideo
-                item = whole_chunk(item, sampling)
-            out.append(item)
-    except Exception as e:  # the reader itself failed: the file fails, the run goes on
-        out.append(f"decoding failed ({type(e).__name__}: {e})")
-    return [{"key": row["key"], "seq": i, "item": pickle.dumps(it, protocol=5)} for i, it in enumerate(out)]
+    for key, job in pickle.loads(row["block"]):
+        items = []
+        try:
+            for _, item in read([job.state.path]):
+                if hasattr(item, "frames") and not isinstance(item, VideoChunk):  # a whole DecodedVideo
+                    item = whole_chunk(item, sampling)
+                items.append(item)
+        except Exception as e:  # the reader itself failed: the file fails, the run goes on
+            items.append(f"decoding failed ({type(e).__name__}: {e})")
+        out += [{"key": key, "seq": i, "item": pickle.dumps(it, protocol=5)} for i, it in enumerate(items)]
+    return out
 
-
-# ---- model actors ------------------------------------------------------------------------------------
 
 class ChunkEncoder:
     """A Ray Data actor: loads the model once, then embeds batches of chunks (frames -> clip data)."""
 
     def __init__(self, model_ref, settings: EncodeSettings, expect_hash: str):
-        import ray
-
-        model = ray.get(model_ref) if isinstance(model_ref, ray.ObjectRef) else model_ref
-        if isinstance(model, (str, os.PathLike)):
-            from trainer.api import load
-
-            model = load(model)
-            if expect_hash and model.identity.get("hash") != expect_hash:
-                raise RuntimeError(f"{model.identity.get('path')}: this node's model differs from the store's")
-        self.model, self.settings = model, settings
+        self.model, self.settings = _actor_model(model_ref, expect_hash), settings
+        self.ready = time.time()
 
     def __call__(self, batch: dict) -> dict:
         items = [pickle.loads(b) for b in batch["item"]]
@@ -106,7 +160,7 @@ class ChunkEncoder:
                 results.append(("error", getattr(it, "reason", str(it)), None))
             else:
                 results.append(("chunk", done.get(id(it), []), (it.last, it.info)))
-        return {"key": batch["key"], "seq": batch["seq"],
+        return {"key": batch["key"], "seq": batch["seq"], "ready": [self.ready] * len(results),
                 "result": [pickle.dumps(r, protocol=5) for r in results]}
 
 
@@ -147,8 +201,12 @@ class _Video:
 
 
 def _finish(video: _Video, model, settings: EncodeSettings) -> Encoded:
+    """A video gathered from chunk rows: its frame features kept and its captions embedded, as the
+    in-process VideoAssembler does."""
     e = video.encoded()
     if e.error is None:
+        if settings.keep_features is not None:
+            settings.keep_features.keep(e.job.state.hash, e.clips, e.info.duration)
         try:  # captions are short texts: embedded here, beside the writer
             _embed_captions([e], model, settings)
         except Exception as err:
@@ -174,55 +232,95 @@ def _split(jobs: Iterable[Job], write: _WriteStage) -> list[Job]:
     return decode
 
 
-def build_dataset(ray, decode: list[Job], model, settings: EncodeSettings, *, workers: int, actors: int | None,
-                  timeout: float, chunk_seconds: float, reader: Callable | None, chunks_per_batch: int):
-    """The Ray Data pipeline over the decode jobs (not yet executed)."""
+@dataclass
+class RayPlan:
+    """How a run is laid out on the cluster (see the module docstring); `resolve` fills the defaults."""
+
+    decode: str = "auto"  # "actors" | "tasks" | "auto": tasks when the cluster has GPUs, else actors
+    workers: int = 2  # decoder processes per actor ("actors"), or decode tasks at once ("tasks")
+    actors: int | None = None  # default: one per GPU, else as many as the CPUs hold at `workers` each
+    block_files: int = 16
+    block_bytes: int = 256 << 20
+    chunks_per_batch: int = 4  # chunk rows per model call ("tasks")
+
+    def resolve(self, ray) -> RayPlan:
+        if self.decode not in MODES:
+            raise ValueError(f"decode must be one of {', '.join(MODES)}, got {self.decode!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        res = ray.cluster_resources()
+        gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
+        decode = self.decode if self.decode != "auto" else ("tasks" if gpus else "actors")
+        if decode == "actors":
+            actors = self.actors or (gpus or max(1, cpus // self.workers))
+        else:
+            actors = self.actors or (gpus or max(1, self.workers // 2))
+        return dataclasses.replace(self, decode=decode, actors=actors)
+
+
+def build_dataset(ray, decode: list[Job], blocks: list[list[int]], model, settings: EncodeSettings,
+                  plan: RayPlan, *, timeout: float, chunk_seconds: float, reader: Callable | None):
+    """The Ray Data pipeline over `blocks` of the decode jobs (not yet executed); `plan` is resolved."""
     from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
     ctx = DataContext.get_current()
     ctx.max_errored_blocks = -1  # a file that kills its worker loses its own block, not the run
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = actors or (gpus if gpus else max(1, workers // 2))
-    items = [{"key": i, "path": job.state.path} for i, job in enumerate(decode)]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))  # one file per block
-    identity = getattr(model, "identity", {}) or {}
+    gpus = 1 if int(ray.cluster_resources().get("GPU", 0)) else 0
+    items = [{"block": pickle.dumps([(k, decode[k]) for k in block], protocol=5)} for block in blocks]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))  # one block of files per Ray block
+    args = (_model_ref(ray, model), settings, str((getattr(model, "identity", {}) or {}).get("hash", "")))
     # Ray 2.60 has no named parameter for retries: `max_retries` / `max_task_retries` still go through the
     # `**ray_remote_args` it calls deprecated (removal announced for 2.64), so that warning is silenced here.
+    # A dead actor is restarted (Ray Data's default), but a batch that killed one is tried only once more.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        if plan.decode == "actors":
+            # The actor's CPUs are its decoder processes; the encoder thread shares them, as in-process.
+            return ds.map_batches(BlockIndexer, fn_constructor_args=(*args, plan.workers, timeout, chunk_seconds,
+                                                                     reader),
+                                  batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=plan.actors),
+                                  num_gpus=gpus, num_cpus=plan.workers, max_task_retries=1)
         ds = ds.flat_map(decode_rows, fn_args=(settings.sampling, timeout, chunk_seconds, reader),
-                         compute=TaskPoolStrategy(size=workers), num_cpus=1, max_retries=1)
-        return ds.map_batches(ChunkEncoder, fn_constructor_args=(_model_ref(ray, model), settings,
-                                                                 str(identity.get("hash", ""))),
-                              batch_size=chunks_per_batch, batch_format="numpy",
-                              compute=ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
-                              num_cpus=0 if gpus else 1,
-                              # A dead actor is restarted (Ray Data's default), but a batch that killed one
-                              # is tried only once more (the default retries forever): then its files are lost.
-                              max_task_retries=1)
+                         compute=TaskPoolStrategy(size=plan.workers), num_cpus=1, max_retries=1)
+        return ds.map_batches(ChunkEncoder, fn_constructor_args=args, batch_size=plan.chunks_per_batch,
+                              batch_format="numpy", compute=ActorPoolStrategy(size=plan.actors),
+                              num_gpus=gpus, num_cpus=0 if gpus else 1, max_task_retries=1)
 
 
 def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, address: str | None = "auto",
-               workers: int = 2, actors: int | None = None, timeout: float = 120.0, chunk_seconds: float = 60.0,
-               report: IndexReport | None = None, commit_every: int = 32, decode: Callable | None = None,
-               chunks_per_batch: int = 4) -> IndexReport:
+               plan: RayPlan | None = None, timeout: float = 120.0, chunk_seconds: float = 60.0,
+               report: IndexReport | None = None, commit_every: int = 32, decode: Callable | None = None
+               ) -> IndexReport:
     """Index planned `jobs` into `writer` with decoding and embedding on Ray; returns the report.
 
-    `workers` decode tasks run at once, beside `actors` model actors (default: one per GPU, else half
-    the workers). `decode` replaces the decoder as `reader` does for index_paths (it must pickle).
-    The report's `ray_stats` holds what Ray Data reports per stage.
+    `plan` lays the run out on the cluster (RayPlan). `decode` replaces the decoder as `reader` does for
+    index_paths (it must pickle). The report's `ray_stats` holds what Ray Data reports per stage, after a
+    line per pass with the seconds until the first actor was ready (its process started and the model
+    loaded) and until the first result came back.
     """
     ray = connect(address)
+    plan = (plan or RayPlan()).resolve(ray)
     report = report or IndexReport()
     write = _WriteStage(writer, report, None, commit_every, 5.0)
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
     try:
         todo = _split(jobs, write)
-        if todo:
-            ds = build_dataset(ray, todo, model, settings, workers=workers, actors=actors, timeout=timeout,
-                               chunk_seconds=chunk_seconds, reader=decode, chunks_per_batch=chunks_per_batch)
-            _gather(ds, todo, model, settings, write)
-            report.ray_stats = ds.stats()
+        blocks = plan_blocks(todo, plan.block_files, plan.block_bytes)
+        stats = []
+        while blocks:  # a second pass, file by file, only for blocks whose worker died
+            ds = build_dataset(ray, todo, blocks, model, settings, plan, timeout=timeout,
+                               chunk_seconds=chunk_seconds, reader=decode)
+            gather = _gather_videos if plan.decode == "actors" else _gather_chunks
+            done = gather(ds, {k: todo[k] for block in blocks for k in block}, model, settings, write)
+            stats.append(f"decode={plan.decode}, {plan.actors} actor(s), {len(blocks)} block(s) of "
+                         f"{len(todo)} file(s); first actor ready after {_since(done.ready, wall)}, first "
+                         f"result back after {_since(done.first, wall)}\n{ds.stats()}")
+            wall = time.time()
+            retry = [k for block in blocks if len(block) > 1 for k in block if k in done.lost]
+            for key in sorted(done.lost - set(retry)):
+                write.handle(Encoded(todo[key], error=LOST))
+            blocks = [[k] for k in retry]
+        report.ray_stats = "\n\n".join(stats)
         write.commit()
     except BaseException:
         if not write.busy:
@@ -233,20 +331,53 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
     return report
 
 
-def _gather(ds, todo: list[Job], model, settings: EncodeSettings, write: _WriteStage) -> None:
-    """Stream the actors' rows into per-video parts; write each video as soon as all its parts came, and
-    record every video that never completed (its worker died) as failed."""
-    videos = {i: _Video(job) for i, job in enumerate(todo)}
+def _since(t: float, start: float) -> str:
+    return f"{t - start:.2f} s" if t else "n/a"
+
+
+@dataclass
+class _Pass:
+    """What one pass over the blocks left: keys that never came back, and wall-clock times (time.time())
+    of the first actor ready and the first result row back (0 when none came)."""
+
+    lost: set
+    ready: float = 0.0
+    first: float = 0.0
+
+    def saw(self, row) -> None:
+        self.first = self.first or time.time()
+        self.ready = min(float(row["ready"]), self.ready or float("inf"))
+
+
+def _gather_videos(ds, todo: dict[int, Job], model, settings, write: _WriteStage) -> _Pass:
+    """Write each video row of an "actors" run as it comes (under this process's own Job, which holds the
+    aliases); the pass's `lost` are the keys of `todo` that never came."""
+    done = _Pass(set(todo))
+    for row in ds.iter_rows():
+        key = int(row["key"])
+        if key not in done.lost:  # a retried batch's second copy of a finished file
+            continue
+        done.lost.discard(key)
+        done.saw(row)
+        write.handle(dataclasses.replace(pickle.loads(row["result"]), job=todo[key]))
+    return done
+
+
+def _gather_chunks(ds, todo: dict[int, Job], model, settings: EncodeSettings, write: _WriteStage) -> _Pass:
+    """Stream a "tasks" run's chunk rows into per-video parts and write each video as soon as all its parts
+    came; the pass's `lost` are the keys of `todo` whose video never completed."""
+    videos, done = {k: _Video(job) for k, job in todo.items()}, _Pass(set())
     for row in ds.iter_rows():
         key, seq = int(row["key"]), int(row["seq"])
         video = videos.get(key)
         if video is None:  # a retried task's second copy of a finished file
             continue
+        done.saw(row)
         kind, payload, meta = pickle.loads(row["result"])
         video.parts[seq] = (kind, payload, meta)
         if kind == "error" or (meta and meta[0]):
             video.end = seq
         if video.complete():
             write.handle(_finish(videos.pop(key), model, settings))
-    for video in videos.values():
-        write.handle(Encoded(video.job, error=LOST))
+    done.lost = set(videos)
+    return done

@@ -13,8 +13,10 @@ Two readings, as the words allow:
   scaled to [0, 1]; the clip's score is then ConSE's convex combination of its class probabilities with those
   similarities.
 
-Class embeddings and the chance level are computed once per sentence encoder and kept in a cache file, so a
-query costs one lookup per word and, for words WordNet does not reach, one sentence embedding.
+Class embeddings and the chance level are computed once per sentence encoder. For the bundled MiniLM they ship
+in trainer/data (`python -m search.concepts --write`, see `write_shipped`); another encoder's are built on first
+use (`Engine.warm` does it) and kept in a cache file. A query then costs one lookup per word and, for words
+WordNet does not reach, one sentence embedding.
 """
 from __future__ import annotations
 
@@ -36,6 +38,10 @@ MAX_NGRAM = 3  # longest collocation looked up ("golden retriever", "african hun
 MAX_WORDS = 64  # content words read from one query; the rest of a very long query is ignored
 CONSE_TOP = 10  # classes one word may reach by similarity (ConSE's T)
 NULL_PROBES = 32  # random letter strings that measure the cosine a meaningless word reaches
+# The shipped embeddings serve an encoder that embeds the null probes as the one they were made with did: the
+# same weights on another runtime (ONNX, torch; float16 storage) agree far closer than this.
+SAME_ENCODER = 0.99
+SHIPPED = Path(__file__).resolve().parent.parent / "trainer" / "data" / "class_embeddings.npz"
 QUERY_CACHE = 1024  # query readings kept (a search and its `read_as` read the same text)
 SIMILARITY = "similarity"
 WORDNET = "wordnet"
@@ -71,6 +77,13 @@ def query_words(text: str) -> list[str]:
     return [w for w in WORD.findall(text.lower()) if w not in stops][:MAX_WORDS]
 
 
+def chance_score(weights: dict, classes: int) -> float:
+    """The concept score that a random set of classes with the same weights gets on average, against any clip
+    (its probabilities sum to at most 1 over `classes` classes): sum(weights) / classes. A clip scoring above
+    it puts more probability on what the query names than a classifier that knows nothing would."""
+    return float(sum(weights.values())) / max(int(classes), 1)
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("VIDSEARCH_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
                                                              or os.path.expanduser("~/.cache"), "vidsearch")
@@ -100,29 +113,80 @@ class ClassEmbeddings:
 
     @classmethod
     def cached(cls, encode: Encode, classes: list[dict], key: str) -> ClassEmbeddings:
-        """`build`, kept in a cache file named by `key` (the encoder's identity) and the class texts."""
+        """The shipped embeddings when `encode` is the encoder they were made with, else `build`, kept in a
+        cache file named by `key` (the encoder's identity) and the class texts."""
+        shipped = cls.shipped(encode, classes)
+        if shipped is not None:
+            return shipped
         digest = hashlib.sha256((key + repr([(c["names"], c["gloss"]) for c in classes])).encode()).hexdigest()[:16]
         path = _cache_dir() / f"class-embeddings-{digest}.npz"
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(data["names"], data["glossed"], float(data["null_cosine"]))
+            return cls.load(path)
         except (OSError, KeyError, ValueError):
             pass
         out = cls.build(encode, classes)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, names=out.names, glossed=out.glossed, null_cosine=np.float32(out.null_cosine))
-            os.replace(tmp, path)
+            out.save(path)
         except OSError:  # a read-only home: the embeddings are rebuilt next time
             pass
         return out
+
+    @classmethod
+    def shipped(cls, encode: Encode, classes: list[dict], path: Path | None = None) -> ClassEmbeddings | None:
+        """The embeddings shipped in `path` (default SHIPPED) if they describe these classes and `encode` embeds
+        their null probes as the encoder they were made with did; else None."""
+        try:
+            path = path or SHIPPED
+            with np.load(path, allow_pickle=False) as data:
+                probes, texts = np.asarray(data["probes"], np.float32), str(data["texts"])
+                if texts != _class_texts_digest(classes):
+                    return None
+                out = cls(data["names"], data["glossed"], float(data["null_cosine"]))
+        except (OSError, KeyError, ValueError):
+            return None
+        ours = np.asarray(encode(random_strings(len(probes))), np.float32)
+        if ours.shape != probes.shape or float(np.min(np.sum(ours * probes, axis=1))) < SAME_ENCODER:
+            return None
+        return out
+
+    @classmethod
+    def load(cls, path: Path) -> ClassEmbeddings:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["names"], data["glossed"], float(data["null_cosine"]))
+
+    def save(self, path: Path, probes: np.ndarray | None = None, classes: list[dict] | None = None) -> None:
+        """Write atomically; with `probes` (the null probes' embeddings) and `classes`, as a shippable file."""
+        extra = {} if probes is None else {"probes": np.asarray(probes, np.float16),
+                                           "texts": np.array(_class_texts_digest(classes))}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, names=self.names.astype(np.float16 if extra else np.float32),
+                     glossed=self.glossed.astype(np.float16 if extra else np.float32),
+                     null_cosine=np.float32(self.null_cosine), **extra)
+        os.replace(tmp, path)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
         """(Q, D) unit vectors -> (Q, C) cosine to each class, the better of its names and its glossed names."""
         v = np.atleast_2d(np.asarray(vectors, np.float32))
         return np.maximum(v @ self.names.T, v @ self.glossed.T)
+
+
+def _class_texts_digest(classes: list[dict]) -> str:
+    return hashlib.sha256(repr([(c["names"], c["gloss"]) for c in classes]).encode()).hexdigest()[:16]
+
+
+def write_shipped(path: Path | None = None) -> Path:
+    """Embed every class with the bundled sentence encoder (all-MiniLM-L6-v2) and write the shipped file."""
+    from indexer.offline import OfflineEncoders
+    from trainer.classes import class_table
+
+    encode = OfflineEncoders().sentence_vectors
+    classes = class_table()["classes"]
+    out = ClassEmbeddings.build(encode, classes)
+    path = path or SHIPPED
+    out.save(path, probes=encode(random_strings(NULL_PROBES)), classes=classes)
+    return path
 
 
 class ConceptReader:
@@ -224,3 +288,11 @@ class ConceptReader:
                 self._word_cache.clear()
             self._word_cache[word] = out
         return list(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--write"]:
+        raise SystemExit("usage: python -m search.concepts --write   (writes " + str(SHIPPED) + ")")
+    print(write_shipped())

@@ -90,11 +90,21 @@ class EngineConfig:
     max_candidates: int = 5000       # widest first-stage search when filters or grouping thin the list
     feature_cache: int = 4096        # clips whose frame features are kept for re-ranking
     # Text results a channel returns must beat chance: dense cosines the best that random letter strings reach
-    # in this store (measured on `null_probes` of them), concept scores `concept_floor` (the share of a clip's
-    # class probability that the query's concepts hold). Off (False) returns every candidate, as ranked.
+    # in this store (measured on `null_probes` of them); concept scores what a random set of classes of the
+    # same total weight gets on average (search.concepts.chance_score). Off (False) returns every candidate.
     cutoffs: bool = True
     null_probes: int = 16
-    concept_floor: float = 0.05
+    # The text channels this engine uses, of those the store has (hybrid fuses them; a single mode must be one
+    # of them); None: every channel the store has.
+    text_channels: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.text_channels is not None:
+            self.text_channels = tuple(self.text_channels)
+            unknown = [c for c in self.text_channels if c not in TEXT_CHANNELS]
+            if unknown:
+                raise ValueError(f"text_channels: unknown channel {unknown[0]!r} (the text channels are "
+                                 f"{', '.join(TEXT_CHANNELS)})")
 
 
 # A candidate source: given a depth n, the (clip_id, score) list best first, whether the source ran dry, and per
@@ -205,6 +215,12 @@ class Engine:
     def _text_channels(self, mode: str) -> list[str]:
         """The channels a text query in `mode` uses; QueryError if the store lacks the one asked for."""
         have = [c for c in TEXT_CHANNELS if c in self.channels]
+        chosen = self.config.text_channels
+        if chosen is not None and mode in have and mode not in chosen:
+            raise QueryError(f"mode {mode!r}: the {mode} channel is switched off in this engine "
+                             f"(it uses {', '.join(c for c in have if c in chosen) or 'no text channel'})")
+        if chosen is not None:
+            have = [c for c in have if c in chosen]
         if mode == "hybrid":
             return have
         if mode not in have:
@@ -295,7 +311,10 @@ class Engine:
     def warm(self) -> None:
         """Run one query through every stage, so that what they load on first use (the query reader's
         dictionary, tokenizer, ONNX sessions, index pages) is loaded now and the first user query is no slower
-        than the tenth. Its words are everyday ones, likely outside a training vocabulary, so reading runs."""
+        than the tenth. Its words are everyday ones, likely outside a training vocabulary, so reading runs. The
+        concept channel's class embeddings are loaded (or, for a sentence encoder they do not ship for, built)."""
+        if CONCEPT in self._text_channels("hybrid"):
+            self._concept_reader().embeddings()
         self.text("someone walks outside with a small dog", k=1)
         with self._text_lock:
             self._text_cache.clear()
@@ -413,7 +432,7 @@ class Engine:
     # ---- candidate sources -----------------------------------------------------------------------------------
     def _text_source(self, q: str, vector, weights, use: list[str], clip_vector=None) -> Source:
         """The candidate source of a text query over the channels in `use` (RRF when there are several)."""
-        from .concepts import query_words
+        from .concepts import chance_score, query_words
 
         def dense(n: int):
             with stage(DENSE):
@@ -433,7 +452,7 @@ class Engine:
         def concept(n: int):
             with stage(CONCEPT):
                 found = self.store.search_concepts(weights, n) if weights else []
-                floor = self.config.concept_floor if self.config.cutoffs else -np.inf
+                floor = chance_score(weights, self.store.config.concept_classes) if self.config.cutoffs else -np.inf
                 return _cut(found, len(found) < n, floor)
 
         def clip(n: int):

@@ -109,3 +109,13 @@ def test_bad_options_are_named():
         run.parse_args(["--out", "x.md", "--split", "10"])
     args = run.parse_args(["--out", "x.md", "--split", "24,6", "--epochs", "2"])
     assert args.split == {"train": 24, "test": 6} and args.epochs == 2
+
+
+def test_epoch_options_reach_the_quality_model(monkeypatch):
+    from benchmarks import resources
+
+    monkeypatch.setattr(resources, "FULL_TRAIN_ARGS", [])
+    run.apply_overrides(run.parse_args(["--out", "x.md", "--epochs", "2", "--caption-epochs", "3"]))
+    assert resources.FULL_TRAIN_ARGS == ["--epochs", "2", "--caption-epochs", "3"]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--out", "x.md", "--caption-epochs", "0"])

@@ -12,15 +12,16 @@ from tests.fixtures.model import TINY_MODEL, tiny_config
 from tests.test_train import COLORS, synthetic_examples
 from trainer.caption_eval import AttributeReader, attribute_accuracy, caption_metrics, renderings
 from trainer.caption_training import load_captioner, save_captioner
-from trainer.captioner import caption_logits, caption_loss, decoder_config, generate, new_captioner
+from trainer.captioner import caption_logits, caption_loss, decoder_config, frame_memory_spec, generate, new_captioner
 from trainer.modeling import VideoBertConfig
 from trainer.training import fit
 
 
-def _tiny_decoder(kind: str):
+def _tiny_decoder(kind: str, frames: bool = False):
     video = VideoBertConfig(vocab_size=50, **{k: v for k, v in TINY_MODEL.items()})
+    extra = {"frame_memory": frame_memory_spec(8, 4)} if frames else {}
     torch.manual_seed(0)
-    return new_captioner(decoder_config(kind, video, bos=1, eos=2, pad=0))
+    return new_captioner(decoder_config(kind, video, bos=1, eos=2, pad=0, **extra))
 
 
 def _states(b=3, s=6, h=32):
@@ -61,17 +62,54 @@ def test_cached_greedy_generation_matches_teacher_forcing(kind):
     assert torch.equal(out, ids)
 
 
-def test_save_load_round_trip(tmp_path):
-    decoder = _tiny_decoder("bert").eval()
-    save_captioner(decoder, tmp_path)
-    assert {p.name for p in (tmp_path / "captioner").iterdir()} >= {"config.json", "model.safetensors",
-                                                                      "generation_config.json"}
-    again = load_captioner(tmp_path, "cpu")
+def _frames(b=3, t=4, f=8):
+    feats = torch.randn(b, t, f)
+    fmask = torch.ones(b, t, dtype=torch.bool)
+    fmask[1, 2:] = False                                 # the shorter clip (its states end at 4 = 2 frames + 2)
+    return feats, fmask
+
+
+@pytest.mark.parametrize("kind", ["bert", "bart"])
+def test_frame_memory_follows_the_states_and_changes_the_caption(kind):
+    """A decoder with a frame memory attends to the states, then one projected slot per frame; the frames
+    matter (other features give other logits) and a padded frame does not."""
+    decoder = _tiny_decoder(kind, frames=True).eval()
     states, mask = _states()
+    feats, fmask = _frames()
+    memory, memory_mask = decoder.memory(states, mask, feats, fmask)
+    assert memory.shape == (3, 6 + 4, 32) and torch.equal(memory[:, :6], states)
+    assert torch.equal(memory_mask, torch.cat([mask, fmask], 1))
     ids = torch.tensor([[1, 5, 6, 2]] * 3)
     with torch.no_grad():
-        assert torch.allclose(caption_logits(decoder, states, mask, ids, torch.ones_like(ids)),
-                              caption_logits(again, states, mask, ids, torch.ones_like(ids)))
+        logits = caption_logits(decoder, memory, memory_mask, ids, torch.ones_like(ids))
+        other = caption_logits(decoder, *decoder.memory(states, mask, -feats, fmask), ids, torch.ones_like(ids))
+        padded = feats.clone()
+        padded[1, 2:] = 100.0
+        same = caption_logits(decoder, *decoder.memory(states, mask, padded, fmask), ids, torch.ones_like(ids))
+    assert not torch.allclose(logits, other) and torch.allclose(logits, same, atol=1e-5)
+    out = generate(decoder, memory, memory_mask, num_beams=2, max_length=6)
+    assert out.shape[0] == 3 and (out[:, 0] == 1).all()
+    with pytest.raises(ValueError, match="frame features"):
+        decoder.memory(states, mask)
+
+
+@pytest.mark.parametrize("frames", [False, True])
+def test_save_load_round_trip(tmp_path, frames):
+    decoder = _tiny_decoder("bert", frames=frames).eval()
+    save_captioner(decoder, tmp_path)
+    files = {p.name for p in (tmp_path / "captioner").iterdir()}
+    assert files >= {"config.json", "model.safetensors", "generation_config.json"}
+    assert ("frame_memory.safetensors" in files) == frames
+    again = load_captioner(tmp_path, "cpu")
+    assert (again.frames is None) == (not frames)
+    states, mask = _states()
+    feats, fmask = _frames()
+    ids = torch.tensor([[1, 5, 6, 2]] * 3)
+    with torch.no_grad():
+        assert torch.allclose(caption_logits(decoder, *decoder.memory(states, mask, feats, fmask), ids,
+                                             torch.ones_like(ids)),
+                              caption_logits(again, *again.memory(states, mask, feats, fmask), ids,
+                                             torch.ones_like(ids)))
     assert again.generation_config.no_repeat_ngram_size == 3
     save_captioner(None, tmp_path)                       # a run without a decoder leaves none behind
     assert load_captioner(tmp_path, "cpu") is None
@@ -232,8 +270,31 @@ def test_bert_decoder_starts_from_the_text_model():
     tokenizer = AutoTokenizer.from_pretrained(text_dir)
     decoder = build_captioner(TrainConfig(), VideoBertConfig(), tokenizer, text_dir)
     minilm = AutoModel.from_pretrained(text_dir).state_dict()
-    ours = decoder.bert.state_dict()
+    ours = decoder.lm.bert.state_dict()
     shared = [k for k in minilm if k in ours]
     assert len(shared) > 90 and all(torch.equal(ours[k], minilm[k]) for k in shared)
     assert any("crossattention" in k for k in ours) and decoder.config.is_decoder
     assert decoder.generation_config.num_beams == 4 and decoder.config.bos_token_id == tokenizer.cls_token_id
+    assert decoder.frames is not None and decoder.config.frame_memory["feature_dim"] == VideoBertConfig().feature_dim
+
+
+def test_attribute_probe_tells_a_view_that_carries_colour_from_one_that_does_not():
+    from trainer.caption_eval import attribute_probe
+
+    rng = np.random.default_rng(0)
+    colours, shapes = ["red", "green", "blue"], ["circle", "square"]
+
+    def clips(n):
+        attrs = [{"shapes": [shapes[i % 2]], "colors": [colours[i % 3]], "motion": "left"} for i in range(n)]
+        carries = rng.normal(size=(n, 8)) * 0.3
+        for i, a in enumerate(attrs):
+            carries[i, colours.index(a["colors"][0])] += 2.0
+        return attrs, carries, rng.normal(size=(n, 8))
+
+    train_attrs, train_carries, train_blind = clips(60)
+    test_attrs, test_carries, test_blind = clips(30)
+    good = attribute_probe(train_carries, train_attrs, test_carries, test_attrs)
+    blind = attribute_probe(train_blind, train_attrs, test_blind, test_attrs)
+    assert good["colour"]["accuracy"] >= 0.9 and blind["colour"]["accuracy"] <= 0.6
+    assert good["colour"]["majority"] == pytest.approx(1 / 3) and good["colour"]["test"] == 30
+    assert good["motion"] is None                        # one motion in training: nothing to probe

@@ -93,7 +93,8 @@ def test_a_store_without_a_model_records_its_encoders_and_channels(colour_store)
     red = next(v for v in store.videos() if v.path.endswith("red1.mp4"))
     clip = store.video_clips(red.id)[0]
     concepts = store.clip_concepts(clip)
-    assert len(concepts) == config.concept_top and concepts[0] == (SPORTS_CAR, pytest.approx(0.8, abs=1e-4))
+    # The three classes the fake classifier holds above chance (1 / 1000); its 0.05 / 997 background is not kept.
+    assert len(concepts) == 3 < config.concept_top and concepts[0] == (SPORTS_CAR, pytest.approx(0.8, abs=1e-4))
     with pytest.raises(QueryError, match="no dense channel"):
         engine.text("a car", mode="dense")
     with pytest.raises(QueryError, match="rerank"):
@@ -103,16 +104,21 @@ def test_a_store_without_a_model_records_its_encoders_and_channels(colour_store)
 def test_concept_channel_finds_what_the_classifier_saw(colour_store):
     _, engine = colour_store
     cars = engine.text("a car on the road", mode="concept", k=5)
-    assert sorted(paths(cars)) == ["red1.mp4", "red2.mp4"]        # blue clips hold 0.03 car: under the floor
+    assert sorted(paths(cars[:2])) == ["red1.mp4", "red2.mp4"]
     assert cars[0].sources == ["concept"] and cars[0].similarities["concept"] == pytest.approx(0.8, abs=1e-3)
-    assert paths(engine.text("cats", mode="concept")) == ["blue1.mp4"]
+    # Blue clips hold 0.03 sports car: thirty times what a classifier that knows nothing gives one class.
+    assert paths(cars[2:]) == ["blue1.mp4"] and cars[2].similarities["concept"] == pytest.approx(0.03, abs=1e-3)
+    # Every clip holds goldfish (class 1) at 0.05 / 997, under the chance level 1 / 1000: no evidence of it.
+    assert engine.read("goldfish").concepts[0].classes == ("goldfish",)
+    assert engine.text("goldfish", mode="concept") == []
+    assert paths(engine.text("cats", mode="concept"))[0] == "blue1.mp4"            # red clips: 0.03 tabby
     reading = engine.read("motorcycle or a cat")
     assert [(c.source, c.evidence) for c in reading.concepts] == [("motorcycle", "wordnet"), ("cat", "wordnet")]
     assert reading.concepts[0].classes == ("moped",) and "tabby" in reading.concepts[1].classes
     # ConSE: "kitty" is no WordNet noun above a class; the sentence encoder puts it next to "tabby".
     kitty = engine.read("kitty").concepts
     assert kitty and kitty[0].evidence == "similarity" and kitty[0].classes[0] == "tabby"
-    assert paths(engine.text("kitty", mode="concept")) == ["blue1.mp4"]
+    assert paths(engine.text("kitty", mode="concept"))[0] == "blue1.mp4"
 
 
 def test_keyword_tags_carry_synonyms_and_broader_names(colour_store):
@@ -129,14 +135,29 @@ def test_hybrid_fuses_channels_and_nonsense_finds_nothing(colour_store):
     hits = engine.text("sports car", k=5)
     assert sorted(paths(hits[:2])) == ["red1.mp4", "red2.mp4"]
     assert all(h.sources == ["keyword", "concept"] for h in hits[:2])
-    # The blue clip's weak "sports car" guess (0.03) is one of its tag labels, but under the concept floor.
-    assert paths(hits[2:]) == ["blue1.mp4"] and hits[2].sources == ["keyword"]
+    # The blue clip's weak "sports car" guess (0.03) is one of its tag labels and above chance.
+    assert paths(hits[2:]) == ["blue1.mp4"] and hits[2].sources == ["keyword", "concept"]
     for q in ("zzzz qqqq", "the of and a", "zz\x00\x07qq"):
         for mode in ("hybrid", "keyword", "concept"):
             assert engine.text(q, mode=mode) == [], (q, mode)
     for bad in ("x" * 10_000, "bad \ud800 text", "   "):
         with pytest.raises(QueryError):
             engine.text(bad)
+
+
+def test_the_engine_config_chooses_the_text_channels(colour_store):
+    store, _ = colour_store
+    keyword_only = Engine(store, sentences=hashed_words, config=EngineConfig(text_channels=("keyword",)))
+    hits = keyword_only.text("sports car", k=5)
+    assert sorted(paths(hits)) == ["blue1.mp4", "red1.mp4", "red2.mp4"]
+    assert all(h.sources == ["keyword"] for h in hits)
+    with pytest.raises(QueryError, match="switched off"):
+        keyword_only.text("sports car", mode="concept")
+    # A channel the store lacks is still named as missing, and an unknown name is a config error.
+    with pytest.raises(QueryError, match="no dense channel"):
+        keyword_only.text("a car", mode="dense")
+    with pytest.raises(ValueError, match="text_channels.*'colour'"):
+        EngineConfig(text_channels=("keyword", "colour"))
 
 
 def test_lookalike_similar_finds_the_same_looking_clip(colour_store):

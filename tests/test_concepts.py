@@ -28,3 +28,46 @@ def test_a_damaged_profiles_file_is_named(tmp_path):
         WordConcepts.load(tmp_path)
     with pytest.raises(ValueError, match="do not match"):
         WordConcepts(["circle"], np.zeros((2, 3)), np.zeros(3), ("a", "b", "c"))
+
+
+def _words_encoder(dim: int = 64, salt: int = 0):
+    """A deterministic sentence encoder for tests: one fixed random unit vector per text (per salt)."""
+    import zlib
+
+    def encode(texts):
+        rows = [np.random.default_rng(zlib.crc32(t.encode()) + salt).normal(size=dim) for t in texts]
+        out = np.asarray(rows, np.float32)
+        encode.calls += len(texts)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+    encode.calls = 0
+    return encode
+
+
+def test_shipped_class_embeddings_serve_only_the_encoder_they_were_made_with(tmp_path, monkeypatch):
+    from search import concepts
+    from search.concepts import NULL_PROBES, ClassEmbeddings, random_strings
+
+    classes = [{"names": ["tabby", "tabby cat"], "gloss": "a cat with a striped coat"},
+               {"names": ["moped"], "gloss": "a motorbike with pedals"}]
+    made_with = _words_encoder()
+    built = ClassEmbeddings.build(made_with, classes)
+    path = tmp_path / "class_embeddings.npz"
+    built.save(path, probes=made_with(random_strings(NULL_PROBES)), classes=classes)
+
+    same = _words_encoder()
+    got = ClassEmbeddings.shipped(same, classes, path)
+    assert got is not None and same.calls == NULL_PROBES               # only the probes are embedded
+    assert np.allclose(got.names, built.names, atol=1e-3) and got.null_cosine == pytest.approx(built.null_cosine)
+    assert ClassEmbeddings.shipped(_words_encoder(salt=1), classes, path) is None       # another encoder
+    assert ClassEmbeddings.shipped(same, classes[:1], path) is None                     # other classes
+    assert ClassEmbeddings.shipped(same, classes, tmp_path / "missing.npz") is None
+
+    # `cached` takes the shipped file and builds nothing; another encoder builds and caches its own.
+    monkeypatch.setattr(concepts, "SHIPPED", path)
+    monkeypatch.setenv("VIDSEARCH_CACHE", str(tmp_path / "cache"))
+    fresh = _words_encoder()
+    ClassEmbeddings.cached(fresh, classes, "key")
+    assert fresh.calls == NULL_PROBES and not (tmp_path / "cache").exists()
+    other = _words_encoder(salt=2)
+    ClassEmbeddings.cached(other, classes, "other")
+    assert other.calls > NULL_PROBES and list((tmp_path / "cache").glob("class-embeddings-*.npz"))

@@ -72,3 +72,9 @@ def test_a_model_that_samples_differently_does_not_fit(tmp_path, capsys, tiny_mo
     assert main(["index", "--store", str(store), "--model", str(tiny_model_dir)]) == 1
     err = capsys.readouterr().err
     assert "does not fit the store's frames" in err and "size" in err and "--reindex" in err
+    # Rebuilt with it instead, every video is decoded again: its frames must be sampled anew.
+    report = _json(main, ["index", "--store", str(store), "--model", str(tiny_model_dir), "--reindex", "--json",
+                          "--no-progress"], capsys)
+    assert report["rebuilt"] == {"videos_from_features": 0, "videos_decoded_again": 2}
+    assert len(report["indexed"]) == 2
+    assert any("kept frame features not reused" in w and "size: 224 -> 96" in w for _, w in report["warnings"])

@@ -1,11 +1,15 @@
 """Indexing on a real local Ray cluster: the same store as in-process, and a file that kills its worker fails alone."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from indexer import Store, index_paths
-from indexer.ray_index import LOST
+from indexer.plan import Job
+from indexer.ray_index import LOST, plan_blocks
+from indexer.writer import FileState
 from tests.fixtures.ray_cluster import crashing_reader
 from tests.fixtures.store import FakeModel, fake_reader, write_fake_video
 
@@ -35,7 +39,16 @@ def _same(a: dict, b: dict) -> None:
             assert np.allclose(v1, v2, atol=1e-5)
 
 
-def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster, tmp_path):
+def test_blocks_group_small_files_and_give_a_large_file_its_own():
+    jobs = [Job("decode", FileState(f"/v/{i}.mp4", size, 1.0)) for i, size in enumerate([10, 10, 10, 500, 10, 10])]
+    assert plan_blocks(jobs, files=2, size=100) == [[0, 1], [2], [3], [4, 5]]
+    assert plan_blocks(jobs, files=16, size=1000) == [[0, 1, 2, 3, 4, 5]]
+    with pytest.raises(ValueError, match="files per block"):
+        plan_blocks(jobs, files=0)
+
+
+@pytest.mark.parametrize("decode", ["actors", "tasks"])
+def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster, tmp_path, decode):
     model = FakeModel()
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -44,20 +57,27 @@ def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster,
     (lib / "v0.txt").write_text("a red square")
     (lib / "broken.mp4").write_bytes(b"not a video at all")
     here = index_paths([lib], tmp_path / "here", model, reader=fake_reader(model.sampling))
-    there = index_paths([lib], tmp_path / "ray", model, reader=fake_reader(model.sampling), ray="auto", workers=2)
+    there = index_paths([lib], tmp_path / "ray", model, reader=fake_reader(model.sampling), ray="auto", workers=2,
+                        ray_decode=decode)
     assert sorted(there.indexed) == sorted(here.indexed) and len(there.indexed) == 4
     assert there.failed == here.failed and there.exit_code == here.exit_code == 3
-    assert "flat_map" in there.ray_stats.lower() or "decode_rows" in there.ray_stats
+    assert f"decode={decode}" in there.ray_stats
+    assert ("BlockIndexer" if decode == "actors" else "decode_rows") in there.ray_stats
     _same(_content(tmp_path / "here"), _content(tmp_path / "ray"))
 
     # A second run plans incrementally, as in-process: nothing changed, nothing decoded.
-    again = index_paths([lib], tmp_path / "ray", model, reader=fake_reader(model.sampling), ray="auto")
+    again = index_paths([lib], tmp_path / "ray", model, reader=fake_reader(model.sampling), ray="auto",
+                        ray_decode=decode)
     assert sorted(again.skipped) == sorted(here.indexed) and not again.indexed
 
-    # A file whose worker process dies is a failed row; the run goes on and indexes the others.
+    # A file whose worker process dies is a failed row; the run goes on and indexes the others, also those
+    # of the crashing file's block (both new files share one).
     write_fake_video(lib / "crash.mp4", "red", 4.0)
     write_fake_video(lib / "after.mp4", "green", 4.0)
-    report = index_paths([lib], tmp_path / "ray", model, reader=crashing_reader(model.sampling), ray="auto")
+    report = index_paths([lib], tmp_path / "ray", model, reader=crashing_reader(model.sampling), ray="auto",
+                         ray_decode=decode)
+    passes = re.findall(r"(\d+) block\(s\) of (\d+) file\(s\)", report.ray_stats)
+    assert len(passes) == 2 and passes[1][0] == passes[1][1]  # the lost block again, one file per block
     assert report.failed[-1] == (str(lib / "crash.mp4"), LOST) and str(lib / "after.mp4") in report.indexed
     with Store.open(tmp_path / "ray") as store:
         crashed = store.video_by_path(lib / "crash.mp4")
@@ -66,8 +86,13 @@ def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("decode", ["actors", "tasks"])
 def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, synth_library, tiny_model_dir,
-                                                                 tiny_store_dir, tmp_path):
-    report = index_paths([synth_library.manifest], tmp_path / "ray", tiny_model_dir, ray="auto", workers=2)
+                                                                 tiny_store_dir, tmp_path, decode):
+    report = index_paths([synth_library.manifest], tmp_path / "ray", tiny_model_dir, ray="auto", workers=2,
+                         ray_decode=decode)
     assert report.exit_code == 0, report.summary()
     _same(_content(tiny_store_dir), _content(tmp_path / "ray"))
+    # The frame features are kept as in-process (for training on the store, adding a model later).
+    kept = lambda store: sorted(p.name for p in (store / "features").rglob("*.npz"))  # noqa: E731
+    assert kept(tmp_path / "ray") == kept(tiny_store_dir) and kept(tiny_store_dir)

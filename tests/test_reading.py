@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from search.reading import QueryReader, similarity, synsets
+from search.reading import QueryReader, pos_of, readings, similarity, synsets
 from trainer.concepts import WordConcepts
 from trainer.encoders.efficientnet import imagenet_labels
 from trainer.lexicon import WORDS_FILE, caption_vocabulary, load_vocabulary, save_vocabulary
@@ -28,18 +28,33 @@ def pairs(subs):
 
 
 def test_a_synonym_sharing_a_synset_with_a_training_word_is_rewritten(reader):
-    text, subs = reader.read("A purple rhombus glides left")
-    assert text == "A purple diamond slides left"
-    assert pairs(subs) == [("rhombus", "diamond", "synonym"), ("glides", "slides", "synonym")]
+    text, subs = reader.read("A purple rhombus descends")
+    assert text == "A purple diamond falls"
+    assert pairs(subs) == [("rhombus", "diamond", "synonym"), ("descends", "falls", "synonym")]
     assert all(s.score == 1.0 for s in subs)
 
 
 def test_a_kind_of_a_training_word_becomes_it_inflected_like_the_query(reader):
-    text, subs = reader.read("the pentagram ascends")
-    assert text == "the star rises"
+    text, subs = reader.read("the pentagram descends")
+    assert text == "the star falls"
     assert pairs(subs)[0] == ("pentagram", "star", "broader") and reader.threshold <= subs[0].score < 1.0
-    assert reader.read("two stars ascend")[0] == "two stars rise"
     assert reader.read("An azure circle falls")[0] == "A blue circle falls"       # the article follows the word
+
+
+def test_a_word_is_read_only_in_the_senses_a_tagged_corpus_has_seen_it_in(reader):
+    # WordNet files "gravel" with "get" (to annoy), "surface" with "rise" (to come up), "pile" with "down" (soft
+    # hair) and "ride" under "rise"; SemCor tags "gravel" only as a noun, "surface" as a noun 142 times in 145,
+    # and never tags "pile" as down or "riding" in the sense that "rise" shares.
+    for query in ("gravel", "a gravel path", "the surface of the moon", "a pile of old coins",
+                  "people riding bicycles"):
+        assert reader.read(query) == (query, []), query
+    assert {s.name() for s in synsets("gravel")} > {s.name() for s in readings("gravel")} == {"gravel.n.01"}
+    assert all(pos_of(s) == "n" for s in readings("surface")) and "down.n.05" not in readings_of("pile")
+    assert {s.name() for s in readings("pentagram")} == {s.name() for s in synsets("pentagram")}  # never tagged
+
+
+def readings_of(word):
+    return {s.name() for s in readings(word)}
 
 
 def test_a_direction_formed_with_ward_is_read_as_its_word(reader):

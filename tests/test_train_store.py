@@ -147,3 +147,60 @@ def test_removing_a_video_drops_its_kept_features(captioned_store, tmp_path):
     assert len(before) == len(rows)
     assert remove_paths([rows[0]["video"]], copy) == [rows[0]["video"]]
     assert len(kept()) == len(rows) - 1
+
+
+
+def _snapshot(store: Path) -> tuple[dict, dict]:
+    """What a store holds per clip, keyed by (video path, clip start): (vector, look, tags, thumbnail JPEG,
+    description); and per caption, keyed by (video path, text, source): its vector."""
+    import sqlite3
+
+    from indexer import Store
+    from indexer.store import bytes_vector
+
+    clips = {}
+    with Store(store) as s:
+        for video in s.videos(limit=1000):
+            for clip in s.clips(s.video_clips(video.id)):
+                clips[(video.path, round(clip.start, 3))] = (
+                    s.clip_vector(clip.id), s.clip_vector(clip.id, "look"), clip.tags,
+                    Path(clip.thumbnail).read_bytes(), clip.description)
+    db = sqlite3.connect(store / "store.db")
+    rows = db.execute("SELECT v.path, c.text, c.source, c.vector FROM captions c JOIN videos v ON v.id = c.video_id")
+    captions = {(path, text, source): bytes_vector(vec) for path, text, source, vec in rows}
+    db.close()
+    return clips, captions
+
+
+@pytest.mark.slow
+def test_reindex_with_another_model_rebuilds_from_the_kept_features(captioned_store, tiny_captioner_dir,
+                                                                   tmp_path, capsys):
+    """`index --store S --model M --reindex` (no paths): every video is rebuilt from the features the store
+    kept, none decoded, and the store holds what a fresh index run with M makes from the files."""
+    from webui.cli import main
+
+    lib, store, rows = captioned_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    assert main(["index", "--store", str(copy), "--model", str(tiny_captioner_dir), "--reindex", "--json",
+                 "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rebuilt"] == {"videos_from_features": len(rows), "videos_decoded_again": 0}
+    assert sorted(report["indexed"]) == sorted(r["video"] for r in rows)
+    assert not (copy / "thumbs.reindex").exists()
+
+    fresh = tmp_path / "fresh"
+    assert main(["index", str(lib), "--store", str(fresh), "--model", str(tiny_captioner_dir), "--workers", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    (ours, our_caps), (theirs, their_caps) = _snapshot(copy), _snapshot(fresh)
+    assert ours.keys() == theirs.keys() and our_caps.keys() == their_caps.keys()
+    assert any(source == "generated" for _, _, source in our_caps)  # the new model's descriptions
+    for key, (vec, look, tags, thumb, description) in ours.items():
+        f_vec, f_look, f_tags, f_thumb, f_description = theirs[key]
+        np.testing.assert_allclose(vec, f_vec, atol=2e-2)  # kept features are float16
+        np.testing.assert_allclose(look, f_look, atol=2e-2)
+        assert [t for t, _ in tags] == [t for t, _ in f_tags]
+        assert thumb == f_thumb and description == f_description
+    for key, vec in our_caps.items():
+        np.testing.assert_allclose(vec, their_caps[key], atol=1e-5)

@@ -187,10 +187,24 @@ class VideoSearchModel:
         out: list[str] = []
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(feats), self.batch_size):
-                states, mask = self.model.videobert.video_states(**self._video_batch(feats[s:s + self.batch_size]))
-                ids = generate_captions(self.captioner, states.to(self.captioner.dtype), mask, num_beams=num_beams,
+                batch = self._video_batch(feats[s:s + self.batch_size])
+                states, mask = self.model.videobert.video_states(**batch)
+                memory, memory_mask = self.captioner.memory(states, mask, batch["features"], batch["frame_mask"])
+                ids = generate_captions(self.captioner, memory, memory_mask, num_beams=num_beams,
                                         max_length=max_length, **generation)
                 out += decode_text(self.tokenizer, ids)
+        return out
+
+    def video_states(self, clips, features: bool = False) -> list[np.ndarray]:
+        """VideoBERT's video-only hidden states `[CLS] frames [SEP]` of each clip -> (T + 2, H) float32 each:
+        what the caption decoder cross-attends to."""
+        feats = self._clip_features(clips, features)
+        out: list[np.ndarray] = []
+        with torch.inference_mode(), _autocast(self.device):
+            for s in range(0, len(feats), self.batch_size):
+                states, mask = self.model.videobert.video_states(**self._video_batch(feats[s:s + self.batch_size]))
+                states = states.float().cpu().numpy()
+                out += [row[m] for row, m in zip(states, mask.cpu().numpy())]
         return out
 
     def match(self, texts: list[str], clips, features: bool = False) -> np.ndarray:

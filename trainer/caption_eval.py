@@ -173,6 +173,65 @@ def scored(texts: list[str], refs: list[list[str]], attrs: list[dict], meteor=No
     return {**caption_metrics(texts, refs, meteor), "attributes": attribute_accuracy(texts, attrs)}
 
 
+# ----------------------------------------------------------------------------- linear probes
+
+
+PROBED = ("shape", "colour", "motion")
+
+
+def _probe_label(attrs: dict, key: str) -> str | None:
+    """The one label of an attribute, or None where a clip has two objects (two shapes, two colours)."""
+    if key == "motion":
+        return attrs.get("motion")
+    values = attrs.get("shapes" if key == "shape" else "colors") or []
+    return values[0] if len(values) == 1 else None
+
+
+def _pooled(seqs: list[np.ndarray]) -> np.ndarray:
+    """(T, D) sequences -> (N, 2D): the mean over T and the last-minus-first change (which way things move)."""
+    return np.stack([np.concatenate([x.mean(0), x[-1] - x[0]]) for x in seqs]).astype(np.float32)
+
+
+def probe_views(model, clip_feats: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """What a linear probe reads per clip: the raw frame features and VideoBERT's video states (frames only,
+    without [CLS] and [SEP]), each pooled by `_pooled`."""
+    states = model.video_states(clip_feats, features=True)
+    return {"frame features": _pooled(clip_feats), "video states": _pooled([s[1:-1] for s in states])}
+
+
+def attribute_probe(train_x: np.ndarray, train_attrs: list[dict], test_x: np.ndarray,
+                    test_attrs: list[dict]) -> dict:
+    """Per attribute, the test accuracy of a logistic regression fitted on the training clips (one-object
+    clips for shape and colour) and the majority-class rate it must beat; None where a split lacks labels."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = {}
+    for key in PROBED:
+        tr = [(i, _probe_label(a, key)) for i, a in enumerate(train_attrs) if _probe_label(a, key)]
+        te = [(i, _probe_label(a, key)) for i, a in enumerate(test_attrs) if _probe_label(a, key)]
+        if len({y for _, y in tr}) < 2 or not te:
+            out[key] = None
+            continue
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        probe.fit(train_x[[i for i, _ in tr]], [y for _, y in tr])
+        hits = probe.predict(test_x[[i for i, _ in te]]) == np.array([y for _, y in te])
+        majority = Counter(y for _, y in tr).most_common(1)[0][0]
+        out[key] = {"accuracy": float(hits.mean()), "majority": float(np.mean([y == majority for _, y in te])),
+                    "train": len(tr), "test": len(te)}
+    return out
+
+
+def probe_model(model, train_manifest, test_manifest, cache_dir=None, workers: int = 2) -> dict:
+    """Linear probes of shape, colour and motion on each of `probe_views`, fitted on the training manifest's
+    clips and scored on the test manifest's: whether what the decoder reads carries the attributes at all."""
+    train = load_eval_set(train_manifest, model, cache_dir, workers)
+    test = load_eval_set(test_manifest, model, cache_dir, workers)
+    tr, te = probe_views(model, train.clip_feats), probe_views(model, test.clip_feats)
+    return {view: attribute_probe(tr[view], train.clip_attrs, te[view], test.clip_attrs) for view in tr}
+
+
 # ----------------------------------------------------------------------------- the whole evaluation
 
 

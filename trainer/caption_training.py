@@ -1,9 +1,10 @@
 """Caption decoder training: a second stage on the frozen VideoBERT, after its own objectives.
 
 The encoder's video states are computed once (the encoder no longer changes), then the decoder (trainer.captioner)
-learns to write each training caption from its clip's states with the token-level cross-entropy. It is saved in
-the model dir's `captioner/` folder with Hugging Face conventions (config.json, model.safetensors,
-generation_config.json). Losses go to metrics.jsonl as `caption_loss` in rows of kind caption_step and
+learns to write each training caption from its clip's states (and, with `caption_frames`, its projected frame
+features) with the token-level cross-entropy. It is saved in the model dir's `captioner/` folder with Hugging
+Face conventions (config.json, model.safetensors, generation_config.json; the frame projection, when there is
+one, in frame_memory.safetensors). Losses go to metrics.jsonl as `caption_loss` in rows of kind caption_step and
 caption_epoch, numbered after VideoBERT's steps.
 """
 from __future__ import annotations
@@ -17,31 +18,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .captioner import CAPTIONER_DIR, caption_loss, decoder_config, new_captioner
+from .captioner import (CAPTIONER_DIR, Captioner, caption_loss, decoder_config, frame_memory_spec, new_captioner,
+                        new_frame_memory)
 from .train_config import TrainConfig
+
+FRAME_MEMORY_FILE = "frame_memory.safetensors"     # the frame projection, beside the language model's weights
 
 
 def build_captioner(cfg: TrainConfig, video_config, tokenizer, text_dir: str):
-    """The decoder `cfg.captioner` names, as wide as VideoBERT; a `bert` one starts from the text model."""
+    """The decoder `cfg.captioner` names, as wide as VideoBERT; a `bert` one starts from the text model, and
+    with `cfg.caption_frames` it also reads the clip's frame features."""
     from transformers import AutoModel
 
     text_cfg, state = None, None
     if cfg.captioner == "bert" and not cfg.random_init:
         text = AutoModel.from_pretrained(text_dir)
         text_cfg, state = text.config, text.state_dict()
+    overrides = dict(cfg.caption_model)
+    if cfg.caption_frames:
+        overrides["frame_memory"] = frame_memory_spec(video_config.feature_dim, video_config.max_frames)
     config = decoder_config(cfg.captioner, video_config, bos=tokenizer.cls_token_id, eos=tokenizer.sep_token_id,
-                            pad=tokenizer.pad_token_id, text_config=text_cfg, **dict(cfg.caption_model))
+                            pad=tokenizer.pad_token_id, text_config=text_cfg, **overrides)
     torch.manual_seed(cfg.seed)
     return new_captioner(config, state)
 
 
 @torch.no_grad()
 def encode_states(model, feats: list[np.ndarray], visual_ids: list[np.ndarray], device,
-                  batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """VideoBERT's video states of every clip, padded: (N, S, H) float32 and (N, S) bool, on `device`."""
+                  batch: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VideoBERT's video states of every clip, padded: (N, S, H) float32 and (N, S) bool, and the frame
+    features they came from, (N, T, F) float32 and (N, T) bool, all on `device`."""
     was_training = model.training
     model.eval()
-    states, masks = [], []
+    states, masks, frames, frame_masks = [], [], [], []
     t = max(len(f) for f in feats)
     for s in range(0, len(feats), batch):
         part = range(s, min(s + batch, len(feats)))
@@ -54,8 +63,10 @@ def encode_states(model, feats: list[np.ndarray], visual_ids: list[np.ndarray], 
         h, m = model.videobert.video_states(ids.to(device), x.to(device), fmask.to(device))
         states.append(h.float())
         masks.append(m)
+        frames.append(x.to(device))
+        frame_masks.append(fmask.to(device))
     model.train(was_training)
-    return torch.cat(states), torch.cat(masks)
+    return torch.cat(states), torch.cat(masks), torch.cat(frames), torch.cat(frame_masks)
 
 
 def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: TrainConfig, device, text_dir: str,
@@ -64,7 +75,7 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
     from .training import make_scheduler
 
     decoder = build_captioner(cfg, model.config, tokenizer, text_dir).to(device)
-    states, smask = encode_states(model, feats, visual_ids, device)
+    states, smask, frames, fmask = encode_states(model, feats, visual_ids, device)
     tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt")
     ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
     per_epoch = max(1, -(-len(texts) // cfg.batch_size))
@@ -80,7 +91,8 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
         for b in range(0, len(order), cfg.batch_size):
             idx = torch.tensor(order[b:b + cfg.batch_size], device=device)
             width = int(mask[idx].sum(1).max())                  # trim the batch's padding
-            loss = caption_loss(decoder, states[idx], smask[idx], ids[idx, :width], mask[idx, :width])
+            memory, memory_mask = decoder.memory(states[idx], smask[idx], frames[idx], fmask[idx])
+            loss = caption_loss(decoder, memory, memory_mask, ids[idx, :width], mask[idx, :width])
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(decoder.parameters(), cfg.grad_clip)
@@ -104,16 +116,21 @@ def _log(path: Path, kind: str, epoch: int, step: int, sched, loss: float, **ext
         fh.write(json.dumps(row) + "\n")
 
 
-def save_captioner(decoder, out_dir: Path) -> None:
-    """Write the decoder to `out_dir/captioner/` (config.json, model.safetensors, generation_config.json),
-    replacing any earlier one only once the new one is complete; None removes an earlier one."""
+def save_captioner(decoder: Captioner | None, out_dir: Path) -> None:
+    """Write the decoder to `out_dir/captioner/` (config.json, model.safetensors, generation_config.json, and
+    frame_memory.safetensors for a frame projection), replacing any earlier one only once the new one is
+    complete; None removes an earlier one."""
+    from safetensors.torch import save_file
+
     target = Path(out_dir) / CAPTIONER_DIR
     if decoder is None:
         shutil.rmtree(target, ignore_errors=True)
         return
     scratch = Path(out_dir) / f".{CAPTIONER_DIR}.tmp"
     shutil.rmtree(scratch, ignore_errors=True)
-    decoder.save_pretrained(scratch)
+    decoder.lm.save_pretrained(scratch)
+    if decoder.frames is not None:
+        save_file({k: v.contiguous() for k, v in decoder.frames.state_dict().items()}, scratch / FRAME_MEMORY_FILE)
     old = Path(out_dir) / f".{CAPTIONER_DIR}.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -122,19 +139,28 @@ def save_captioner(decoder, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_captioner(model_dir, device):
+def load_captioner(model_dir, device) -> Captioner | None:
     """The decoder saved in a model dir, or None for a model trained without one."""
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     path = Path(model_dir) / CAPTIONER_DIR
     if not (path / "config.json").is_file():
         return None
-    return AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+    lm = AutoModelForCausalLM.from_pretrained(path)
+    frames = new_frame_memory(lm.config)
+    if frames is not None:
+        weights = path / FRAME_MEMORY_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: the caption decoder's config names a frame memory but its "
+                                    "weights are missing")
+        frames.load_state_dict(load_file(weights))
+    return Captioner(lm, frames).to(device).eval()
 
 
 def train_captioner(manifests, model_dir, captioner: str = "bert", epochs: int | None = None,
                     lr: float | None = None, device: str = "auto", cache_dir=None, workers: int = 2,
-                    progress: bool = True):
+                    progress: bool = True, frames: bool | None = None):
     """Train (or replace) the caption decoder of an existing model dir on its frozen encoder; returns the dir.
 
     The sampling, frame count and encoder settings are the model's own (its train_config.json), so a model
@@ -153,6 +179,7 @@ def train_captioner(manifests, model_dir, captioner: str = "bert", epochs: int |
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in saved.items() if k in known})
     cfg = dataclasses.replace(cfg, captioner=captioner, caption_epochs=epochs or cfg.caption_epochs,
+                              caption_frames=cfg.caption_frames if frames is None else frames,
                               caption_lr=lr or cfg.caption_lr, device=device, cache_dir=cache_dir or cfg.cache_dir,
                               workers=workers, progress=progress, resume=False)
     cfg.check()

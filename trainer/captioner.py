@@ -9,9 +9,15 @@ video-only hidden states `[CLS] video [SEP]` of `VideoBertModel.video_states` as
 - `bart`: `BartForCausalLM`, i.e. BART's decoder (`BartDecoder`), at the same width, started at random (no BART
   weights ship offline).
 
-Both use the text encoder's tokenizer: `[CLS]` starts a caption and `[SEP]` ends it. The decoder is its own
-`PreTrainedModel`, saved in a subfolder of the model dir with its own config.json, model.safetensors and
-generation_config.json (beam search settings). This module is pure torch: no files, no training loop.
+Both use the text encoder's tokenizer: `[CLS]` starts a caption and `[SEP]` ends it. The language model is its
+own `PreTrainedModel`, saved in a subfolder of the model dir with its own config.json, model.safetensors and
+generation_config.json (beam search settings).
+
+The memory the decoder cross-attends to can also hold the clip's continuous frame features, projected to the
+decoder's width (`FrameMemory`), after the video states: VideoBERT's states are shaped by its retrieval and
+masked-frame objectives, and what those objectives leave faint (colour, above all) the raw features still carry.
+A `Captioner` is the language model plus that optional projection. This module is pure torch: no files, no
+training loop.
 """
 from __future__ import annotations
 
@@ -56,9 +62,79 @@ def decoder_config(kind: str, video_config, bos: int, eos: int, pad: int, text_c
                       **special, **overrides)
 
 
-def new_captioner(config, text_state: dict | None = None):
+class FrameMemory(torch.nn.Module):
+    """Per-frame features (B, T, F) -> (B, T, H) memory slots: LayerNorm, a linear map and a learned frame
+    position (cross-attention alone cannot tell the frames' order, which motion needs)."""
+
+    def __init__(self, feature_dim: int, hidden: int, max_frames: int):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(feature_dim)
+        self.proj = torch.nn.Linear(feature_dim, hidden)
+        self.position = torch.nn.Embedding(max_frames, hidden)
+
+    def forward(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(features.shape[1], device=features.device).clamp(max=self.position.num_embeddings - 1)
+        out = self.proj(self.norm(features.to(self.proj.weight.dtype))) + self.position(t)
+        return out * frame_mask.unsqueeze(-1).to(out.dtype)
+
+
+class Captioner(torch.nn.Module):
+    """The caption language model (`lm`, a Hugging Face causal LM with cross-attention) and, when its config
+    says `frame_memory`, the projection of frame features it also attends to."""
+
+    def __init__(self, lm, frames: FrameMemory | None = None):
+        super().__init__()
+        self.lm = lm
+        self.frames = frames
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    @property
+    def generation_config(self):
+        return self.lm.generation_config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm.dtype
+
+    def memory(self, states: torch.Tensor, state_mask: torch.Tensor, features: torch.Tensor | None = None,
+               frame_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the decoder cross-attends to: the video states (B, S, H), then, with a frame memory, the
+        projected frame features (B, T, F); and its mask."""
+        states = states.to(self.dtype)
+        if self.frames is None:
+            return states, state_mask
+        if features is None or frame_mask is None:
+            raise ValueError("this caption decoder also reads the frame features: pass features and frame_mask")
+        slots = self.frames(features, frame_mask.bool()).to(self.dtype)
+        return torch.cat([states, slots], 1), torch.cat([state_mask.bool(), frame_mask.bool()], 1)
+
+
+def frame_memory_spec(feature_dim: int, max_frames: int) -> dict:
+    """The `frame_memory` config field of a decoder that also reads frame features."""
+    return {"feature_dim": int(feature_dim), "max_frames": int(max_frames)}
+
+
+def new_captioner(config, text_state: dict | None = None) -> Captioner:
     """A decoder for `config` (from `decoder_config`); `text_state`, a BertModel state dict, seeds a `bert`
-    decoder's shared weights (cross-attention and the token head stay at their random start)."""
+    decoder's shared weights (cross-attention and the token head stay at their random start). A config with
+    `frame_memory` (from `frame_memory_spec`) gets a frame projection too."""
+    return Captioner(new_language_model(config, text_state), new_frame_memory(config))
+
+
+def new_frame_memory(config) -> FrameMemory | None:
+    """The frame projection `config.frame_memory` describes, or None."""
+    spec = getattr(config, "frame_memory", None)
+    if not spec:
+        return None
+    return FrameMemory(spec["feature_dim"], config.hidden_size if config.model_type == "bert" else config.d_model,
+                       spec["max_frames"])
+
+
+def new_language_model(config, text_state: dict | None = None):
+    """The Hugging Face causal LM of a caption decoder, with its beam search settings."""
     from transformers import BartForCausalLM, BertLMHeadModel, GenerationConfig
 
     model = BertLMHeadModel(config) if config.model_type == "bert" else BartForCausalLM(config)
@@ -76,21 +152,22 @@ def new_captioner(config, text_state: dict | None = None):
     return model
 
 
-def caption_logits(decoder, states: torch.Tensor, state_mask: torch.Tensor, ids: torch.Tensor,
+def caption_logits(decoder: Captioner, memory: torch.Tensor, memory_mask: torch.Tensor, ids: torch.Tensor,
                    mask: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced next-token logits (B, L, V) of caption tokens `ids` (B, L) given video states (B, S, H)."""
-    out = decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=states,
-                  encoder_attention_mask=state_mask.long(), use_cache=False)
+    """Teacher-forced next-token logits (B, L, V) of caption tokens `ids` (B, L) given the decoder's memory
+    (B, S, H) (`Captioner.memory`)."""
+    out = decoder.lm(input_ids=ids, attention_mask=mask, encoder_hidden_states=memory,
+                     encoder_attention_mask=memory_mask.long(), use_cache=False)
     return out.logits
 
 
-def caption_loss(decoder, states, state_mask, ids, mask) -> torch.Tensor:
+def caption_loss(decoder: Captioner, memory, memory_mask, ids, mask) -> torch.Tensor:
     """L = -sum_i log p(y_{i+1} | y_1..y_i, video), averaged over the caption tokens of the batch."""
-    return losses.caption_loss(caption_logits(decoder, states, state_mask, ids, mask), ids, mask)
+    return losses.caption_loss(caption_logits(decoder, memory, memory_mask, ids, mask), ids, mask)
 
 
-def generate(decoder, states: torch.Tensor, state_mask: torch.Tensor, **settings) -> torch.Tensor:
-    """Beam search through `generate()`: video states (B, S, H) -> token ids (B, L), starting with `[CLS]`.
+def generate(decoder: Captioner, memory: torch.Tensor, memory_mask: torch.Tensor, **settings) -> torch.Tensor:
+    """Beam search through `generate()`: the decoder's memory (B, S, H) -> token ids (B, L), starting with `[CLS]`.
 
     settings override the decoder's generation_config (num_beams, max_length, no_repeat_ngram_size,
     length_penalty, ...); None values are ignored.
@@ -98,12 +175,12 @@ def generate(decoder, states: torch.Tensor, state_mask: torch.Tensor, **settings
     from transformers import DynamicCache, EncoderDecoderCache
 
     settings = {k: v for k, v in settings.items() if v is not None}
-    start = torch.full((states.shape[0], 1), decoder.config.bos_token_id, dtype=torch.long, device=states.device)
+    start = torch.full((memory.shape[0], 1), decoder.config.bos_token_id, dtype=torch.long, device=memory.device)
     # An encoder-decoder cache: the cross-attention keys and values are computed once per beam, not per token.
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    return decoder.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=states,
-                            encoder_attention_mask=state_mask.long(), cache=cache, do_sample=False,
-                            **settings)
+    return decoder.lm.generate(input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=memory,
+                               encoder_attention_mask=memory_mask.long(), cache=cache, do_sample=False,
+                               **settings)
 
 
 def decode_text(tokenizer, ids: torch.Tensor) -> list[str]:

@@ -78,6 +78,9 @@ def _add_train(sub) -> None:
                    help=f"caption decoder: bert (from the text model) or bart (random init) (default {d['captioner']})")
     p.add_argument("--caption-epochs", type=int, default=d["caption_epochs"],
                    help=f"passes of the caption decoder over the captions (default {d['caption_epochs']})")
+    p.add_argument("--no-caption-frames", action="store_true",
+                   help="the caption decoder reads VideoBERT's video states only, not also the projected frame "
+                        "features")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
@@ -90,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         out = train_captioner(args.manifests, args.out, captioner=args.captioner, epochs=args.caption_epochs,
                               device=args.device, cache_dir=args.cache_dir, workers=args.workers,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, frames=not args.no_caption_frames)
         print(out)
         return 0
     from trainer.training import train
@@ -114,7 +117,8 @@ def train_config(args: argparse.Namespace):
                        depth=args.depth, frame_encoder=args.frame_encoder, text_model=args.text_model, model=model,
                        device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
                        threads=args.threads, resume=args.resume, progress=not args.no_progress,
-                       captioner=None if args.no_captioner else args.captioner, caption_epochs=args.caption_epochs)
+                       captioner=None if args.no_captioner else args.captioner, caption_epochs=args.caption_epochs,
+                       caption_frames=not args.no_caption_frames)
 
 
 def _add_eval(sub) -> None:
@@ -136,6 +140,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--references", choices=("manifest", "attrs"), default="manifest",
                    help="with --captions: the manifest's captions of each clip, or every training-phrasing "
                         "rendering of its generated attrs (default manifest)")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="with --captions: beam width of the descriptions (default: the model's, 4)")
     p.set_defaults(func=run_eval)
 
 
@@ -148,7 +154,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from trainer.caption_eval import evaluate_captions, format_caption_report
 
         result = evaluate_captions(model, args.manifest, args.train, cache_dir=args.cache_dir,
-                                   workers=args.workers, references=args.references)
+                                   workers=args.workers, references=args.references, num_beams=args.num_beams)
         print(json.dumps(result) if args.json else format_caption_report(result))
         return 0
     from trainer.evaluate import evaluate, format_report

@@ -33,6 +33,7 @@ class TrainConfig:
     caption_epochs: int = 16          # passes of the caption decoder over the captions (on the frozen encoder)
     caption_lr: float = 3e-4
     caption_model: dict = field(default_factory=dict)   # decoder config overrides (e.g. num_hidden_layers)
+    caption_frames: bool = True       # the decoder also attends to the clip's projected frame features
     mask_prob: float = 0.15
     word_dropout: float = 0.2         # chance of dropping each caption word per step (phrasing robustness)
     device: str = "auto"
