@@ -134,6 +134,21 @@ def parse_wrk(text: str) -> dict:
 STAGES = ("read", "encode", "dense", "keyword", "concept", "fuse", "hits")
 
 
+def server_engine(store: Path, runtime: str = "auto"):
+    """An engine over `store` with the model it records, started as `vidsearch serve` starts one: the server's
+    thread budget, then `Engine.warm()`."""
+    import trainer
+    from indexer import Store
+    from search import Engine
+    from search.engine import recorded_model_path
+
+    trainer.set_thread_budget(SERVER_THREADS)
+    opened = Store.open(str(store), readonly=True)
+    engine = Engine(opened, model=trainer.load(recorded_model_path(opened), runtime=runtime))
+    engine.warm()
+    return engine
+
+
 def in_process(store: Path, runs: int, queries: list[str], runtime: str = "auto", per_run: int = 60,
                cpu: bool = False) -> dict:
     """Queries of the same set through `search.Engine.text` in this process, one at a time (no HTTP): p50 over
@@ -144,15 +159,9 @@ def in_process(store: Path, runs: int, queries: list[str], runtime: str = "auto"
     cpu: stages timed in the CPU time of the querying thread (`time.thread_time`; with one thread per request
     the encoders, FAISS and SQLite all run on it), and each query's CPU time beside its wall time, so that
     the figures say what a query costs rather than how busy the machine was."""
-    import trainer
-    from indexer import Store
-    from search import Engine, StageTimes
-    from search.engine import recorded_model_path
+    from search import StageTimes
 
-    trainer.set_thread_budget(SERVER_THREADS)
-    opened = Store.open(str(store), readonly=True)
-    engine = Engine(opened, model=trainer.load(recorded_model_path(opened), runtime=runtime))
-    engine.warm()
+    engine = server_engine(store, runtime)
     for q in queries[-20:]:
         engine.text(q, k=10)
     p50s: dict[str, list[float]] = {f"{c}{k}": [] for c in ("", "cpu_") for k in ("all", "trained", "everyday")}
@@ -424,15 +433,9 @@ NOVEL = ("a kangaroo hopping across the desert", "an elephant bathing in a muddy
 def first_sight(store: Path, sentences=NOVEL) -> dict:
     """CPU ms of each stage for `sentences` on an engine started as the server starts it: once when their words
     are new to it, and again (each with a word appended, so the query cache misses) once it has met them."""
-    import trainer
-    from indexer import Store
-    from search import Engine, StageTimes
-    from search.engine import recorded_model_path
+    from search import StageTimes
 
-    trainer.set_thread_budget(SERVER_THREADS)
-    opened = Store.open(str(store), readonly=True)
-    engine = Engine(opened, model=trainer.load(recorded_model_path(opened)))
-    engine.warm()
+    engine = server_engine(store)
     out: dict[str, dict[str, float]] = {}
     for visit, suffix in (("first", ""), ("again", " today")):
         totals, stages = [], {}

