@@ -76,7 +76,7 @@ class IndexReport:
         return {"indexed": self.indexed, "skipped": self.skipped, "duplicates": self.duplicates,
                 "failed": self.failed, "removed": self.removed, "notes": self.notes, "warnings": self.warnings, "clips": self.clips,
                 "captions": self.captions, "video_seconds": self.video_seconds, "seconds": self.seconds,
-                "model_added": self.model_added, "rebuilt": self.rebuilt,
+                "model_added": self.model_added, "rebuilt": self.rebuilt, "ray_stats": self.ray_stats,
                 "exit_code": self.exit_code}
 
 

@@ -134,3 +134,19 @@ def test_ray_stats_are_read_per_operator():
     assert scaleout._ready_after(stats) == 23.27
     assert scaleout._operators(stats) == [("FlatMap(decode_rows)", 5, 3.01, 2),
                                           ("MapBatches(ChunkEncoder)", 5, 25.4, 1)]
+
+
+def test_ray_cli_ratios_are_taken_within_each_phase():
+    from benchmarks import scaleout
+    from benchmarks.common import Section
+
+    stats = "decode=actors, 1 actor(s), 5 block(s) of 66 file(s); first actor ready after 12.50 s, first result"
+    phase = lambda base, ray: {  # noqa: E731  (process s, report s, actor ready s) per run
+        "in-process": [(base, base - 8, None), (base + 2, base - 6, None), (base + 40, base, None)],
+        "ray": [(ray, ray - 4, 12.5), (ray - 1, ray - 5, 11.5), (ray + 1, ray - 3, 13.5)],
+        "reports": {"in-process": {"video_seconds": 272.0, "ray_stats": ""}, "ray": {"ray_stats": stats}}}
+    section = Section("scaleout", "Scale-out")
+    scaleout._ray_cli_table(section, {"address": phase(40.0, 52.0), "auto": phase(50.0, 80.0)}, 10.0, [], 3, {})
+    assert section.data["ray_cli"]["ratio"] == {"address/in-process": 1.0, "address/ray": 52.0 / 42.0,
+                                                "auto/in-process": 1.0, "auto/ray": 80.0 / 52.0}
+    assert "1.24x" in section.findings[0] and "1.54x" in section.findings[0]

@@ -209,6 +209,7 @@ def test_progress_and_report_dict(tmp_path, capsys):
     assert "video" in err and "clips=" in err and "video_s_per_s" in err
     d = report.to_dict()
     assert d["exit_code"] == 0 and d["indexed"] == [str(lib / "a.mp4")] and d["video_seconds"] == 3.0
+    assert d["ray_stats"] == ""  # an in-process run: nothing from Ray
 
 
 def test_bad_arguments(tmp_path):
