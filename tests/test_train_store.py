@@ -175,19 +175,22 @@ def _snapshot(store: Path) -> tuple[dict, dict]:
 @pytest.mark.slow
 def test_reindex_with_another_model_rebuilds_from_the_kept_features(captioned_store, tiny_captioner_dir,
                                                                    tmp_path, capsys):
-    """`index --store S --model M --reindex` (no paths): every video is rebuilt from the features the store
-    kept, none decoded, and the store holds what a fresh index run with M makes from the files."""
+    """`index --store S --model M --reindex` (no paths): each video is rebuilt from the features the store
+    kept, only the one whose features are gone is decoded, and the store holds what a fresh index run with M
+    makes from the files."""
     from webui.cli import main
 
     lib, store, rows = captioned_store
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
+    sorted((copy / "features").rglob("*.npz"))[0].unlink()
     assert main(["index", "--store", str(copy), "--model", str(tiny_captioner_dir), "--reindex", "--json",
                  "--no-progress"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["rebuilt"] == {"videos_from_features": len(rows), "videos_decoded_again": 0}
+    assert report["rebuilt"] == {"videos_from_features": len(rows) - 1, "videos_decoded_again": 1}
     assert sorted(report["indexed"]) == sorted(r["video"] for r in rows)
     assert not (copy / "thumbs.reindex").exists()
+    assert len(list((copy / "features").rglob("*.npz"))) == len(rows)  # the decoded video's are kept again
 
     fresh = tmp_path / "fresh"
     assert main(["index", str(lib), "--store", str(fresh), "--model", str(tiny_captioner_dir), "--workers", "1",
