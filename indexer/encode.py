@@ -122,8 +122,8 @@ class EncodeSettings:
     sidecars: bool = True
     keep_features: object = None  # indexer.features.FeatureShelf that each video's frame features go to
     describe: bool = True  # give each clip a generated description when the model has a caption decoder
-    # Index-time descriptions decode greedily: beam search's cost grows with the beams (1.8x the captions/s of
-    # 4 beams, BENCHMARKS.md "Captioning"); `vidsearch caption` keeps the decoder's own beam search.
+    # Index-time descriptions decode greedily: beam search's cost grows with the beams (greedy gave 1.8x to 3x
+    # the captions/s of 4 beams, BENCHMARKS.md "Captioning"); `vidsearch caption` keeps the decoder's beams.
     describe_beams: int = 1
 
 
