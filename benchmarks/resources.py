@@ -19,10 +19,11 @@ QUICK_TRAIN_ARGS = ["--epochs", "1"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def vidsearch(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
-    """Run the `vidsearch` command in a fresh process (so its timing and memory are its own)."""
+def vidsearch(*args: str, timeout: float = 3600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `vidsearch` command in a fresh process (so its timing and memory are its own), with `env` added
+    to this process's environment."""
     cmd = [sys.executable, "-m", "webui.cli", *args]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     if proc.returncode not in (0, 3):
         raise RuntimeError(f"`vidsearch {' '.join(args)}` exited {proc.returncode}: {proc.stderr[-2000:]}")

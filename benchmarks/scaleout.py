@@ -34,13 +34,18 @@ def _ray_library(workdir: str, quick: bool) -> list[str]:
     return paths
 
 
+# Ray clusters started with a token at ~/.ray/auth_token require it, and a client that names the address sends
+# it only with RAY_AUTH_MODE=token (Ray turns authentication on by itself only for clusters it finds or starts).
+TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
+
+
 def _cli_index(paths: list[str], store: Path, model_dir: Path, extra: list[str]) -> tuple[float, dict]:
     """Wall time of one `vidsearch index ... --json` process (imports and model load included), its report."""
     from .resources import vidsearch
 
     start = time.perf_counter()
     proc = vidsearch("index", *paths, "--store", str(store), "--model", str(model_dir), "--json", "--no-progress",
-                     *extra)
+                     *extra, env=TOKEN_AUTH if "--ray" in extra and "auto" not in extra else None)
     seconds = time.perf_counter() - start
     report = json.loads(proc.stdout[proc.stdout.index("{"):])
     if report["failed"]:
@@ -80,7 +85,7 @@ class RayHead:
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--num-cpus={self.cpus}",
                "--num-gpus=0", f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={self.tmp}",
                "--include-dashboard=false", "--disable-usage-stats"]
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(os.environ, **TOKEN_AUTH, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         start = time.perf_counter()
         self.log = open(self.tmp / "head.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO,

@@ -30,6 +30,7 @@ QUICK_SECONDS = 60
 POOL = 10              # generated videos the index runs add, change and remove
 START = 4              # of which the library holds this many at the start
 KILLS = 2              # index runs SIGKILLed part-way (each then restarted)
+KILL_TRIES = 4 * KILLS  # index runs that may try to be killed before the soak gives up on reaching KILLS
 VISIBLE_WITHIN = 30.0  # seconds allowed for a committed change to show in the running server
 
 
@@ -193,14 +194,19 @@ def soak(workdir: Path, model: Path, seconds: float, seed: int = 0) -> dict:
                                 "-s", str(wrk_script(workdir / "soak.lua")), base],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + seconds - 5
-        rounds, kills, waits, problems = 0, 0, [], []
-        while time.monotonic() < deadline or rounds < KILLS + 1:
+        rounds, kills, tries, waits, problems = 0, 0, 0, [], []
+        full = None   # seconds the last unkilled index run took
+        while time.monotonic() < deadline or rounds < KILLS + 1 or (kills < KILLS and tries < KILL_TRIES):
             mutate(library, files, pool, rng, counter)
             if kills < KILLS:
-                # Killed part-way: after the model has loaded and files are being decoded and committed.
-                outcome = index_run(library, store, model, rng.uniform(4.0, 12.0), log)
-                kills += outcome == "killed"
+                # Killed part-way, after the model has loaded and while files are decoded and committed. A run can
+                # end before its kill, so later kills fall within the duration of the last whole run.
+                after = rng.uniform(4.0, 12.0) if full is None else rng.uniform(0.4, 0.8) * full
+                outcome = index_run(library, store, model, after, log)
+                kills, tries = kills + (outcome == "killed"), tries + 1
+            started = time.monotonic()
             outcome = index_run(library, store, model, None, log)
+            full = time.monotonic() - started
             if outcome not in ("exit 0", "exit 3"):
                 problems.append(f"index run {rounds} ended with {outcome}")
             waited, off = wait_visible(base, files)
@@ -218,7 +224,7 @@ def soak(workdir: Path, model: Path, seconds: float, seed: int = 0) -> dict:
     fivexx = int(out.rsplit("5xx:", 1)[1].split()[0]) if "5xx:" in out else None
     consistency = check_store(store)
     return {"seconds": seconds, "requests": load["requests"], "rps": load["rps"], "p50_ms": load["p50_ms"],
-            "p99_ms": load["p99_ms"], "errors": load["errors"], "5xx": fivexx, "rounds": rounds, "kills": kills,
+            "p99_ms": load["p99_ms"], "errors": load["errors"], "5xx": fivexx, "rounds": rounds, "kills": kills, "kill_tries": tries,
             "visible_all": all(w is not None for w in waits) and not problems,
             "visible_max_s": max((w for w in waits if w is not None), default=None), "problems": problems[:20],
             "start": start_stats, "end": end_stats, "consistency": consistency, "videos_at_end": len(files)}
@@ -242,7 +248,7 @@ def section_of(r: dict, section: Section) -> Section:
                    "SIGKILLed", "all changes visible", "slowest to show (s)", "RSS MiB start -> end",
                    "open fds start -> end", "store check"])
     table.add(r["seconds"], r["requests"], r["rps"], r["5xx"], r["errors"] - (r["5xx"] or 0), r["p50_ms"],
-              r["p99_ms"], r["rounds"] + r["kills"], r["kills"], "yes" if r["visible_all"] else "no",
+              r["p99_ms"], r["rounds"] + r["kill_tries"], r["kills"], "yes" if r["visible_all"] else "no",
               r["visible_max_s"], f"{r['start']['rss_mib']:.0f} -> {r['end']['rss_mib']:.0f}",
               f"{r['start']['fds']} -> {r['end']['fds']}",
               "ok" if not r["consistency"] else "; ".join(r["consistency"]))
@@ -252,7 +258,8 @@ def section_of(r: dict, section: Section) -> Section:
         "grouping, library pages, health) for the whole run, while this process changes a library of generated "
         f"videos ({POOL} in the pool, {START} at the start) round after round: adds one, replaces one's content, "
         "removes one, then runs `vidsearch index LIBRARY --prune`. The first "
-        f"{KILLS} rounds first start an index run and SIGKILL it (with its decoder processes) 4-12 s in, then run it "
+        f"{KILLS} rounds first start an index run and SIGKILL it (with its decoder processes) part-way (4-12 s in, then "
+        "within the last whole run's duration; a run that ends first is tried again), then run it "
         "again. After every completed run the server must show the library as it now is, without a restart: every "
         "file listed as indexed at its current size and found by a search for its caption within its path, every "
         f"removed one gone, within {VISIBLE_WITHIN:.0f} s. At the end: the server's RSS and open file descriptors "

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    select,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -133,6 +134,11 @@ class Caption(Base):
     vector: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
 
 
+# Meta key of the count of commits that deleted clips or captions: a reader whose loaded value is current
+# knows every id its indexes return still has its row (indexer.store).
+REMOVALS_KEY = "removals"
+
+
 class Meta(Base):
     """Key/value facts about the store: its StoreConfig (JSON) and a generation counter bumped per commit."""
 
@@ -189,6 +195,8 @@ def migrate(engine: Engine) -> bool:
         missing = missing_columns(conn)
         for table, name, kind in missing:
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        if conn.execute(select(Meta.key).where(Meta.key == REMOVALS_KEY)).first() is None:
+            conn.execute(Meta.__table__.insert(), [{"key": REMOVALS_KEY, "value": "0"}])
     return bool(missing)
 
 

@@ -1,7 +1,6 @@
 """Read side of a store: `Store` opens its database (indexer.db) and the FAISS indexes, reconciles them, and answers queries."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -23,11 +22,23 @@ from .config import (
 )
 from .db import locate
 from .faiss_index import EXACT, SearchParams, VectorIndex
-from .schema import FAILED, GENERATED, INDEXED, Caption, Clip, Meta, Video, VideoPath, missing_columns
+from .schema import (
+    FAILED,
+    GENERATED,
+    INDEXED,
+    REMOVALS_KEY,
+    Caption,
+    Clip,
+    Meta,
+    Video,
+    VideoPath,
+    missing_columns,
+)
 from .shards import OnDiskIndex, is_ondisk
 
 # SQLite's default limit on bound parameters is 32766; stay well below it per IN (...) query.
 _CHUNK = 5000
+_REMOVALS = select(Meta.value).where(Meta.key == REMOVALS_KEY)
 
 
 @dataclass
@@ -151,6 +162,62 @@ class ConceptPostings:
         return ids[hit], scores[hit].astype(np.float32)
 
 
+class CaptionOwners:
+    """caption id -> the clip it stands for (its own clip, else its video's first clip; -1 if neither), for
+    the captions of one loaded generation, so that a search maps captions to clips without SQL.
+
+    A caption's owner never changes while the caption exists (clips come only with their video, and both go
+    with it), so the map is caught up with new captions on each load and rebuilt only after removals.
+    """
+
+    def __init__(self, removals: str | None = None, ids=None, owners=None):
+        self.removals = removals  # the writer's removal counter when the map was started
+        self.ids = np.empty(0, np.int64) if ids is None else ids  # ascending
+        self.owners = np.empty(0, np.int64) if owners is None else owners
+
+    def caught_up(self, session: Session, removals: str | None) -> CaptionOwners:
+        """A map of every caption now committed; `removals` must be read before this is called."""
+        if removals is None:  # a store whose writer predates the counter: nothing can be trusted
+            return CaptionOwners()
+        base = self if removals == self.removals else CaptionOwners(removals)
+        first = (select(Clip.id).where(Clip.video_id == Caption.video_id)
+                 .order_by(Clip.start, Clip.id).limit(1).scalar_subquery())
+        ids, owners = [base.ids], [base.owners]
+        top = int(base.ids[-1]) if len(base.ids) else 0
+        while True:
+            rows = session.execute(select(Caption.id, func.coalesce(Caption.clip_id, first))
+                                   .where(Caption.id > top).order_by(Caption.id).limit(_CHUNK)).all()
+            if not rows:
+                break
+            ids.append(np.array([r[0] for r in rows], np.int64))
+            owners.append(np.array([-1 if r[1] is None else r[1] for r in rows], np.int64))
+            top = rows[-1][0]
+        return CaptionOwners(removals, np.concatenate(ids), np.concatenate(owners))
+
+    def lookup(self, caption_ids: list[int]) -> tuple[dict[int, int | None], list[int]]:
+        """(owners of the ids the map holds, the ids it does not hold)."""
+        wanted = np.asarray(caption_ids, np.int64)
+        at = np.minimum(np.searchsorted(self.ids, wanted), max(len(self.ids) - 1, 0))
+        held = (self.ids[at] == wanted) if len(self.ids) else np.zeros(len(wanted), bool)
+        found = {int(c): (None if o < 0 else int(o)) for c, o in zip(wanted[held], self.owners[at[held]])}
+        return found, [int(c) for c in wanted[~held]]
+
+
+def _clip_records(clip_ids: list[int]):
+    """One query for what a ClipRecord shows: the clip, its video's path, its first own caption (generated
+    descriptions aside), its video's first untimed caption (for a clip without its own) and its first
+    generated description."""
+    def first(where, *order):
+        return select(Caption.text).where(*where).order_by(*order).limit(1).scalar_subquery()
+
+    own = first((Caption.clip_id == Clip.id, Caption.source != GENERATED), Caption.start, Caption.id)
+    whole = first((Caption.video_id == Clip.video_id, Caption.start.is_(None)), Caption.id)
+    description = first((Caption.clip_id == Clip.id, Caption.source == GENERATED), Caption.id)
+    return (select(Clip.id, Clip.video_id, Video.path, Clip.start, Clip.end, Clip.tags, Clip.thumbnail,
+                   own.label("own"), whole.label("whole"), description.label("description"))
+            .join(Video, Video.id == Clip.video_id).where(Clip.id.in_(clip_ids)))
+
+
 def vector_bytes(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype="<f4").tobytes()
 
@@ -189,6 +256,8 @@ class Store:
                        "looks": _Kind(Clip, LOOK_INDEX_FILE, column="look")}
         self._concepts: ConceptPostings | None = None
         self._state = None
+        self._removals: str | None = None  # the writer's removal counter when the indexes were loaded
+        self._owners = CaptionOwners()
         self._load()
 
     @classmethod
@@ -234,9 +303,12 @@ class Store:
             else:
                 loaded[name] = self._reconcile(kind, config)
         concepts = self._load_concepts(config, active)
+        with self.Session() as s:
+            owners = self._owners.caught_up(s, meta.get(REMOVALS_KEY))
         with self._lock:
             self.config = config
             self._meta = meta
+            self._removals, self._owners = meta.get(REMOVALS_KEY), owners
             self._concepts = concepts
             for name, kind in self._kinds.items():
                 kind.active = name in active
@@ -424,6 +496,9 @@ class Store:
         params = SearchParams(nprobe=self.config.nprobe, ef_search=self.config.ef_search)
         # Ask for a few more than k: rows deleted since this index was loaded are dropped below.
         scores, ids = index.search(vectors, k + extra + 8, params)
+        if extra == 0 and self._nothing_removed():  # every id the index holds still has its row
+            ids = ids[:, :k].astype(np.int64)
+            return np.where(ids >= 0, scores[:, :k], -np.inf).astype(np.float32), ids
         alive = self._existing(kind.model, np.unique(ids[ids >= 0]))
         out_s = np.full((len(ids), k), -np.inf, np.float32)
         out_i = np.full((len(ids), k), -1, np.int64)
@@ -431,6 +506,17 @@ class Store:
             keep = [j for j in range(ids.shape[1]) if ids[q, j] in alive][:k]
             out_s[q, :len(keep)], out_i[q, :len(keep)] = scores[q, keep], ids[q, keep]
         return out_s, out_i
+
+    def _nothing_removed(self) -> bool:
+        """True if no row went since the indexes were loaded. The writer bumps its removal counter in the
+        transaction that deletes rows, and `_load` read it before it read any row, so an unchanged counter
+        means every id loaded then still has its row."""
+        with self._lock:
+            loaded = self._removals
+        if loaded is None:
+            return False
+        with self.engine.connect() as conn:  # a bare connection: a third of a Session's cost per query
+            return conn.execute(_REMOVALS).scalar() == loaded
 
     def _existing(self, model, ids: np.ndarray) -> set[int]:
         found = set()
@@ -460,6 +546,8 @@ class Store:
             return []
         ids, scores = postings.score(weights)
         order = np.argsort(-scores, kind="stable")
+        if self._nothing_removed():  # the postings hold only rows that are still there
+            return [(int(ids[j]), float(scores[j])) for j in order[:k]]
         out, start = [], 0
         while len(out) < k and start < len(order):  # check deletions only as far down as the answer reaches
             block = order[start:start + 2 * k + 8]
@@ -484,59 +572,31 @@ class Store:
     def clips(self, clip_ids) -> list[ClipRecord]:
         """Records for the given clip ids, in the given order; ids not in the store are left out."""
         ids = [int(i) for i in clip_ids if int(i) >= 0]
-        rows, captions = {}, {}
+        rows = {}
         with self.Session() as s:
-            for part in chunks(dict.fromkeys(ids)):
-                q = select(Clip, Video.path).join(Video).where(Clip.id.in_(part))
-                rows.update({c.id: (c, p) for c, p in s.execute(q).all()})
-            captions = self._clip_captions(s, rows)
-            descriptions = self.clip_descriptions(list(rows), session=s)
+            for part in chunks(list(dict.fromkeys(ids))):
+                rows.update({r.id: r for r in s.execute(_clip_records(part)).all()})
         out = []
         for i in ids:
             if i not in rows:
                 continue
-            c, path = rows[i]
-            thumb = str(self.dir / c.thumbnail) if c.thumbnail else None
-            out.append(ClipRecord(c.id, c.video_id, path, c.start, c.end, captions.get(c.id),
-                                  [tuple(t) for t in json.loads(c.tags or "[]")], thumb, descriptions.get(c.id)))
+            r = rows[i]
+            thumb = str(self.dir / r.thumbnail) if r.thumbnail else None
+            out.append(ClipRecord(r.id, r.video_id, r.path, r.start, r.end,
+                                  r.own if r.own is not None else r.whole,
+                                  [tuple(t) for t in json.loads(r.tags or "[]")], thumb, r.description))
         return out
-
-    def clip_descriptions(self, clip_ids, session: Session | None = None) -> dict[int, str]:
-        """clip id -> its generated description (captions of source "generated"), for clips that have one."""
-        out: dict[int, str] = {}
-        with contextlib.nullcontext(session) if session is not None else self.Session() as s:
-            for part in chunks([int(i) for i in clip_ids]):
-                q = (select(Caption.clip_id, Caption.text)
-                     .where(Caption.clip_id.in_(part), Caption.source == GENERATED).order_by(Caption.id))
-                for cid, txt in s.execute(q).all():
-                    out.setdefault(cid, txt)
-        return out
-
-    def _clip_captions(self, s: Session, rows: dict) -> dict[int, str]:
-        """First caption of each clip (generated descriptions aside); a clip without its own takes its
-        video's untimed caption."""
-        clip_ids = list(rows)
-        video_ids = list({c.video_id for c, _ in rows.values()})
-        own, whole = {}, {}
-        for part in chunks(clip_ids):
-            for cid, txt in s.execute(select(Caption.clip_id, Caption.text)
-                                      .where(Caption.clip_id.in_(part), Caption.source != GENERATED)
-                                      .order_by(Caption.start, Caption.id)).all():
-                own.setdefault(cid, txt)
-        for part in chunks(video_ids):
-            q = (select(Caption.video_id, Caption.text).where(Caption.video_id.in_(part), Caption.start.is_(None))
-                 .order_by(Caption.id))
-            for vid, txt in s.execute(q).all():
-                whole.setdefault(vid, txt)
-        return {cid: own.get(cid, whole.get(c.video_id)) for cid, (c, _) in rows.items()
-                if cid in own or c.video_id in whole}
 
     def caption_clip(self, caption_ids) -> dict[int, int | None]:
         """caption id -> the clip it belongs to (its own clip, else its video's first clip; None if neither)."""
-        ids = [int(i) for i in caption_ids if int(i) >= 0]
-        out = {}
+        ids = list(dict.fromkeys(int(i) for i in caption_ids if int(i) >= 0))
+        with self._lock:
+            owners = self._owners
+        out, ids = owners.lookup(ids) if ids and self._nothing_removed() else ({}, ids)
+        if not ids:
+            return out
         with self.Session() as s:
-            for part in chunks(dict.fromkeys(ids)):
+            for part in chunks(ids):
                 first = (select(Clip.id).where(Clip.video_id == Caption.video_id)
                          .order_by(Clip.start).limit(1).scalar_subquery())
                 q = select(Caption.id, func.coalesce(Caption.clip_id, first)).where(Caption.id.in_(part))

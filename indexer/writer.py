@@ -28,6 +28,7 @@ from .schema import (
     FAILED,
     INDEXED,
     PENDING,
+    REMOVALS_KEY,
     Caption,
     Clip,
     Meta,
@@ -96,7 +97,7 @@ def _init_db(db: Database, config: StoreConfig) -> None:
     engine = db.engine(readonly=False)
     try:
         create_schema(engine, meta=[{"key": "config", "value": config.to_json()},
-                                    {"key": "generation", "value": "0"}])
+                                    {"key": "generation", "value": "0"}, {"key": REMOVALS_KEY, "value": "0"}])
     finally:
         engine.dispose()
     config.save(db.store_dir)
@@ -506,8 +507,12 @@ class StoreWriter(Store):
     # ---- commit and flush --------------------------------------------------------------------------
 
     def _bump(self) -> None:
-        self.session.execute(text("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
-                                  "WHERE key = 'generation'"))
+        """Count this commit; and, if it deletes clips or captions, count it as a removal, so that readers
+        check the ids their indexes return against the rows again."""
+        keys = ["generation"] + ([REMOVALS_KEY] if any(self._tx_remove.values()) else [])
+        for key in keys:
+            self.session.execute(text("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+                                      "WHERE key = :key"), {"key": key})
 
     def commit(self) -> None:
         """Commit the open transaction, then apply its vector changes to the in-memory FAISS indexes."""

@@ -97,12 +97,16 @@ def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster,
 @pytest.mark.slow
 @pytest.mark.parametrize("decode", ["actors", "tasks"])
 def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, synth_library, tiny_model_dir,
-                                                                 tiny_store_dir, tmp_path, decode):
+                                                                 tiny_store_dir, tmp_path, decode, capsys):
+    import json
+
     from webui.cli import main
 
     code = main(["index", str(synth_library.manifest), "--store", str(tmp_path / "ray"), "--model",
-                 str(tiny_model_dir), "--ray", "--ray-decode", decode, "--workers", "2", "--no-progress"])
+                 str(tiny_model_dir), "--ray", "--ray-decode", decode, "--workers", "2", "--no-progress", "--json"])
     assert code == 0
+    stats = json.loads(capsys.readouterr().out)["ray_stats"]  # the JSON report carries what Ray Data reported
+    assert f"decode={decode}" in stats and "first actor ready after" in stats
     _same(_content(tiny_store_dir), _content(tmp_path / "ray"))
     # The frame features are kept as in-process (for training on the store, adding a model later).
     kept = lambda store: sorted(p.name for p in (store / "features").rglob("*.npz"))  # noqa: E731

@@ -335,3 +335,50 @@ def test_hnsw_store_rebuilds_after_removals(tmp_path):
         assert store.meta["clip_index"] == "HNSW16"
         _, ids = store.search_clips(model.embed_text(["green"]), 6)
         assert set(ids[0].tolist()) == rows
+
+
+def test_a_reader_never_returns_rows_removed_since_it_loaded(tmp_path):
+    """Between refreshes a reader searches the indexes it loaded. Until a removal, it trusts their ids without
+    asking SQL; once an index run (here in another thread) removes a video, it checks them again."""
+    store_dir, lib, model, _ = build(tmp_path)
+    reader = Store.open(store_dir)
+    red = model.embed_text(["red"])
+    caption_rows = sql(store_dir, "SELECT id, COALESCE(clip_id, (SELECT id FROM clips WHERE video_id = "
+                                  "captions.video_id ORDER BY start, id LIMIT 1)) FROM captions")
+    _, before = reader.search_clips(red, 12)
+    _, caption_ids = reader.search_captions(red, 4)
+    assert len(set(before[0].tolist()) - {-1}) == 12 and len(set(caption_ids[0].tolist()) - {-1}) == 1
+    assert reader._nothing_removed()
+    # From the map kept in memory: the same owners SQL gives.
+    assert set(reader._owners.ids.tolist()) == {c for c, _ in caption_rows}
+    assert reader.caption_clip([c for c, _ in caption_rows]) == dict(caption_rows)
+    red_clips = {r[0] for r in sql(store_dir, "SELECT clips.id FROM clips JOIN videos ON videos.id = clips.video_id "
+                                              "WHERE videos.path = ?", str(lib / "red_0.mp4"))}
+    (lib / "red_0.mp4").unlink()
+    run = threading.Thread(target=index_paths, args=([lib], store_dir, model),
+                           kwargs={"reader": fake_reader(model.sampling), "prune": True})
+    run.start()
+    run.join()
+    assert sql(store_dir, "SELECT count(*) FROM captions")[0][0] == 0
+    assert not reader._nothing_removed()
+    _, after = reader.search_clips(red, 12)  # no refresh: the loaded index still holds the red clips
+    kept = set(after[0].tolist()) - {-1}
+    assert len(kept) == 9 and not kept & red_clips
+    _, caption_ids = reader.search_captions(red, 4)
+    assert (caption_ids == -1).all()
+    assert reader.caption_clip([c for c, _ in caption_rows]) == {}
+    assert reader.refresh() is True and reader._nothing_removed()
+    assert set(reader.search_clips(red, 12)[1][0].tolist()) - {-1} == kept
+
+
+def test_an_older_store_gains_the_removal_counter_when_a_writer_opens_it(tmp_path):
+    store_dir, lib, model, _ = build(tmp_path, colours=("red", "green"))
+    sql(store_dir, "DELETE FROM meta WHERE key = 'removals'")
+    with Store.open(store_dir) as old:
+        assert not old._nothing_removed()  # no counter: every id is checked
+        _, ids = old.search_clips(model.embed_text(["red"]), 6)
+        assert len(set(ids[0].tolist()) - {-1}) == 6
+    StoreWriter.open(store_dir).close()
+    assert sql(store_dir, "SELECT value FROM meta WHERE key = 'removals'") == [("0",)]
+    with Store.open(store_dir) as store:
+        assert store._nothing_removed()
