@@ -124,7 +124,8 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-CLI_RUNS = ("in-process", "ray")
+RAY_SIDE = "ray"
+CLI_RUNS = ("in-process", RAY_SIDE)
 
 
 def ray_cli(workdir: str, quick: bool, section: Section) -> None:
@@ -187,7 +188,7 @@ def _ray_cli_table(section: Section, phases: dict, head_s: float, foreign: list[
     section.data["ray_cli"] = {"phases": {p: {k: v for k, v in d.items() if k != "reports"} for p, d in phases.items()},
                                "head_start_s": head_s, "ratio": {f"{p}/{s}": r for (p, s), r in ratios.items()},
                                "foreign_gcs": foreign, "load": loads,
-                               "stats": {p: d["reports"]["ray"]["ray_stats"] for p, d in phases.items()}}
+                               "stats": {p: d["reports"][RAY_SIDE]["ray_stats"] for p, d in phases.items()}}
 
 
 # ---- Ray vs in-process with the model handed in ------------------------------------------------------
