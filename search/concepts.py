@@ -249,8 +249,8 @@ class ConceptReader:
             elif words[i].replace("-", "").isalpha():
                 unreached.append(words[i])
             i += n
-        for word in dict.fromkeys(unreached):
-            reached = self._similar(word)
+        similar = self._similar(list(dict.fromkeys(unreached)))
+        for word, reached in similar.items():
             for c, w in reached:
                 weights[c] = max(weights.get(c, 0.0), w)
             if reached:
@@ -276,22 +276,27 @@ class ConceptReader:
         out += [word[:-len(old)] + new for old, new in NOUN_ENDINGS if word.endswith(old) and len(word) > len(old) + 1]
         return list(dict.fromkeys(out))
 
-    def _similar(self, word: str) -> list[tuple[int, float]]:
-        """ConSE: (class, weight) of the classes a word is closer to than chance, strongest first."""
-        if word in self._word_cache:
-            return list(self._word_cache[word])
-        emb = self.embeddings()
+    def _similar(self, words: list[str]) -> dict[str, list[tuple[int, float]]]:
+        """ConSE: for each word, (class, weight) of the classes it is closer to than chance, strongest first.
+
+        The words not yet cached go to the sentence encoder in one call: a query's new words cost one encoder
+        pass, not one each."""
+        out = {w: list(self._word_cache[w]) for w in words if w in self._word_cache}
+        new = [w for w in words if w not in out]
+        emb = self.embeddings() if new else None
         if emb is None:
-            return []
-        sims = emb.similarity(self._encode([word]))[0]
-        top = np.argsort(-sims, kind="stable")[:CONSE_TOP]
+            return {w: out.get(w, []) for w in words}
+        sims = emb.similarity(self._encode(new))
         span = max(1.0 - emb.null_cosine, 1e-6)
-        out = tuple((int(c), float((sims[c] - emb.null_cosine) / span)) for c in top if sims[c] > emb.null_cosine)
         with self._lock:
-            if len(self._word_cache) > 4096:
+            if len(self._word_cache) + len(new) > 4096:
                 self._word_cache.clear()
-            self._word_cache[word] = out
-        return list(out)
+            for word, row in zip(new, sims):
+                top = np.argsort(-row, kind="stable")[:CONSE_TOP]
+                self._word_cache[word] = tuple((int(c), float((row[c] - emb.null_cosine) / span))
+                                               for c in top if row[c] > emb.null_cosine)
+                out[word] = list(self._word_cache[word])
+        return {w: out[w] for w in words}
 
 
 if __name__ == "__main__":

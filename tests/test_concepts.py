@@ -71,3 +71,53 @@ def test_shipped_class_embeddings_serve_only_the_encoder_they_were_made_with(tmp
     other = _words_encoder(salt=2)
     ClassEmbeddings.cached(other, classes, "other")
     assert other.calls > NULL_PROBES and list((tmp_path / "cache").glob("class-embeddings-*.npz"))
+
+
+def _reader(tmp_path, monkeypatch, encode):
+    from search.concepts import ConceptReader
+
+    monkeypatch.setenv("VIDSEARCH_CACHE", str(tmp_path / "cache"))
+    return ConceptReader(encode, encoder_key="test")
+
+
+def test_a_querys_new_words_are_embedded_in_one_call_with_the_weights_of_one_at_a_time(tmp_path, monkeypatch):
+    from trainer.classes import class_table
+
+    # Made-up words that the encoder places on two classes' names, so ConSE reaches those classes.
+    names = [", ".join(c["names"]) for c in class_table()["classes"]]
+    alias = {"florp": names[3], "zandle": names[7]}
+    calls = []
+
+    def aliased(encode):
+        def run(texts):
+            return encode([alias.get(t, t) for t in texts])
+        return run
+
+    def counted(texts):
+        calls.append(list(texts))
+        return words(texts)
+    words = aliased(_words_encoder())
+    batched = _reader(tmp_path, monkeypatch, counted)
+    single = _reader(tmp_path, monkeypatch, aliased(_words_encoder()))
+    batched.embeddings(), single.embeddings()
+    calls.clear()
+
+    new = ["florp", "quibbet", "zandle"]
+    got = batched._similar(new)
+    assert calls == [new]                                     # one encoder pass for the query's new words
+    one_by_one = {w: single._similar([w])[w] for w in new}
+    assert got.keys() == one_by_one.keys()
+    for w in new:
+        assert [c for c, _ in got[w]] == [c for c, _ in one_by_one[w]]
+        assert np.allclose([x for _, x in got[w]], [x for _, x in one_by_one[w]], atol=1e-6)
+    assert got["florp"][0][0] == 3 and got["zandle"][0][0] == 7 and got["quibbet"] == []
+
+    again = batched._similar(["zandle", "florp", "wugget"])    # cached words are not embedded again
+    assert calls[1:] == [["wugget"]] and again["florp"] == got["florp"]
+    query = batched.read("florp quibbet wugget")
+    expect: dict[int, float] = {}
+    for w in ("florp", "quibbet", "wugget"):
+        for c, x in single._similar([w])[w]:
+            expect[c] = max(expect.get(c, 0.0), x)
+    assert query.weights.keys() == expect.keys()
+    assert all(query.weights[c] == pytest.approx(x, abs=1e-6) for c, x in expect.items())
