@@ -83,6 +83,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     `fast` samples one frame per clip window (fps = 1 / clip length, a quarter of the frames at the default
     4 s clips and 1 fps): the frame encoder, most of the indexing time, does a quarter of the work, and clips
     keep their appearance but lose the frame-to-frame motion the model reads (see BENCHMARKS.md for the cost).
+    Its frames are keyframes, decoded alone, in files where every clip window holds one (the first in each
+    window); a file with sparser keyframes is decoded in full.
     `db` puts a new store's rows on PostgreSQL (a postgresql+psycopg URL; None reads VIDSEARCH_DB, "" is
     SQLite); an existing store keeps the database it records. `ray` ("auto" or a cluster address) decodes
     and embeds on a Ray cluster (indexer.ray_index) instead of in this process; planning and writing stay here.
@@ -136,7 +138,8 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             if reader is None:
                 from trainer.media import DecodePool
 
-                pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout)
+                pool = DecodePool(workers=workers, sampling=writer.config.sampling(), timeout=timeout,
+                                  keyframes=fast)
                 reader = functools.partial(pool.imap_chunks, chunk_seconds=chunk_seconds)
             run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
                          total=len(found.files) + len(found.problems), commit_every=commit_every)

@@ -58,14 +58,17 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def write_video(path: Path, frames: int, fps: float = SRC_FPS, encoder: str = "h264", size=(64, 48),
-                pts_ms: list[int] | None = None, options: dict | None = None) -> Path:
-    """Write `frames` solid-colour frames (see frame_color); `pts_ms` gives irregular timestamps in milliseconds."""
+                pts_ms: list[int] | None = None, options: dict | None = None, keyint: int | None = None) -> Path:
+    """Write `frames` solid-colour frames (see frame_color); `pts_ms` gives irregular timestamps in milliseconds,
+    `keyint` (h264) a keyframe every `keyint` frames and no others."""
     width, height = size
     with av.open(str(path), "w", options=options or {}) as container:
         stream = container.add_stream(encoder, rate=fractions.Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if encoder in ("h264", "libx264"):
             stream.options = {"preset": "ultrafast"}
+            if keyint is not None:
+                stream.options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
         elif encoder == "mpeg4":
             stream.bit_rate = 4_000_000  # the default rate smears flat colours between frames
         if pts_ms is not None:
@@ -539,3 +542,42 @@ def test_concurrent_single_calls_from_threads(codec_videos):
         videos = list(executor.map(lambda k: decode(codec_videos[k], SamplingConfig(size=16)), keys))
     assert [v.info.path for v in videos] == [str(codec_videos[k]) for k in keys]
     assert all(len(v.times) == SECONDS for v in videos)
+
+
+# --- keyframe-only decoding (indexing with fast=True) ---------------------------------------------------------------
+
+def _keyframe_times(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.is_keyframe)
+        return [round(float((p - pts[0]) * stream.time_base), 6) for p in pts]
+
+
+def test_keyframe_decoding_returns_the_first_keyframe_of_each_interval_at_its_time(tmp_path):
+    path = write_video(tmp_path / "gop.mp4", SECONDS * SRC_FPS, keyint=SRC_FPS)     # a keyframe every second
+    assert _keyframe_times(path) == [float(s) for s in range(SECONDS)]
+    for fps, expect in ((0.5, [0, 2, 4]), (1.0, [0, 1, 2, 3, 4, 5])):
+        sampling = SamplingConfig(fps=fps, size=16, clip_seconds=1 / fps, stride_seconds=1 / fps)
+        video = decode_file(path, sampling, backend="keyframes")
+        assert video.info.backend == "pyav-keyframes" and video.info.duration == pytest.approx(SECONDS)
+        assert list(video.times) == pytest.approx(expect)
+        assert [frame_index(f) for f in video.frames] == [SRC_FPS * t for t in expect]   # the keyframes themselves
+        chunks = list(decode_chunks_file(path, sampling, backend="keyframes", chunk_seconds=2.0))
+        assert np.concatenate([c.times for c in chunks]).tolist() == pytest.approx(expect)
+        assert all(c.info is None or c.info.backend == "pyav-keyframes" for c in chunks)
+    with DecodePool(workers=1, sampling=SamplingConfig(fps=0.5, size=16, clip_seconds=2, stride_seconds=2),
+                    keyframes=True) as pool:
+        [(_, pooled)] = list(pool.imap([path]))
+    assert pooled.info.backend == "pyav-keyframes" and list(pooled.times) == pytest.approx([0, 2, 4])
+
+
+def test_keyframes_too_sparse_for_the_clip_windows_decode_the_file_in_full(tmp_path):
+    path = write_video(tmp_path / "sparse.mp4", SECONDS * SRC_FPS, keyint=5 * SRC_FPS)  # keyframes at 0 s and 5 s
+    assert _keyframe_times(path) == [0.0, 5.0]
+    sampling = SamplingConfig(fps=0.5, size=16, clip_seconds=2, stride_seconds=2)
+    video = decode_file(path, sampling, backend="keyframes")
+    full = decode_file(path, sampling)
+    assert video.info.backend == full.info.backend != "pyav-keyframes"
+    assert list(video.times) == list(full.times) and np.array_equal(video.frames, full.frames)
+    clips = cut_clips(video.times, video.frames, video.info.duration, sampling)
+    assert len(clips) == 3 and all(len(c.times) >= 1 for c in clips)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .types import VIDEO_EXTENSIONS, ChunkCutter, DecodedVideo, MediaError, SamplingConfig, VideoInfo
+from .types import VIDEO_EXTENSIONS, ChunkCutter, DecodedVideo, MediaError, SamplingConfig, VideoInfo, clip_windows
 
 # Frames fetched per decord get_batch call: bounds decord's scratch memory on long videos.
 _BATCH = 32
@@ -249,6 +249,70 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     return VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav")
 
 
+def _keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
+    """{pts: time} of the keyframes to keep, the first in each 1 / fps interval, when every clip window holds
+    one; None when some window holds none, or the duration is unknown, so the file is decoded in full.
+
+    Read from the packets' keyframe flags, without decoding: it costs a pass over the file's bytes."""
+    import av
+
+    if not header.duration:
+        return None
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.is_keyframe)
+    if not pts:
+        return None
+    first, plan, slot = pts[0], {}, -1
+    for p in pts:
+        t = round((p - first) * tb, 6)
+        if int(t * sampling.fps + 1e-9) > slot:
+            slot = int(t * sampling.fps + 1e-9)
+            plan[p] = t
+    times = np.array(sorted(plan.values()))
+    for start, end in clip_windows(header.duration, sampling.clip_seconds, sampling.stride_seconds):
+        lo, hi = np.searchsorted(times, [start, end], side="left")
+        if hi == lo:
+            return None
+    return plan
+
+
+def _try_keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
+    try:
+        return _keyframe_plan(path, header, sampling)
+    except Exception:  # packets PyAV cannot demux: the full decode names the problem
+        return None
+
+
+def _frames_keyframes(path: str, header: _Header, sampling: SamplingConfig, threads: int, plan: dict[int, float]):
+    """Decode keyframes only (the decoder skips every other frame) and convert the planned ones.
+
+    Generator of (time, frame) pairs; returns the VideoInfo (frame_count: the frames decoded) when exhausted."""
+    import av
+
+    out_w, out_h = sampling.frame_size(header.width, header.height)
+    turns = header.rotation // 90
+    if turns % 2:
+        out_w, out_h = out_h, out_w
+    count = 0
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        stream.codec_context.skip_frame = "NONKEY"
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        for frame in container.decode(stream):
+            t = plan.get(frame.pts)
+            if t is not None:
+                count += 1
+                yield from _to_rgb([(count, t, frame)], out_w, out_h, turns)
+    if count < len(plan):
+        raise MediaError(path, f"truncated or corrupt: decoded {count} of {len(plan)} keyframes")
+    return VideoInfo(path, round(float(header.duration), 6), round(rate, 6), header.width, header.height,
+                     count, header.codec, "pyav-keyframes")
+
+
 def _to_rgb(picked, width: int, height: int, turns: int = 0) -> list[tuple[float, np.ndarray]]:
     """Sampled PyAV frames as RGB arrays, resized, then turned `turns` quarter turns counter-clockwise."""
     out = []
@@ -294,10 +358,20 @@ def _use_decord(path: str, header: _Header, backend: str) -> bool:
 
 def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
                 threads: int = 0) -> DecodedVideo:
-    """Sample frames at `sampling.fps`, resized at decode time; decord first, PyAV when decord fails."""
+    """Sample frames at `sampling.fps`, resized at decode time; decord first, PyAV when decord fails.
+
+    `backend` "keyframes" decodes keyframes only where they are dense enough (see `_keyframe_plan`)."""
     path = os.fspath(path)
     check_file(path)
     header = _stream_header(path)
+    if backend == "keyframes":
+        plan = _try_keyframe_plan(path, header, sampling)
+        if plan is not None:
+            try:
+                return _collect(_frames_keyframes(path, header, sampling, threads, plan))
+            except Exception:  # a keyframe the decoder refuses: decode the file in full instead
+                pass
+        backend = "auto"
     if _use_decord(path, header, backend):
         try:
             return _decode_decord(path, header, sampling, threads)
@@ -370,6 +444,20 @@ def decode_chunks_file(path: str, sampling: SamplingConfig = SamplingConfig(), b
     check_file(path)
     header = _stream_header(path)
     done = skip  # chunks already delivered
+    if backend == "keyframes":
+        plan = _try_keyframe_plan(path, header, sampling)
+        if plan is not None:
+            try:
+                for chunk in _chunked(_frames_keyframes(path, header, sampling, threads, plan), sampling,
+                                      chunk_seconds):
+                    if chunk.index >= done:
+                        done = chunk.index + 1
+                        yield chunk
+                    del chunk
+                return
+            except Exception:  # a keyframe the decoder refuses: go on in full from the next chunk
+                pass
+        backend = "auto"
     if _use_decord(path, header, backend):
         try:
             for chunk in _chunked(_frames_decord(path, header, sampling, threads), sampling, chunk_seconds):

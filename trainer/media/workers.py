@@ -439,9 +439,12 @@ class DecodePool:
     """
 
     def __init__(self, workers: int = 2, sampling: SamplingConfig = SamplingConfig(), timeout: float = 120.0, *,
-                 decoder: Callable = decode_file, chunk_decoder: Callable = decode_chunks_file):
+                 decoder: Callable = decode_file, chunk_decoder: Callable = decode_chunks_file,
+                 keyframes: bool = False):
         self._runner = _Runner(workers, timeout)
         self.sampling = sampling
+        # Keyframe-only decoding (where each clip window holds a keyframe) tried before the usual backends.
+        self.backend = "keyframes" if keyframes else "auto"
         self.decoder = decoder
         self.chunk_decoder = chunk_decoder
         # Split the cores between workers so N decoders do not each start one thread per core.
@@ -451,7 +454,7 @@ class DecodePool:
         """Decode `paths` lazily; yields (path, DecodedVideo) or (path, MediaError) for each, in order."""
         if self._runner is None:
             raise RuntimeError("DecodePool is closed")
-        args = (self.sampling, "auto", self.threads)
+        args = (self.sampling, self.backend, self.threads)
         fallback = (self.sampling, "pyav", self.threads)
         tasks = (_task(i, p, self.decoder, args, fallback) for i, p in enumerate(paths))
         yield from self._runner.run(tasks)
@@ -469,7 +472,7 @@ class DecodePool:
             raise RuntimeError("DecodePool is closed")
         if not chunk_seconds > 0:
             raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
-        args = (self.sampling, "auto", self.threads, float(chunk_seconds))
+        args = (self.sampling, self.backend, self.threads, float(chunk_seconds))
         fallback = (self.sampling, "pyav", self.threads, float(chunk_seconds))
         tasks = (_task(i, p, self.chunk_decoder, args, fallback) for i, p in enumerate(paths))
         yield from self._runner.run_stream(tasks)
