@@ -35,7 +35,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--fps", type=float, help="frames sampled per second (default: the model's)")
     p.add_argument("--fast", action="store_true",
                    help="sample one frame per clip (fps = 1 / clip length): about 4x less encoder work at the "
-                        "default 4 s clips, at some cost in motion queries; excludes --fps")
+                        "default 4 s clips, at some cost in motion queries; keyframes are decoded alone where every clip "
+                        "holds one; excludes --fps")
     p.add_argument("--clip-seconds", type=float, help="clip length in seconds (default: the model's)")
     p.add_argument("--stride", type=float, dest="stride_seconds", help="seconds between clip starts")
     p.add_argument("--workers", type=int, default=2, help="decoder processes (default 2)")
