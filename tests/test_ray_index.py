@@ -133,3 +133,23 @@ def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, syn
     # The frame features are kept as in-process (for training on the store, adding a model later).
     kept = lambda store: sorted(p.name for p in (store / "features").rglob("*.npz"))  # noqa: E731
     assert kept(tmp_path / "ray") == kept(tiny_store_dir) and kept(tiny_store_dir)
+
+
+@pytest.mark.slow
+def test_decode_tasks_embed_generated_and_sidecar_captions_as_in_process(ray_cluster, synth_library,
+                                                                         tiny_captioner_dir, tmp_path):
+    from trainer.api import load
+
+    model = load(tiny_captioner_dir)
+    here = index_paths([synth_library.manifest], tmp_path / "here", model, workers=1)
+    there = index_paths([synth_library.manifest], tmp_path / "ray", tiny_captioner_dir, ray="auto",
+                        ray_decode="tasks")
+    assert there.exit_code == here.exit_code == 0 and there.captions == here.captions
+    query = model.embed_text(["a red circle moves to the right"])
+    with Store.open(tmp_path / "here") as a, Store.open(tmp_path / "ray") as b:
+        listed = [(a.video_captions(v.id), b.video_captions(b.video_by_path(v.path).id))
+                  for v in a.videos(limit=100)]
+        assert {c.source for x, _ in listed for c in x} >= {"generated", "manifest", "sidecar"}
+        assert all(x == y for x, y in listed)
+        (sa, _), (sb, _) = a.search_captions(query, 20), b.search_captions(query, 20)
+        assert np.allclose(sa, sb, atol=1e-5)
