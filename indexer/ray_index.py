@@ -112,8 +112,9 @@ class BlockIndexer:
 
     def __init__(self, model_ref, settings: EncodeSettings, expect_hash: str, workers: int, timeout: float,
                  chunk_seconds: float, reader: Callable | None):
-        self.model, self.settings = _actor_model(model_ref, expect_hash), settings
+        # The decoder processes start first: they import their decoders while this one loads the model.
         self.reader = reader or _pool_reader(workers, settings.sampling, timeout, chunk_seconds)
+        self.model, self.settings = _actor_model(model_ref, expect_hash), settings
         self.ready = time.time()  # wall clock: start-up (process, imports, model) is reported apart
 
     def __call__(self, batch: dict):
