@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from trainer.card import ModelCard
+
 from .config import CONFIG_FILE, FORMAT_VERSION, StoreConfig, StoreError
 from .discover import discover
 from .encode import classifier, look_width
@@ -16,9 +18,10 @@ from .rebuild import gather, kept_jobs
 from .writer import StoreWriter
 
 
-def _load_model(model, store_dir: Path, reindex: bool):
+def _load_model(model, store_dir: Path, reindex: bool, card: bool = False):
     """The encoder: the model as given or loaded from a directory; for no model, the one the store records,
-    else (a new store, or one indexed without a model) the offline encoders."""
+    else (a new store, or one indexed without a model) the offline encoders. `card`: of a model directory,
+    only what it declares (trainer.card), for a run whose workers load the weights themselves."""
     if model is not None and not isinstance(model, (str, os.PathLike)):
         return model
     if model is None:
@@ -28,6 +31,10 @@ def _load_model(model, store_dir: Path, reindex: bool):
         if not config.model_path:
             return store_encoders(config)
         model = config.model_path
+    if card:
+        from trainer.card import read_card
+
+        return read_card(model)
     from trainer.api import load
 
     return load(model)
@@ -35,6 +42,10 @@ def _load_model(model, store_dir: Path, reindex: bool):
 
 def _encoder_fields(model) -> dict:
     """What a new store records of the encoders behind its concepts and look-alike vectors."""
+    if isinstance(model, ModelCard):  # not loaded: what its directory declares
+        frames = model.frame_encoder
+        return {"frame_encoder": frames.spec, "text_encoder": DEFAULT_TEXT_ENCODER, "look_dim": frames.channels,
+                "concept_classes": frames.classes}
     head = classifier(model)
     frames = getattr(model, "frame_encoder", None)
     return {"frame_encoder": str(getattr(frames, "spec", "") or getattr(model, "frame_spec", "")),
@@ -99,7 +110,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
         raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
     if not chunk_seconds > 0:
         raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
-    model = _load_model(model, store_dir, reindex)
+    model = _load_model(model, store_dir, reindex, card=ray is not None)
     added = _add_model(store_dir, model, reindex, batch_size)
     config = store_config(model, store_dir, reindex, index_type=index_type, fps=fps, clip_seconds=clip_seconds,
                           stride_seconds=stride_seconds)
@@ -178,6 +189,10 @@ def _add_model(store_dir: Path, model, reindex: bool, batch_size: int) -> dict |
 
     if not needs_model(store_dir, model, reindex):
         return None
+    if isinstance(model, ModelCard):  # the vectors are embedded here, from the kept features
+        from trainer.api import load
+
+        model = load(model.identity["path"])
     done = add_model(store_dir, model, store_config(model, store_dir), batch_size=batch_size)
     return {"clips": done.clips, "captions": done.captions, "videos_from_features": done.from_features,
             "videos_decoded_again": len(done.redecode)}

@@ -1,5 +1,13 @@
 """Encoding stage of indexing: frame features in batches, clip embeddings, concept tags, thumbnails, captions
-and generated clip descriptions."""
+and generated clip descriptions.
+
+Clip data is made from frame features by four functions that every path to the store shares: the
+in-process encoder here, a rebuild from kept features (indexer.rebuild) and the Ray actors
+(indexer.ray_index). `embed_clips` (clip vectors), `describe_clips` (generated descriptions),
+`clip_concepts` (tags and concepts) and `embed_captions` (a finished video's captions, itself
+`given_captions` + `generated_captions` -> `embed_texts` -> `add_captions`, which a Ray run spreads over its
+workers and its driver).
+"""
 from __future__ import annotations
 
 import io
@@ -55,7 +63,7 @@ def clip_look(features: np.ndarray, width: int) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-def _clip_concepts(encoder, features: np.ndarray, frames: np.ndarray, top: int, concept_top: int):
+def clip_concepts(encoder, features: np.ndarray, frames: np.ndarray, top: int, concept_top: int):
     """(tags, concepts, tag_text) of one clip: the classifier's probabilities averaged over its frames, as
     the top `top` (label, p) tags and the top `concept_top` (class, p) pairs above chance, plus the keyword
     text of the tags with their classes' synonyms and broader names.
@@ -147,8 +155,10 @@ def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
     return np.split(allf, np.cumsum(sizes)[:-1])
 
 
-def _embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> list:
-    if not has_dense(encoder):  # no trained model: the store has no dense vectors
+def embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> list:
+    """(N, D) float32 clip vectors of N (T, F) frame-feature stacks, in calls of `batch` clips; N Nones without a
+    trained model (the store then has no dense vectors)."""
+    if not has_dense(encoder):
         return [None] * len(feature_stacks)
     out = [encoder.embed_clips(feature_stacks[i:i + batch], features=True)
            for i in range(0, len(feature_stacks), batch)]
@@ -161,9 +171,9 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
     feats = _encode_frames(encoder, chunks, settings.batch_size)
     per_chunk = [(ch.clips(), ch, f) for ch, f in zip(chunks, feats)]
     stacks = [f[np.searchsorted(ch.times, c.times)] for clips, ch, f in per_chunk for c in clips]
-    vectors = iter(_embed_clips(encoder, stacks, settings.batch_size))
+    vectors = iter(embed_clips(encoder, stacks, settings.batch_size))
     width = look_width(encoder) if settings.looks else 0
-    descriptions = iter(_describe(encoder, stacks, settings))
+    descriptions = iter(describe_clips(encoder, stacks, settings))
     stacks = iter(stacks)
     keep = settings.keep_features is not None
     out = []
@@ -171,7 +181,7 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
         data = []
         for c in clips:
             feats = next(stacks)
-            tags, concepts, text = _clip_concepts(encoder, feats, c.frames, settings.top_tags, settings.concept_top)
+            tags, concepts, text = clip_concepts(encoder, feats, c.frames, settings.top_tags, settings.concept_top)
             data.append(ClipData(c.start, c.end, next(vectors), tags, _thumbnail(c.frames, settings.thumb_size),
                                  look=clip_look(feats, width) if width else None, concepts=concepts,
                                  tag_text=text, frame_times=c.times if keep else None,
@@ -181,7 +191,7 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
     return out
 
 
-def _describe(encoder, feature_stacks: list[np.ndarray], settings: EncodeSettings) -> list[str | None]:
+def describe_clips(encoder, feature_stacks: list[np.ndarray], settings: EncodeSettings) -> list[str | None]:
     """A generated sentence per clip from the model's caption decoder; None each without one or with
     `settings.describe` off."""
     if not (settings.describe and getattr(encoder, "can_describe", False)) or not feature_stacks:
@@ -234,7 +244,7 @@ class VideoAssembler:
             if chunk.last:
                 done.append(self._finish(job, chunk.info))
         try:  # captions of all finished videos in shared calls...
-            _embed_captions([e for e in done if e.error is None], self.encoder, self.settings)
+            embed_captions([e for e in done if e.error is None], self.encoder, self.settings)
             return done
         except Exception:  # ...or, if that fails, video by video so only the bad one fails
             return [self._captions(e) for e in done]
@@ -244,7 +254,7 @@ class VideoAssembler:
             return video
         video.captions, video.warnings = [], []
         try:
-            _embed_captions([video], self.encoder, self.settings)
+            embed_captions([video], self.encoder, self.settings)
         except Exception as e:
             return Encoded(video.job, error=f"encoding failed ({type(e).__name__}: {e})", warnings=video.warnings)
         return video
@@ -274,45 +284,54 @@ def encode_videos(items: list[tuple[Job, object]], encoder, settings: EncodeSett
     return VideoAssembler(encoder, settings).encode([(job, whole_chunk(v, settings.sampling)) for job, v in items])
 
 
-def _sidecar(e: Encoded) -> list:
-    """The video's own captions: its .srt/.vtt/.txt sidecar, else the text subtitle streams inside it. A bad
-    sidecar or stream is a warning, not a failed video."""
-    from trainer.captions import read_timed_text
+def given_captions(e: Encoded, settings: EncodeSettings) -> list[tuple[object, str]]:
+    """The video's own (trainer.captions.Caption, source) pairs: the manifest's, then (with `settings.sidecars`)
+    its .srt/.vtt/.txt sidecar's, else the text subtitle streams inside it. A bad sidecar or stream is a
+    warning added to `e`, not a failed video."""
+    caps = list(e.job.captions)
+    if settings.sidecars:
+        from trainer.captions import read_timed_text
 
-    captions, warnings = read_timed_text(e.job.state.path)
-    e.warnings += warnings
-    return captions
+        found, warnings = read_timed_text(e.job.state.path)
+        caps += found
+        e.warnings += warnings
+    return [c if isinstance(c, tuple) else (c, "manifest") for c in caps]
 
 
-def _generated(e: Encoded) -> list:
-    """The clips' generated descriptions as captions of their clip, kept apart by their source."""
+def generated_captions(path: str, clips: list[ClipData]) -> list[tuple[object, str]]:
+    """The clips' generated descriptions as (Caption, source) pairs of their clip, kept apart by their source."""
     from trainer.captions import Caption
 
     from .schema import GENERATED
 
-    return [(Caption(e.job.state.path, c.description, c.start, c.end), GENERATED)
-            for c in e.clips if c.description]
+    return [(Caption(path, c.description, c.start, c.end), GENERATED) for c in clips if c.description]
 
 
-def _embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
-    pairs = []
+def embed_texts(encoder, texts: list[str], batch: int) -> list:
+    """(N, D) float32 vectors of caption texts, in calls of `batch`; N Nones without a trained model (captions
+    are then found by keyword until the store has one)."""
+    if not has_dense(encoder) or not texts:
+        return [None] * len(texts)
+    # Captions are embedded as written: they are matched text to text, where the sentence encoder knows synonyms.
+    return np.concatenate([encoder.embed_text(texts[i:i + batch])
+                           for i in range(0, len(texts), batch)]).astype(np.float32)
+
+
+def add_captions(e: Encoded, captions: list[tuple[object, str]], vectors) -> None:
+    """Append the (Caption, source) pairs to `e.captions` with their vectors (one per pair), each attached to
+    the clip it overlaps most."""
+    for (c, source), (_, at), vec in zip(captions, _attach([c for c, _ in captions], e.clips), vectors):
+        e.captions.append(CaptionData(c.text.strip(), c.start, c.end, vec, at, source, getattr(c, "lang", None)))
+
+
+def embed_captions(encoded: list[Encoded], encoder, settings: EncodeSettings) -> None:
+    """Give each video its captions, embedded in shared calls: its own (`given_captions`), then its clips'
+    generated descriptions; blank ones are dropped."""
+    per_video = []
     for e in encoded:
-        caps = list(e.job.captions)
-        if settings.sidecars:
-            caps += _sidecar(e)
-        caps += _generated(e)
-        caps = [c if isinstance(c, tuple) else (c, "manifest") for c in caps]
-        attached = _attach([c for c, _ in caps], e.clips)
-        pairs += [(e, c, src, at) for (c, src), (_, at) in zip(caps, attached) if c.text.strip()]
-    if not pairs:
-        return
-    texts = [c.text.strip() for _, c, _, _ in pairs]
-    if not has_dense(encoder):  # no model: captions are found by keyword until the store has one
-        vecs = [None] * len(texts)
-    else:
-        # Captions are embedded as written: they are matched text to text, where the sentence encoder knows
-        # synonyms.
-        vecs = np.concatenate([encoder.embed_text(texts[i:i + settings.batch_size])
-                               for i in range(0, len(texts), settings.batch_size)]).astype(np.float32)
-    for (e, c, src, at), text, vec in zip(pairs, texts, vecs):
-        e.captions.append(CaptionData(text, c.start, c.end, vec, at, src, getattr(c, "lang", None)))
+        caps = given_captions(e, settings) + generated_captions(e.job.state.path, e.clips)
+        per_video.append((e, [(c, src) for c, src in caps if c.text.strip()]))
+    vectors = iter(embed_texts(encoder, [c.text.strip() for _, caps in per_video for c, _ in caps],
+                               settings.batch_size))
+    for e, caps in per_video:
+        add_captions(e, caps, [next(vectors) for _ in caps])

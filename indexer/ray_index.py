@@ -12,8 +12,10 @@ one of two ways (`decode=`):
         video chunk --map_batches--> model actors (ActorPoolStrategy, one GPU each): clip data for batches
         of chunks, so CPU nodes decode and the GPUs only embed.
 
-Rows stream back to this process, where videos are gathered and handed to the StoreWriter. Planning (stat,
-hash, skip/touch/alias) and writing stay here, through the same functions as the in-process pipeline, so
+Rows stream back to this process, where videos are gathered and handed to the StoreWriter; every model
+call (frames, clips, descriptions, caption texts) is made in the actors, so this process needs no more of
+a trained model than its directory's card (trainer.card). Planning (stat, hash, skip/touch/alias) and
+writing stay here, through the same functions as the in-process pipeline, so
 incremental runs, per-file failures and crash safety are the same. Errored blocks are dropped rather than
 failing the run; a block that never came back whole (its worker died: a segfault, the OOM killer) is run
 again file by file, so only the file that kills its worker is recorded as `failed`.
@@ -29,7 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .encode import EncodeSettings, Encoded, _embed_captions, encode_chunks_isolated
+from .encode import (EncodeSettings, Encoded, add_captions, embed_texts, encode_chunks_isolated, generated_captions,
+                     given_captions)
 from .pipeline import IndexReport, _WriteStage, encode_stream
 from .plan import Job
 
@@ -109,8 +112,9 @@ class BlockIndexer:
 
     def __init__(self, model_ref, settings: EncodeSettings, expect_hash: str, workers: int, timeout: float,
                  chunk_seconds: float, reader: Callable | None):
-        self.model, self.settings = _actor_model(model_ref, expect_hash), settings
+        # The decoder processes start first: they import their decoders while this one loads the model.
         self.reader = reader or _pool_reader(workers, settings.sampling, timeout, chunk_seconds)
+        self.model, self.settings = _actor_model(model_ref, expect_hash), settings
         self.ready = time.time()  # wall clock: start-up (process, imports, model) is reported apart
 
     def __call__(self, batch: dict):
@@ -124,27 +128,42 @@ class BlockIndexer:
 
 # ---- decode tasks, then model actors ("tasks") --------------------------------------------------------
 
-def decode_rows(row: dict, sampling, timeout: float, chunk_seconds: float, reader: Callable | None) -> list[dict]:
-    """A block's rows: each file's VideoChunks, or its MediaError, pickled, with the file's key."""
+def decode_rows(row: dict, settings: EncodeSettings, timeout: float, chunk_seconds: float,
+                reader: Callable | None) -> list[dict]:
+    """A block's rows: each file's VideoChunks, or its MediaError, pickled, with the file's key and path; the
+    first row of a file also carries the file's own captions (`given_captions`: manifest, sidecar, streams)
+    and their warnings, or why they could not be read."""
     from trainer.media.types import VideoChunk, whole_chunk
 
-    read = reader or _pool_reader(1, sampling, timeout, chunk_seconds)
+    read = reader or _pool_reader(1, settings.sampling, timeout, chunk_seconds)
     out = []
     for key, job in pickle.loads(row["block"]):
         items = []
         try:
             for _, item in read([job.state.path]):
                 if hasattr(item, "frames") and not isinstance(item, VideoChunk):  # a whole DecodedVideo
-                    item = whole_chunk(item, sampling)
+                    item = whole_chunk(item, settings.sampling)
                 items.append(item)
         except Exception as e:  # the reader itself failed: the file fails, the run goes on
             items.append(f"decoding failed ({type(e).__name__}: {e})")
-        out += [{"key": key, "seq": i, "item": pickle.dumps(it, protocol=5)} for i, it in enumerate(items)]
+        given = _given(job, settings)
+        out += [{"key": key, "seq": i, "path": job.state.path, "item": pickle.dumps(it, protocol=5),
+                 "given": pickle.dumps(given if i == 0 else [], protocol=5)} for i, it in enumerate(items)]
     return out
 
 
+def _given(job: Job, settings: EncodeSettings):
+    """(captions, warnings) of the file's own captions, or the reason (a str) they could not be read."""
+    e = Encoded(job)
+    try:
+        return given_captions(e, settings), e.warnings
+    except Exception as err:
+        return f"encoding failed ({type(err).__name__}: {err})"
+
+
 class ChunkEncoder:
-    """A Ray Data actor: loads the model once, then embeds batches of chunks (frames -> clip data)."""
+    """A Ray Data actor: loads the model once, then embeds batches of chunks (frames -> clip data) and the
+    captions that came with them or were generated for their clips."""
 
     def __init__(self, model_ref, settings: EncodeSettings, expect_hash: str):
         self.model, self.settings = _actor_model(model_ref, expect_hash), settings
@@ -154,14 +173,46 @@ class ChunkEncoder:
         items = [pickle.loads(b) for b in batch["item"]]
         chunks = [it for it in items if hasattr(it, "windows") and len(it.frames)]
         done = dict(zip(map(id, chunks), encode_chunks_isolated(chunks, self.model, self.settings)))
-        results = []
-        for it in items:
+        rows = []
+        for it, path, given in zip(items, batch["path"], batch["given"]):
             if not hasattr(it, "windows"):  # a MediaError or a reason: passed on
-                results.append(("error", getattr(it, "reason", str(it)), None))
+                rows.append(["error", getattr(it, "reason", str(it)), None, None])
             else:
-                results.append(("chunk", done.get(id(it), []), (it.last, it.info)))
-        return {"key": batch["key"], "seq": batch["seq"], "ready": [self.ready] * len(results),
-                "result": [pickle.dumps(r, protocol=5) for r in results]}
+                clips = done.get(id(it), [])
+                rows.append(["chunk", clips, (it.last, it.info), _row_captions(pickle.loads(given), str(path), clips)])
+        self._embed([r for r in rows if isinstance(r[3], tuple)])
+        return {"key": batch["key"], "seq": batch["seq"], "ready": [self.ready] * len(rows),
+                "result": [pickle.dumps(tuple(r), protocol=5) for r in rows]}
+
+    def _embed(self, rows: list[list]) -> None:
+        """Embed the captions of the rows (entry 3: (captions, None, warnings)) in shared calls or, if those
+        fail, row by row: a row whose captions cannot be embedded gets the reason in their place."""
+        try:
+            vectors = iter(embed_texts(self.model, [c.text.strip() for r in rows for c, _ in r[3][0]],
+                                       self.settings.batch_size))
+        except Exception as err:
+            if len(rows) == 1:
+                rows[0][3] = f"encoding failed ({type(err).__name__}: {err})"
+                return
+            for row in rows:
+                self._embed([row])
+            return
+        for row in rows:
+            caps, _, warnings = row[3]
+            row[3] = (caps, [next(vectors) for _ in caps], warnings)
+
+
+def _row_captions(given, path: str, clips):
+    """A chunk row's captions to embed, as (non-blank (Caption, source) pairs, None for their vectors,
+    warnings): the file's own ones (on its first row) and the generated descriptions of the row's clips;
+    or the reason (a str) why the video fails."""
+    if isinstance(given, str):
+        return given
+    if isinstance(clips, str):  # the chunk could not be encoded: the video fails with that reason
+        return clips
+    caps, warnings = given if given else ([], [])
+    caps = [(c, src) for c, src in caps + generated_captions(path, clips) if c.text.strip()]
+    return caps, None, warnings
 
 
 def _model_ref(ray, model):
@@ -178,40 +229,34 @@ def _model_ref(ray, model):
 @dataclass
 class _Video:
     job: Job
-    parts: dict = field(default_factory=dict)  # seq -> ("chunk", clips | reason, (last, info)) | ("error", ...)
+    # seq -> ("chunk", clips | reason, (last, info), (captions, vectors, warnings) | reason) | ("error", reason, ...)
+    parts: dict = field(default_factory=dict)
     end: int | None = None  # seq of the last row, once it came
 
     def complete(self) -> bool:
         return self.end is not None and len(self.parts) == self.end + 1
 
-    def encoded(self) -> Encoded:
-        """The video's Encoded, its chunks in order; an error anywhere fails it whole."""
-        clips, info = [], None
+    def encoded(self, settings: EncodeSettings) -> Encoded:
+        """The video's Encoded, its chunks and captions in order; an error anywhere fails it whole. Its frame
+        features are kept, as the in-process VideoAssembler keeps them."""
+        clips, info, captions, vectors, warnings = [], None, [], [], []
         for seq in range(self.end + 1):
-            kind, payload, meta = self.parts[seq]
+            kind, payload, meta, texts = self.parts[seq]
             if kind == "error":
                 return Encoded(self.job, error=payload)
-            if isinstance(payload, str):  # this chunk could not be encoded
-                return Encoded(self.job, error=payload)
+            for failed in (payload, texts):
+                if isinstance(failed, str):  # this chunk or its captions could not be encoded
+                    return Encoded(self.job, error=failed, warnings=warnings)
             clips += payload
             info = meta[1] if meta[0] else info
+            captions, vectors, warnings = captions + texts[0], vectors + texts[1], warnings + texts[2]
         if not clips:
             return Encoded(self.job, error="no frames could be decoded")
-        return Encoded(self.job, info=info, clips=clips)
-
-
-def _finish(video: _Video, model, settings: EncodeSettings) -> Encoded:
-    """A video gathered from chunk rows: its frame features kept and its captions embedded, as the
-    in-process VideoAssembler does."""
-    e = video.encoded()
-    if e.error is None:
+        e = Encoded(self.job, info=info, clips=clips, warnings=warnings)
         if settings.keep_features is not None:
             settings.keep_features.keep(e.job.state.hash, e.clips, e.info.duration)
-        try:  # captions are short texts: embedded here, beside the writer
-            _embed_captions([e], model, settings)
-        except Exception as err:
-            return Encoded(e.job, error=f"encoding failed ({type(err).__name__}: {err})", warnings=e.warnings)
-    return e
+        add_captions(e, captions, vectors)
+        return e
 
 
 def _split(jobs: Iterable[Job], write: _WriteStage) -> list[Job]:
@@ -285,7 +330,7 @@ def build_dataset(ray, decode: list[Job], blocks: list[list[int]], model, settin
                                                                      reader),
                                   batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=plan.actors),
                                   num_gpus=gpus, num_cpus=plan.actor_cpus, max_task_retries=1)
-        ds = ds.flat_map(decode_rows, fn_args=(settings.sampling, timeout, chunk_seconds, reader),
+        ds = ds.flat_map(decode_rows, fn_args=(settings, timeout, chunk_seconds, reader),
                          compute=TaskPoolStrategy(size=plan.workers), num_cpus=1, max_retries=1)
         return ds.map_batches(ChunkEncoder, fn_constructor_args=args, batch_size=plan.chunks_per_batch,
                               batch_format="numpy", compute=ActorPoolStrategy(size=plan.actors),
@@ -298,6 +343,8 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
                ) -> IndexReport:
     """Index planned `jobs` into `writer` with decoding and embedding on Ray; returns the report.
 
+    `model` names what the actors embed with: a model directory's card (trainer.card.ModelCard) or a loaded
+    model, whose directory each actor loads, or any other encoder object, shipped through the object store.
     `plan` lays the run out on the cluster (RayPlan). `decode` replaces the decoder as `reader` does for
     index_paths (it must pickle). The report's `ray_stats` holds what Ray Data reports per stage, after a
     line per pass with the seconds until the first actor was ready (its process started and the model
@@ -316,7 +363,7 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
             ds = build_dataset(ray, todo, blocks, model, settings, plan, timeout=timeout,
                                chunk_seconds=chunk_seconds, reader=decode)
             gather = _gather_videos if plan.decode == "actors" else _gather_chunks
-            done = gather(ds, {k: todo[k] for block in blocks for k in block}, model, settings, write)
+            done = gather(ds, {k: todo[k] for block in blocks for k in block}, settings, write)
             stats.append(f"decode={plan.decode}, {plan.actors} actor(s), {len(blocks)} block(s) of "
                          f"{len(todo)} file(s); first actor ready after {_since(done.ready, wall)}, first "
                          f"result back after {_since(done.first, wall)}\n{ds.stats()}")
@@ -354,7 +401,7 @@ class _Pass:
         self.ready = min(float(row["ready"]), self.ready or float("inf"))
 
 
-def _gather_videos(ds, todo: dict[int, Job], model, settings, write: _WriteStage) -> _Pass:
+def _gather_videos(ds, todo: dict[int, Job], settings: EncodeSettings, write: _WriteStage) -> _Pass:
     """Write each video row of an "actors" run as it comes (under this process's own Job, which holds the
     aliases); the pass's `lost` are the keys of `todo` that never came."""
     done = _Pass(set(todo))
@@ -368,7 +415,7 @@ def _gather_videos(ds, todo: dict[int, Job], model, settings, write: _WriteStage
     return done
 
 
-def _gather_chunks(ds, todo: dict[int, Job], model, settings: EncodeSettings, write: _WriteStage) -> _Pass:
+def _gather_chunks(ds, todo: dict[int, Job], settings: EncodeSettings, write: _WriteStage) -> _Pass:
     """Stream a "tasks" run's chunk rows into per-video parts and write each video as soon as all its parts
     came; the pass's `lost` are the keys of `todo` whose video never completed."""
     videos, done = {k: _Video(job) for k, job in todo.items()}, _Pass(set())
@@ -378,11 +425,11 @@ def _gather_chunks(ds, todo: dict[int, Job], model, settings: EncodeSettings, wr
         if video is None:  # a retried task's second copy of a finished file
             continue
         done.saw(row)
-        kind, payload, meta = pickle.loads(row["result"])
-        video.parts[seq] = (kind, payload, meta)
+        kind, payload, meta, texts = pickle.loads(row["result"])
+        video.parts[seq] = (kind, payload, meta, texts)
         if kind == "error" or (meta and meta[0]):
             video.end = seq
         if video.complete():
-            write.handle(_finish(videos.pop(key), model, settings))
+            write.handle(videos.pop(key).encoded(settings))
     done.lost = set(videos)
     return done

@@ -195,22 +195,22 @@ def rebuild(job, encoder, settings):
 def _rebuild(job, encoder, settings):
     from trainer.media.types import VideoInfo
 
-    from .encode import Encoded, _clip_concepts, _describe, _embed_captions, _embed_clips, clip_look, look_width
+    from .encode import Encoded, clip_concepts, clip_look, describe_clips, embed_captions, embed_clips, look_width
     from .writer import ClipData
 
     video, feats = job.kept
     job.kept = None  # the features are not held past this video
     stacks = [np.asarray(feats.window(start, end), np.float32) for start, end, _ in video.clips]
-    vectors = _embed_clips(encoder, stacks, settings.batch_size)
-    descriptions = _describe(encoder, stacks, settings)
+    vectors = embed_clips(encoder, stacks, settings.batch_size)
+    descriptions = describe_clips(encoder, stacks, settings)
     width = look_width(encoder) if settings.looks else 0
     clips = []
     for (start, end, thumb), f, vec, text in zip(video.clips, stacks, vectors, descriptions):
-        tags, concepts, tag_text = _clip_concepts(encoder, f, None, settings.top_tags, settings.concept_top)
+        tags, concepts, tag_text = clip_concepts(encoder, f, None, settings.top_tags, settings.concept_top)
         clips.append(ClipData(start, end, vec, tags, thumb.read_bytes(),
                               look=clip_look(f, width) if width else None, concepts=concepts, tag_text=tag_text,
                               description=text))
     info = VideoInfo(job.state.path, video.duration, video.fps, video.width, video.height, 0, video.codec, "kept")
     out = Encoded(job, info=info, clips=clips)
-    _embed_captions([out], encoder, settings)
+    embed_captions([out], encoder, settings)
     return out

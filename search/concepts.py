@@ -7,8 +7,9 @@ Two readings, as the words allow:
   ("motorcycle" -> moped; "vehicle" -> seventy classes; "tabby cat" -> tabby). Each reached class weighs 1, so a
   clip's concept score is the share of its probability mass on what the query names.
 * ConSE (Norouzi et al., 2014, "Zero-Shot Learning by Convex Combination of Semantic Embeddings") for content
-  words WordNet does not reach ("kitten", "puppy"): the sentence-embedding cosine between the word and each
-  class's names and gloss. A class counts only when the word is closer to it than random letter strings get to
+  words WordNet does not reach ("kitten", "puppy"), except words read only as adjectives or adverbs ("red",
+  "old": they describe a subject and name none, so "red" reaches no red wine): the sentence-embedding cosine
+  between the word and each class's names and gloss. A class counts only when the word is closer to it than random letter strings get to
   any class (`null_cosine`, measured on the class embeddings), and weighs what the cosine exceeds that by,
   scaled to [0, 1]; the clip's score is then ConSE's convex combination of its class probabilities with those
   similarities.
@@ -205,6 +206,7 @@ class ConceptReader:
             raise ValueError(f"the store's classifier has {classes} classes; the class table describes "
                              f"{len(self.classes)} ImageNet classes")
         self.lexicon: dict[str, list[int]] = table["lexicon"]
+        self.describing = frozenset(table.get("describing", ()))
         self._encode, self._key = encode, encoder_key
         self._embeddings: ClassEmbeddings | None = None
         self._lock = threading.Lock()
@@ -246,7 +248,7 @@ class ConceptReader:
                 for c in classes:
                     weights[c] = 1.0
                 matches.append(ConceptMatch(" ".join(words[i:i + n]), tuple(self.label(c) for c in classes), WORDNET))
-            elif words[i].replace("-", "").isalpha():
+            elif words[i].replace("-", "").isalpha() and words[i] not in self.describing:
                 unreached.append(words[i])
             i += n
         similar = self._similar(list(dict.fromkeys(unreached)))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .fusion import best_per_group, merge_max, page, reciprocal_rank_fusion, settled_max
+from .fusion import best_per_group, evidence_fusion, merge_max, page, reciprocal_rank_fusion, settled_max
 
 # Search channels: "dense" (the model's clip and caption vectors), "keyword" (FTS5 over captions and concept
 # tags), "concept" (the query's class weights against each clip's class probabilities) and "lookalike" (the
@@ -434,13 +434,19 @@ class Engine:
         """The candidate source of a text query over the channels in `use` (RRF when there are several)."""
         from .concepts import chance_score, query_words
 
+        floors = {DENSE: lambda: self._chance(DENSE), CLIP: lambda: self._chance(CLIP),
+                  # Any keyword match is evidence (BM25 and ts_rank are positive for a match).
+                  KEYWORD: lambda: 0.0 if self.config.cutoffs else -np.inf,
+                  CONCEPT: lambda: (chance_score(weights, self.store.config.concept_classes)
+                                    if self.config.cutoffs else -np.inf)}
+
         def dense(n: int):
             with stage(DENSE):
                 clips = _valid(*self.store.search_clips(vector, n), n)
                 captions = _valid(*self.store.search_captions(vector, n), n)
                 owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
                 mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
-                return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), self._chance(DENSE))
+                return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), floors[DENSE]())
 
         words = " ".join(query_words(q))   # function words alone are no evidence of anything
 
@@ -452,15 +458,15 @@ class Engine:
         def concept(n: int):
             with stage(CONCEPT):
                 found = self.store.search_concepts(weights, n) if weights else []
-                floor = chance_score(weights, self.store.config.concept_classes) if self.config.cutoffs else -np.inf
-                return _cut(found, len(found) < n, floor)
+                return _cut(found, len(found) < n, floors[CONCEPT]())
 
         def clip(n: int):
             with stage(CLIP):
-                return _cut(*_valid(*self.store.search_looks(clip_vector, n), n), self._chance(CLIP))
+                return _cut(*_valid(*self.store.search_looks(clip_vector, n), n), floors[CLIP]())
 
         channels = {DENSE: dense, KEYWORD: keyword, CONCEPT: concept, CLIP: clip}
-        return _fused([(name, channels[name]) for name in use], self.config.rrf_k)
+        return _fused([(name, channels[name]) for name in use], self.config.rrf_k,
+                      floors=[floors[name] for name in use])
 
     def _chance(self, channel: str) -> float:
         """The best cosine that random letter strings reach in this store through a vector channel (dense:
@@ -572,9 +578,13 @@ def _shape(hits: list[Hit], group: str, offset: int, k: int) -> list[Hit]:
     return page(hits, offset, k)
 
 
-def _fused(channels: list[tuple[str, Callable]], rrf_k: int) -> Source:
+def _fused(channels: list[tuple[str, Callable]], rrf_k: int,
+           floors: list[Callable[[], float]] | None = None) -> Source:
     """One source over named channel sources ((scored, dry) at depth n): a lone channel as it ranks, several
-    fused by RRF at the same depth; the evidence names the channels that found each clip, with their scores."""
+    fused by RRF at the same depth; the evidence names the channels that found each clip, with their scores.
+
+    With `floors` (per channel, its chance floor), each vote weighs the clip's margin over its channel's floor
+    relative to the query's best in that channel (search.fusion.evidence_fusion); without, plain RRF."""
     def source(n: int) -> Found:
         lists = [(name, *fn(n)) for name, fn in channels]
         with stage("fuse"):
@@ -586,7 +596,10 @@ def _fused(channels: list[tuple[str, Callable]], rrf_k: int) -> Source:
             if len(lists) == 1:
                 return lists[0][1], dry, evidence
             # Every ranking is cut at the same depth; RRF over them is the usual fixed-depth fusion.
-            fused = reciprocal_rank_fusion([[c for c, _ in scored] for _, scored, _ in lists], k=rrf_k)
+            if floors is None:
+                fused = reciprocal_rank_fusion([[c for c, _ in scored] for _, scored, _ in lists], k=rrf_k)
+            else:
+                fused = evidence_fusion([scored for _, scored, _ in lists], [f() for f in floors], k=rrf_k)
             return fused, dry, evidence
     return source
 

@@ -1,6 +1,7 @@
 """Rank fusion and result shaping: reciprocal rank fusion, dense-list merging, grouping and paging."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -18,23 +19,55 @@ def reciprocal_rank_fusion(rankings: Iterable[Sequence[int]], k: int = RRF_K,
     An id repeated within one list counts only at its best rank. Ties are broken by the best single rank the id
     reached in any list, then by the id itself, so the result is deterministic.
     """
-    if k <= 0:
-        raise ValueError(f"rrf k must be positive, got {k}")
     rankings = list(rankings)
     weights = [1.0] * len(rankings) if weights is None else list(weights)
     if len(weights) != len(rankings):
         raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+    return weighted_rank_fusion([[(item, w) for item in ranking] for ranking, w in zip(rankings, weights)], k)
+
+
+def weighted_rank_fusion(rankings: Iterable[Sequence[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """RRF where each entry carries its own weight: rankings of (id, weight) best first, score(id) = sum over
+    lists of weight / (k + rank). Duplicates and ties as in `reciprocal_rank_fusion`."""
+    if k <= 0:
+        raise ValueError(f"rrf k must be positive, got {k}")
     scores: dict[int, float] = {}
     best_rank: dict[int, int] = {}
-    for ranking, weight in zip(rankings, weights):
+    for ranking in rankings:
         seen: set[int] = set()
-        for rank, item in enumerate(ranking, start=1):
+        for rank, (item, weight) in enumerate(ranking, start=1):
             if item in seen:
                 continue
             seen.add(item)
             scores[item] = scores.get(item, 0.0) + weight / (k + rank)
             best_rank[item] = min(best_rank.get(item, rank), rank)
     return sorted(scores.items(), key=lambda kv: (-kv[1], best_rank[kv[0]], kv[0]))
+
+
+def evidence(scored: Sequence[tuple[int, float]], floor: float) -> list[float]:
+    """How strongly a channel vouches for each of its results (best first), in [0, 1]: the score's margin over
+    the channel's chance floor, as a share of the margin of the query's best result in that channel.
+
+    A result barely above chance weighs almost nothing, whatever its rank; the channel's best weighs 1. Without a
+    finite floor, or when nothing clears it, every result weighs 1 (plain RRF).
+    """
+    if not scored:
+        return []
+    span = scored[0][1] - floor
+    if not math.isfinite(floor) or not span > 0:
+        return [1.0] * len(scored)
+    return [min(max((s - floor) / span, 0.0), 1.0) for _, s in scored]
+
+
+def evidence_fusion(lists: Sequence[Sequence[tuple[int, float]]], floors: Sequence[float],
+                    k: int = RRF_K) -> list[tuple[int, float]]:
+    """Fuse scored channel lists (best first) by RRF, each entry's vote weighted by its `evidence` above its
+    channel's chance floor: a result that two channels find strongly outranks one that three find barely above
+    chance, while ranks still decide between results of equal evidence."""
+    if len(floors) != len(lists):
+        raise ValueError(f"{len(floors)} floors for {len(lists)} lists")
+    return weighted_rank_fusion([list(zip((c for c, _ in scored), evidence(scored, floor)))
+                                 for scored, floor in zip(lists, floors)], k)
 
 
 def merge_max(*lists: Iterable[tuple[int, float]]) -> list[tuple[int, float]]:

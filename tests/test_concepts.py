@@ -121,3 +121,35 @@ def test_a_querys_new_words_are_embedded_in_one_call_with_the_weights_of_one_at_
             expect[c] = max(expect.get(c, 0.0), x)
     assert query.weights.keys() == expect.keys()
     assert all(query.weights[c] == pytest.approx(x, abs=1e-6) for c, x in expect.items())
+
+
+def test_the_class_table_files_a_class_under_a_word_only_in_a_sense_the_word_is_read_in():
+    from trainer.classes import class_table
+
+    table = class_table()
+    label = {i: c["label"] for i, c in enumerate(table["classes"])}
+    lexicon = {w: {label[c] for c in cs} for w, cs in table["lexicon"].items()}
+    # "man" is a name of the chess piece above "castle" (rook), a sense SemCor never tagged; "red" names red
+    # wine only in a sense never tagged, and is an adjective far more often.
+    assert "man" not in lexicon and "red" not in lexicon and lexicon["red wine"] == {"red wine"}
+    castle = next(c for c in table["classes"] if c["label"] == "castle")
+    assert "man" not in castle["broader"]
+    # The senses people do mean still reach their classes.
+    assert {"brown bear", "ice bear"} <= lexicon["bear"] and lexicon["motorcycle"] == {"moped"}
+    assert "tabby" in lexicon["cat"] and {"wall clock", "analog clock"} <= lexicon["clock"]
+
+
+def test_a_describing_word_reaches_no_class_even_by_similarity(tmp_path, monkeypatch):
+    from search.concepts import ConceptReader
+
+    monkeypatch.setenv("VIDSEARCH_CACHE", str(tmp_path))
+    encode = _words_encoder()
+    reader = ConceptReader(encode, "test-encoder")
+    reader.embeddings()
+    before = encode.calls
+    red = reader.read("red")
+    assert red.weights == {} and red.matches == () and encode.calls == before   # not even embedded
+    reader.read("kitten")                                                     # a noun WordNet does not reach
+    assert encode.calls == before + 1
+    motorcycle = reader.read("a red motorcycle")
+    assert [m.source for m in motorcycle.matches] == ["motorcycle"]

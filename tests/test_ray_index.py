@@ -94,14 +94,36 @@ def test_ray_run_matches_in_process_and_a_crashing_file_fails_alone(ray_cluster,
         assert store.video_by_path(lib / "after.mp4").clips == 2
 
 
+def test_model_card_declares_what_the_loaded_model_gives(tiny_model_dir, tmp_path):
+    from indexer.api import store_config
+    from trainer.api import load
+    from trainer.card import frame_outputs, read_card
+
+    card, model = read_card(tiny_model_dir), load(tiny_model_dir)
+    assert (card.identity, card.sampling, card.dim) == (model.identity, model.sampling, model.dim)
+    assert card.frame_encoder.spec == model.frame_encoder.spec and card.frame_encoder.dim == model.frame_encoder.dim
+    # A new store made from the card records exactly what one made from the loaded model records.
+    assert store_config(card, tmp_path / "new") == store_config(model, tmp_path / "new")
+    with pytest.raises(ValueError, match="unknown frame encoder spec 'resnet'"):
+        frame_outputs("resnet", 512)
+    with pytest.raises(FileNotFoundError, match="missing config.json"):
+        read_card(tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("decode", ["actors", "tasks"])
 def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, synth_library, tiny_model_dir,
-                                                                 tiny_store_dir, tmp_path, decode, capsys):
+                                                                 tiny_store_dir, tmp_path, decode, capsys,
+                                                                 monkeypatch):
     import json
 
+    import trainer.api
     from webui.cli import main
 
+    def no_load(*args, **kwargs):
+        raise AssertionError("the driver of a Ray run loaded the model; only its actors may")
+
+    monkeypatch.setattr(trainer.api, "load", no_load)  # in this process only: the actors load it
     code = main(["index", str(synth_library.manifest), "--store", str(tmp_path / "ray"), "--model",
                  str(tiny_model_dir), "--ray", "--ray-decode", decode, "--workers", "2", "--no-progress", "--json"])
     assert code == 0
@@ -111,3 +133,23 @@ def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, syn
     # The frame features are kept as in-process (for training on the store, adding a model later).
     kept = lambda store: sorted(p.name for p in (store / "features").rglob("*.npz"))  # noqa: E731
     assert kept(tmp_path / "ray") == kept(tiny_store_dir) and kept(tiny_store_dir)
+
+
+@pytest.mark.slow
+def test_decode_tasks_embed_generated_and_sidecar_captions_as_in_process(ray_cluster, synth_library,
+                                                                         tiny_captioner_dir, tmp_path):
+    from trainer.api import load
+
+    model = load(tiny_captioner_dir)
+    here = index_paths([synth_library.manifest], tmp_path / "here", model, workers=1)
+    there = index_paths([synth_library.manifest], tmp_path / "ray", tiny_captioner_dir, ray="auto",
+                        ray_decode="tasks")
+    assert there.exit_code == here.exit_code == 0 and there.captions == here.captions
+    query = model.embed_text(["a red circle moves to the right"])
+    with Store.open(tmp_path / "here") as a, Store.open(tmp_path / "ray") as b:
+        listed = [(a.video_captions(v.id), b.video_captions(b.video_by_path(v.path).id))
+                  for v in a.videos(limit=100)]
+        assert {c.source for x, _ in listed for c in x} >= {"generated", "manifest", "sidecar"}
+        assert all(x == y for x, y in listed)
+        (sa, _), (sb, _) = a.search_captions(query, 20), b.search_captions(query, 20)
+        assert np.allclose(sa, sb, atol=1e-5)

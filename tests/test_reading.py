@@ -57,6 +57,24 @@ def readings_of(word):
     return {s.name() for s in readings(word)}
 
 
+def test_the_class_table_and_the_reader_read_words_by_one_rule():
+    # One function decides the senses a word is read in, for query rewriting and for the class table.
+    import search.reading
+    import trainer.classes
+    import trainer.senses
+
+    assert search.reading.readings is trainer.senses.readings is trainer.classes.readings
+    # Known to be a noun (a class name is one), a word keeps the noun senses SemCor tagged: "bear" is tagged
+    # mostly as a verb, yet as a noun it is the animal; "man" was never tagged as a chess piece.
+    assert "bear.n.01" in readings_of_noun("bear") and not readings_of("bear") & readings_of_noun("bear")
+    assert "man.n.01" in readings_of_noun("man") and "man.n.10" not in readings_of_noun("man")
+    assert all(pos_of(s) == "n" for s in readings("bear", "n"))
+
+
+def readings_of_noun(word):
+    return {s.name() for s in readings(word, "n")}
+
+
 def test_a_direction_formed_with_ward_is_read_as_its_word(reader):
     assert reader.read("a red circle heads leftwards")[0] == "a red circle heads left"
 

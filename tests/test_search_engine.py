@@ -188,6 +188,32 @@ def test_hybrid_is_rrf_of_dense_and_keyword(engine, store):
     assert hybrid[0].score == pytest.approx(2 / 61)
 
 
+class NullModel(VectorModel):
+    """Known texts by lookup; any other text (the random strings that measure chance) on an empty axis."""
+
+    def embed_text(self, texts):
+        return np.stack([self.table.get(t, unit(7)) for t in texts]).astype(np.float32)
+
+
+def test_hybrid_weighs_each_vote_by_its_margin_over_chance():
+    # Clip 1 is dense's second, barely above chance (random strings score 0 here), and keyword's first (all
+    # three words); clip 2 is dense's first by far and keyword's second (two words). Plain RRF ties them and
+    # gives the tie to clip 1; weighed by evidence, clip 2's strong dense vote wins.
+    s = MemoryStore()
+    s.add(1, 1, "/v/1.mp4", 0.0, unit(6, 0, 0.05), "apple pie orchard")
+    s.add(2, 2, "/v/2.mp4", 0.0, unit(0), "apple pie")
+    engine = Engine(s, model=NullModel({"apple pie orchard": unit(0)}),
+                    config=EngineConfig(refresh_seconds=0.0), reader=None)
+    dense = ids(engine.text("apple pie orchard", k=5, mode="dense"))
+    keyword = ids(engine.text("apple pie orchard", k=5, mode="keyword"))
+    assert dense == [2, 1] and keyword == [1, 2]
+    assert [i for i, _ in reciprocal_rank_fusion([dense, keyword])] == [1, 2]
+    hybrid = engine.text("apple pie orchard", k=5)
+    assert ids(hybrid) == [2, 1]
+    assert hybrid[0].similarities == {"dense": pytest.approx(1.0), "keyword": 2.0}
+    assert hybrid[1].score < 1 / 61 + 0.1 / 62           # its dense vote is worth a twentieth of a full one
+
+
 def test_group_by_video_keeps_best_clip_per_video(engine):
     hits = engine.text("circle", k=10, mode="dense", group="video")
     assert ids(hits) == [4, 1, 6]

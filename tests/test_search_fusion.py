@@ -1,7 +1,8 @@
 """Reciprocal rank fusion, max-merging, grouping and paging on hand-made rankings."""
 import pytest
 
-from search.fusion import best_per_group, merge_max, page, reciprocal_rank_fusion, settled_max
+from search.fusion import (best_per_group, evidence, evidence_fusion, merge_max, page, reciprocal_rank_fusion,
+                           settled_max)
 
 
 def test_rrf_scores_match_the_formula():
@@ -67,3 +68,30 @@ def test_settled_max_stops_where_an_unseen_item_could_still_rank():
     assert [i for i, _ in merged] == [3, 1, 2, 4]
     assert settled_max([clips, captions], merged) == 3    # 4 (0.1) could be passed by an unseen clip at 0.7
     assert settled_max([(clips[0], True), captions], merged) == 4
+
+
+def test_evidence_is_the_margin_over_chance_as_a_share_of_the_best_margin():
+    assert evidence([(1, 0.9), (2, 0.5), (3, 0.3)], floor=0.1) == pytest.approx([1.0, 0.5, 0.25])
+    assert evidence([(1, 0.9), (2, 0.5)], floor=float("-inf")) == [1.0, 1.0]     # no floor: plain RRF
+    assert evidence([(1, 0.1)], floor=0.1) == [1.0] and evidence([], floor=0.0) == []
+
+
+def test_strong_evidence_in_two_channels_outranks_weak_evidence_in_three():
+    # Channels with chance floors 0.3 (dense), 0 (keyword) and 0.001 (concept). Clip 9 is what dense ranks
+    # first, barely above chance, and what keyword and concept find weakly at rank 2; clip 5 is first by far in
+    # keyword and concept and absent from dense. Plain RRF counts votes and puts 9 first.
+    dense = [(9, 0.31), (4, 0.305)]
+    keyword = [(5, 8.0), (9, 0.5)]
+    concept = [(5, 0.6), (9, 0.01)]
+    votes = [c for c, _ in reciprocal_rank_fusion([[c for c, _ in ch] for ch in (dense, keyword, concept)])]
+    assert votes[0] == 9
+    fused = evidence_fusion([dense, keyword, concept], [0.3, 0.0, 0.001])
+    assert [c for c, _ in fused][:2] == [5, 9]
+    assert dict(fused)[5] == pytest.approx(2 / 61)          # the best of two channels: a full vote in each
+
+
+def test_evidence_fusion_of_equal_evidence_is_rrf_and_checks_its_arguments():
+    lists = [[(1, 0.5), (2, 0.5)], [(2, 0.7), (1, 0.7)]]
+    assert evidence_fusion(lists, [0.0, 0.0]) == reciprocal_rank_fusion([[1, 2], [2, 1]])
+    with pytest.raises(ValueError, match="floors"):
+        evidence_fusion(lists, [0.0])

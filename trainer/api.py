@@ -5,9 +5,7 @@ query-time vectors come from the same code path.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,35 +13,12 @@ import torch
 from .caption_training import load_captioner
 from .captioner import decode_text
 from .captioner import generate as generate_captions
+from .card import FRAME_ENCODER_FILE, check_model_dir, model_hash
 from .encoders.onnx_runtime import resolve_runtime
 from .media import SamplingConfig
 from .modeling import VideoBertForPreTraining
-from .training import FRAME_ENCODER_FILE, resample_frames
+from .training import resample_frames
 from .vocab import VisualVocabulary
-
-
-def _check_model_dir(model_dir) -> Path:
-    path = Path(model_dir).expanduser()
-    missing = [name for name in ("config.json", "model.safetensors", FRAME_ENCODER_FILE)
-               if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{path} is not a vidsearch model dir (missing {', '.join(missing)})")
-    return path.resolve()
-
-
-def model_hash(model_dir) -> str:
-    """sha256 over the files that define the model's outputs (config, weights, visual words, encoder spec)."""
-    from .vocab import VOCAB_FILE
-
-    h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors", VOCAB_FILE, FRAME_ENCODER_FILE):
-        path = Path(model_dir) / name
-        if path.is_file():
-            h.update(name.encode())
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
 
 
 def load(model_dir, device="auto", runtime: str = "auto") -> "VideoSearchModel":
@@ -57,7 +32,7 @@ def load(model_dir, device="auto", runtime: str = "auto") -> "VideoSearchModel":
 
     from .encoders import load_frame_encoder, pick_device
 
-    path = _check_model_dir(model_dir)
+    path = check_model_dir(model_dir)
     dev = pick_device(device)
     hf_logging.disable_progress_bar()
     model = VideoBertForPreTraining.from_pretrained(path).to(dev).eval()

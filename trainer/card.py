@@ -1,0 +1,86 @@
+"""What a model directory declares about itself, read without torch or weights: its identity, frame sampling,
+vector width and the outputs of its frame encoder. A process that only plans and writes an index run (the
+driver of a Ray run, whose workers load the model) needs no more of the model than this."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .media import SamplingConfig
+from .vocab import VOCAB_FILE
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FRAME_ENCODER_FILE = "frame_encoder.json"
+# EfficientNet-Lite0: channels of its final 1x1 "head" convolution (the global-pool block of its features) and
+# the classes of its ImageNet classifier; trainer.encoders.efficientnet builds the encoder with the same.
+LITE0_CHANNELS = 1280
+LITE0_CLASSES = 1000
+
+
+def check_model_dir(model_dir) -> Path:
+    """The model directory, resolved; FileNotFoundError naming what is missing when it is not one."""
+    path = Path(model_dir).expanduser()
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, FRAME_ENCODER_FILE) if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a vidsearch model dir (missing {', '.join(missing)})")
+    return path.resolve()
+
+
+def model_hash(model_dir) -> str:
+    """sha256 over the files that define the model's outputs (config, weights, visual words, encoder spec)."""
+    h = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE, FRAME_ENCODER_FILE):
+        path = Path(model_dir) / name
+        if path.is_file():
+            h.update(name.encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FrameOutputs:
+    """What a frame encoder gives, by its spec: `dim`-wide features whose first `channels` values are the
+    global-pool block (the look-alike vector), and a classifier over `classes` classes (0: none)."""
+
+    spec: str
+    dim: int
+    channels: int
+    classes: int
+
+
+def frame_outputs(spec: str, dim: int) -> FrameOutputs:
+    """The outputs of the frame encoder named by `spec` whose features the model reads as `dim` wide; raises
+    ValueError for a spec no frame encoder answers to (as trainer.encoders.load_frame_encoder does)."""
+    name = spec.strip().partition(":")[0]
+    if name == "efficientnet-lite0":
+        return FrameOutputs(spec, dim, LITE0_CHANNELS, LITE0_CLASSES)
+    if name == "clip":  # a projection, no classifier: the look-alike vector is the whole feature
+        return FrameOutputs(spec, dim, dim, 0)
+    raise ValueError(f"unknown frame encoder spec {spec!r}")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model directory as its saved files declare it (`read_card`), with the names a loaded
+    trainer.api.VideoSearchModel gives the same facts: `identity`, `sampling`, `dim`, `frame_encoder`."""
+
+    identity: dict  # {"path", "hash", "name"}, as a loaded model's
+    sampling: SamplingConfig
+    dim: int  # width of the clip and text vectors
+    frame_encoder: FrameOutputs
+
+
+def read_card(model_dir) -> ModelCard:
+    """The card of the model directory `model_dir` (checked as `trainer.load` checks it)."""
+    path = check_model_dir(model_dir)
+    config = json.loads((path / CONFIG_FILE).read_text())
+    spec = json.loads((path / FRAME_ENCODER_FILE).read_text())
+    sampling = SamplingConfig(**config["sampling"]) if config.get("sampling") else SamplingConfig()
+    outputs = frame_outputs(spec["spec"], int(config["feature_dim"]))
+    identity = {"path": str(path), "hash": model_hash(path), "name": path.name}
+    return ModelCard(identity, sampling, int(config["hidden_size"]), outputs)
