@@ -1,6 +1,7 @@
 """Read side of a store: `Store` opens its database (indexer.db) and the FAISS indexes, reconciles them, and answers queries."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import (
@@ -212,10 +213,12 @@ class CaptionOwners:
         return found, [int(c) for c in wanted[~held]]
 
 
-def _clip_records(clip_ids: list[int]):
+@functools.lru_cache(maxsize=1)
+def _clip_records():
     """One query for what a ClipRecord shows: the clip, its video's path, its first own caption (generated
     descriptions aside), its video's first untimed caption (for a clip without its own) and its first
-    generated description."""
+    generated description; for the clip ids bound as `ids`. Built once: putting the statement together
+    cost a third of fetching a page of records."""
     def first(where, *order):
         return select(Caption.text).where(*where).order_by(*order).limit(1).scalar_subquery()
 
@@ -224,7 +227,7 @@ def _clip_records(clip_ids: list[int]):
     description = first((Caption.clip_id == Clip.id, Caption.source == GENERATED), Caption.id)
     return (select(Clip.id, Clip.video_id, Video.path, Clip.start, Clip.end, Clip.tags, Clip.thumbnail,
                    own.label("own"), whole.label("whole"), description.label("description"))
-            .join(Video, Video.id == Clip.video_id).where(Clip.id.in_(clip_ids)))
+            .join(Video, Video.id == Clip.video_id).where(Clip.id.in_(bindparam("ids", expanding=True))))
 
 
 def _top_order(scores: np.ndarray, k: int) -> np.ndarray:
@@ -610,9 +613,9 @@ class Store:
         """Records for the given clip ids, in the given order; ids not in the store are left out."""
         ids = [int(i) for i in clip_ids if int(i) >= 0]
         rows = {}
-        with self.Session() as s:
+        with self.engine.connect() as conn:  # a bare connection: a read needs no Session
             for part in chunks(list(dict.fromkeys(ids))):
-                rows.update({r.id: r for r in s.execute(_clip_records(part)).all()})
+                rows.update({r.id: r for r in conn.execute(_clip_records(), {"ids": part}).all()})
         out = []
         for i in ids:
             if i not in rows:
