@@ -555,7 +555,7 @@ class Engine:
         from trainer.encoders.device import use_thread_budget
         use_thread_budget()                 # FAISS's thread count is per thread: apply the server's budget here
         self.refresh()
-        with self._lock.reading():
+        with self._lock.reading(), self.store.one_look():  # the channels share one look at removals
             yield
 
 

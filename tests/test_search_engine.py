@@ -3,6 +3,7 @@
 The in-memory store implements the read API of `indexer.Store` with exact inner-product search, so every expected
 ranking here can be worked out by hand. The same engine runs on a real indexed store in test_search_store.py.
 """
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -105,6 +106,9 @@ class MemoryStore:
 
     def video(self, video_id):
         return next((v for v in self.videos(0, 10**6) if v.id == video_id), None)
+
+    def one_look(self):
+        return contextlib.nullcontext()  # nothing is ever removed from this store
 
     def refresh(self):
         with self.lock:

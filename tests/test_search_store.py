@@ -221,3 +221,30 @@ def test_searches_in_threads_while_the_store_grows(store_copy, engine, tmp_path)
             t.join(30)
     assert not errors
     assert live.counts()["videos"] == before + 2
+
+
+def test_concept_postings_rank_as_a_full_stable_sort_of_the_weighted_sums():
+    """The concept channel's scores and order, pinned to a dense reference: the weighted sum of each clip's
+    class probabilities, best first, ties in insertion order, the first k of them."""
+    from indexer.store import ConceptPostings, _top_order
+
+    rng = np.random.default_rng(3)
+    classes, clips = 40, 120
+    dense = np.where(rng.random((clips, classes)) < 0.2, rng.random((clips, classes)), 0).astype(np.float32)
+    dense[7] = dense[3]                      # two clips tie on every query
+    postings = ConceptPostings(classes)
+    postings.add((i + 1, json.dumps([[c, float(p)] for c, p in enumerate(row) if p > 0]))
+                 for i, row in enumerate(dense))
+    for _ in range(50):
+        cols = rng.choice(classes, size=int(rng.integers(1, 12)), replace=False)
+        weights = {int(c): float(rng.random()) for c in cols}
+        ids, scores = postings.score(weights)
+        want = np.zeros(clips, np.float32)
+        for c in cols:                                  # column by column, as the postings add them
+            want += dense[:, c] * np.float32(weights[int(c)])
+        hit = np.flatnonzero(want > 0)
+        assert ids.tolist() == (hit + 1).tolist()
+        np.testing.assert_allclose(scores, want[hit], rtol=1e-6)
+        full = np.argsort(-scores, kind="stable")
+        for k in (1, 3, 10, len(scores), len(scores) + 5):
+            assert _top_order(scores, k).tolist() == full[:k].tolist()
