@@ -192,15 +192,6 @@ def _decord_batches(reader, indices: list[int]):
         yield lo, batch
 
 
-def _decode_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int) -> DecodedVideo:
-    reader, indices, times, info = _decord_open(path, header, sampling, threads)
-    out_w, out_h = sampling.frame_size(header.width, header.height)
-    frames = np.empty((len(indices), out_h, out_w, 3), np.uint8)
-    for lo, batch in _decord_batches(reader, indices):
-        frames[lo:lo + len(batch)] = batch
-    return DecodedVideo(info, times, frames)
-
-
 def _frames_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int):
     """Generator of sampled (time, frame) pairs in time order; returns the VideoInfo when exhausted."""
     reader, indices, times, info = _decord_open(path, header, sampling, threads)
@@ -356,6 +347,30 @@ def _use_decord(path: str, header: _Header, backend: str) -> bool:
     return backend in ("auto", "decord") and not header.rotation
 
 
+def _frame_sources(path: str, header: _Header, sampling: SamplingConfig, threads: int, backend: str):
+    """The frame generators to try, in order, each with what its failure means (see `_failed`): keyframes only
+    where they are dense enough (`backend` "keyframes"), then decord, then PyAV."""
+    if backend == "keyframes":
+        plan = _try_keyframe_plan(path, header, sampling)
+        if plan is not None:
+            # a keyframe the decoder refuses: decode the file in full instead
+            yield lambda: _frames_keyframes(path, header, sampling, threads, plan), None
+        backend = "auto"
+    if _use_decord(path, header, backend):
+        yield (lambda: _frames_decord(path, header, sampling, threads),
+               "decord cannot decode the file" if backend == "decord" else None)
+    yield lambda: _frames_pyav(path, header, sampling, threads), "decoding failed"
+
+
+def _failed(path: str, e: Exception, meaning: str | None) -> None:
+    """Return when the next frame source may be tried (`meaning` None); otherwise raise the file's error."""
+    if meaning is None:
+        return
+    if isinstance(e, MediaError) and meaning == "decoding failed":
+        raise e
+    raise MediaError(path, f"{meaning} ({_describe(e)})") from None
+
+
 def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
                 threads: int = 0) -> DecodedVideo:
     """Sample frames at `sampling.fps`, resized at decode time; decord first, PyAV when decord fails.
@@ -364,26 +379,12 @@ def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend:
     path = os.fspath(path)
     check_file(path)
     header = _stream_header(path)
-    if backend == "keyframes":
-        plan = _try_keyframe_plan(path, header, sampling)
-        if plan is not None:
-            try:
-                return _collect(_frames_keyframes(path, header, sampling, threads, plan))
-            except Exception:  # a keyframe the decoder refuses: decode the file in full instead
-                pass
-        backend = "auto"
-    if _use_decord(path, header, backend):
+    for frames, meaning in _frame_sources(path, header, sampling, threads, backend):
         try:
-            return _decode_decord(path, header, sampling, threads)
+            return _collect(frames())
         except Exception as e:
-            if backend == "decord":
-                raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
-    try:
-        return _collect(_frames_pyav(path, header, sampling, threads))
-    except MediaError:
-        raise
-    except Exception as e:
-        raise MediaError(path, f"decoding failed ({_describe(e)})") from None
+            _failed(path, e, meaning)
+    raise AssertionError("PyAV, the last frame source, either decodes or raises")
 
 
 def decode_window_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
@@ -444,38 +445,14 @@ def decode_chunks_file(path: str, sampling: SamplingConfig = SamplingConfig(), b
     check_file(path)
     header = _stream_header(path)
     done = skip  # chunks already delivered
-    if backend == "keyframes":
-        plan = _try_keyframe_plan(path, header, sampling)
-        if plan is not None:
-            try:
-                for chunk in _chunked(_frames_keyframes(path, header, sampling, threads, plan), sampling,
-                                      chunk_seconds):
-                    if chunk.index >= done:
-                        done = chunk.index + 1
-                        yield chunk
-                    del chunk
-                return
-            except Exception:  # a keyframe the decoder refuses: go on in full from the next chunk
-                pass
-        backend = "auto"
-    if _use_decord(path, header, backend):
+    for frames, meaning in _frame_sources(path, header, sampling, threads, backend):
         try:
-            for chunk in _chunked(_frames_decord(path, header, sampling, threads), sampling, chunk_seconds):
+            # a source that fails part way is followed by the next one from the first chunk not yet delivered
+            for chunk in _chunked(frames(), sampling, chunk_seconds):
                 if chunk.index >= done:
                     done = chunk.index + 1
                     yield chunk
                 del chunk  # not held while the next one is decoded
             return
         except Exception as e:
-            if backend == "decord":
-                raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
-    try:
-        for chunk in _chunked(_frames_pyav(path, header, sampling, threads), sampling, chunk_seconds):
-            if chunk.index >= done:
-                done = chunk.index + 1
-                yield chunk
-            del chunk
-    except MediaError:
-        raise
-    except Exception as e:
-        raise MediaError(path, f"decoding failed ({_describe(e)})") from None
+            _failed(path, e, meaning)
