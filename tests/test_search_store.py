@@ -199,15 +199,21 @@ def test_searches_in_threads_while_the_store_grows(store_copy, engine, tmp_path)
     from tests.fixtures.store import make_mp4
 
     live = Engine(store_copy, model=engine.model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    live.warm()  # as `vidsearch serve` does before it listens: the threads then time searches, not loading
     before = live.counts()["videos"]
-    errors, stop = [], threading.Event()
+    errors, stop, done = [], threading.Event(), []
 
     def search(query):
+        n = 0
         try:
-            while not stop.is_set():
+            # A short pause between queries: three threads spinning on 2 cores would starve the indexer,
+            # and the test is about reads overlapping writes, not about saturating the machine.
+            while not stop.wait(0.02):
                 assert live.text(query, k=5, mode="hybrid")
+                n += 1
         except Exception as e:   # reported below; an exception in a thread would otherwise go unseen
             errors.append(e)
+        done.append(n)
 
     threads = [threading.Thread(target=search, args=(q,)) for q in ("a red circle", "blue square", "moves left")]
     for t in threads:
@@ -220,6 +226,7 @@ def test_searches_in_threads_while_the_store_grows(store_copy, engine, tmp_path)
         for t in threads:
             t.join(30)
     assert not errors
+    assert min(done) >= 2, done  # every thread searched while the store grew
     assert live.counts()["videos"] == before + 2
 
 
