@@ -133,6 +133,10 @@ class EncodeSettings:
     # Index-time descriptions decode greedily: beam search's cost grows with the beams (greedy gave 1.8x to 3x
     # the captions/s of 4 beams, BENCHMARKS.md "Captioning"); `vidsearch caption` keeps the decoder's beams.
     describe_beams: int = 1
+    # Clips per caption-decoder call when the pipeline gathers them across videos: a call costs about the same
+    # whether it holds a few clips or this many (each generation step is one pass), so describing every short
+    # video's few clips alone paid that cost per video.
+    describe_batch: int = 64
 
 
 def _encode_frames(encoder, videos: list, batch: int) -> list[np.ndarray]:
@@ -165,15 +169,17 @@ def embed_clips(encoder, feature_stacks: list[np.ndarray], batch: int) -> list:
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData]]:
-    """Clip data (vector, tags, thumbnail) of each VideoChunk's clips; the frames of all chunks go through
-    the frame encoder together, in calls of `settings.batch_size` frames."""
+def encode_chunks(chunks: list, encoder, settings: EncodeSettings, *, defer: bool = False) -> list[list[ClipData]]:
+    """Clip data (vector, tags, thumbnail, description) of each VideoChunk's clips; the frames of all chunks go
+    through the frame encoder together, in calls of `settings.batch_size` frames. With `defer`, clips that
+    want a description hold their features in `undescribed` instead, for `describe_held`."""
     feats = _encode_frames(encoder, chunks, settings.batch_size)
     per_chunk = [(ch.clips(), ch, f) for ch, f in zip(chunks, feats)]
     stacks = [f[np.searchsorted(ch.times, c.times)] for clips, ch, f in per_chunk for c in clips]
     vectors = iter(embed_clips(encoder, stacks, settings.batch_size))
     width = look_width(encoder) if settings.looks else 0
-    descriptions = iter(describe_clips(encoder, stacks, settings))
+    later = defer and wants_descriptions(encoder, settings)
+    descriptions = iter([None] * len(stacks) if later else describe_clips(encoder, stacks, settings))
     stacks = iter(stacks)
     keep = settings.keep_features is not None
     out = []
@@ -186,48 +192,97 @@ def encode_chunks(chunks: list, encoder, settings: EncodeSettings) -> list[list[
                                  look=clip_look(feats, width) if width else None, concepts=concepts,
                                  tag_text=text, frame_times=c.times if keep else None,
                                  features=feats.astype(np.float16) if keep else None,
-                                 description=next(descriptions)))
+                                 description=next(descriptions), undescribed=feats if later else None))
         out.append(data)
     return out
+
+
+def wants_descriptions(encoder, settings: EncodeSettings) -> bool:
+    """Whether clips get a generated description: the model has a caption decoder and `settings.describe`."""
+    return bool(settings.describe and getattr(encoder, "can_describe", False))
 
 
 def describe_clips(encoder, feature_stacks: list[np.ndarray], settings: EncodeSettings) -> list[str | None]:
     """A generated sentence per clip from the model's caption decoder; None each without one or with
     `settings.describe` off."""
-    if not (settings.describe and getattr(encoder, "can_describe", False)) or not feature_stacks:
+    if not wants_descriptions(encoder, settings) or not feature_stacks:
         return [None] * len(feature_stacks)
     return list(encoder.describe(feature_stacks, features=True, num_beams=settings.describe_beams))
 
 
-def encode_chunks_isolated(chunks: list, encoder, settings: EncodeSettings) -> list[list[ClipData] | str]:
+def describe_held(encoder, videos: list[Encoded], settings: EncodeSettings, limit: int | None = None) -> None:
+    """Describe the clips of `videos` that hold `undescribed` features (the first `limit` of them, in order),
+    in shared calls of `settings.describe_batch` clips. If a call fails, each video's clips are described
+    alone, and a video that still fails gets the error."""
+    held, left = [], limit
+    for v in videos:
+        clips = [c for c in v.clips if c.undescribed is not None] if v.error is None else []
+        if left is not None:
+            clips = clips[:left]
+            left -= len(clips)
+        if clips:
+            held.append((v, clips))
+    try:
+        _describe_clip_data(encoder, [c for _, clips in held for c in clips], settings)
+    except Exception as e:
+        if len(held) == 1:
+            held[0][0].error = f"describing failed ({type(e).__name__}: {e})"
+            return
+        for v, clips in held:
+            try:
+                _describe_clip_data(encoder, clips, settings)
+            except Exception as e:
+                v.error = f"describing failed ({type(e).__name__}: {e})"
+
+
+def _describe_clip_data(encoder, clips: list[ClipData], settings: EncodeSettings) -> None:
+    for s in range(0, len(clips), settings.describe_batch):
+        part = clips[s:s + settings.describe_batch]
+        texts = describe_clips(encoder, [c.undescribed for c in part], settings)
+        if len(texts) != len(part):
+            raise ValueError(f"the caption decoder gave {len(texts)} descriptions for {len(part)} clips")
+        for c, text in zip(part, texts):
+            c.description, c.undescribed = text, None
+
+
+def encode_chunks_isolated(chunks: list, encoder, settings: EncodeSettings, *,
+                           defer: bool = False) -> list[list[ClipData] | str]:
     """`encode_chunks`, but if the batch fails each chunk is encoded alone, so one bad chunk fails by
     itself: its entry is then the reason (a str) instead of its clips."""
     try:
-        return encode_chunks(chunks, encoder, settings)
+        return encode_chunks(chunks, encoder, settings, defer=defer)
     except Exception as e:
         if len(chunks) == 1:
             return [f"encoding failed ({type(e).__name__}: {e})"]
     out = []
     for chunk in chunks:
-        out += encode_chunks_isolated([chunk], encoder, settings)
+        out += encode_chunks_isolated([chunk], encoder, settings, defer=defer)
     return out
 
 
 class VideoAssembler:
     """Collects a video's clip data chunk by chunk and hands back the whole video's `Encoded` at its last
     chunk, so the writer records a long video in one transaction while only its small per-clip data
-    (vector, tags, thumbnail) is held, never all its frames."""
+    (vector, tags, thumbnail) is held, never all its frames.
 
-    def __init__(self, encoder, settings: EncodeSettings):
+    With `gather`, clip descriptions are made in shared calls of `settings.describe_batch` clips across
+    videos: finished videos wait, in order, until their clips are described, and `flush()` describes and
+    hands back whatever still waits. At most about one call's clips hold their features meanwhile.
+    """
+
+    def __init__(self, encoder, settings: EncodeSettings, *, gather: bool = False):
         self.encoder, self.settings = encoder, settings
+        self.gather = gather and wants_descriptions(encoder, settings)
         self.open: dict[str, Encoded] = {}  # path -> the video being assembled
         self.frames: dict[str, int] = {}
+        self.waiting: list[Encoded] = []  # finished videos whose clips are not all described yet, in order
 
     def encode(self, items: list[tuple[Job, object]]) -> list[Encoded]:
         """Feed (job, VideoChunk | MediaError) items in stream order; returns the videos they complete."""
         todo = [ch for job, ch in items if hasattr(ch, "windows") and len(ch.frames)
                 and self._video(job).error is None]
-        results = dict(zip(map(id, todo), encode_chunks_isolated(todo, self.encoder, self.settings)))
+        results = dict(zip(map(id, todo), encode_chunks_isolated(todo, self.encoder, self.settings,
+                                                                 defer=self.gather)))
         done = []
         for job, chunk in items:
             video = self._video(job)
@@ -243,6 +298,34 @@ class VideoAssembler:
                 self.frames[job.state.path] += len(chunk.frames)
             if chunk.last:
                 done.append(self._finish(job, chunk.info))
+        if not self.gather:
+            return self._with_captions(done)
+        self.waiting += done
+        while self._held_clips() >= self.settings.describe_batch:  # full calls only; the rest keeps waiting
+            describe_held(self.encoder, self.waiting + list(self.open.values()), self.settings,
+                          limit=self.settings.describe_batch)
+        return self._release()
+
+    def flush(self) -> list[Encoded]:
+        """Describe every clip still waiting and hand back the finished videos held for it."""
+        if self.gather:
+            describe_held(self.encoder, self.waiting + list(self.open.values()), self.settings)
+        return self._release()
+
+    def _held_clips(self) -> int:
+        videos = list(self.open.values()) + self.waiting
+        return sum(c.undescribed is not None for v in videos if v.error is None for c in v.clips)
+
+    def _release(self) -> list[Encoded]:
+        """The waiting videos up to the first that still has an undescribed clip, with their captions."""
+        n = 0
+        while n < len(self.waiting) and (self.waiting[n].error is not None
+                                         or all(c.undescribed is None for c in self.waiting[n].clips)):
+            n += 1
+        out, self.waiting = self.waiting[:n], self.waiting[n:]
+        return self._with_captions(out)
+
+    def _with_captions(self, done: list[Encoded]) -> list[Encoded]:
         try:  # captions of all finished videos in shared calls...
             embed_captions([e for e in done if e.error is None], self.encoder, self.settings)
             return done

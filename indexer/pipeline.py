@@ -160,8 +160,12 @@ def _read_stage(jobs: Iterable[Job], reader: Callable, sampling, out: queue.Queu
 
 def _encode_stage(inq: queue.Queue, out: queue.Queue, encoder, settings: EncodeSettings, flow: _Flow) -> None:
     """Group chunks (of one or several videos) into batches of about `batch_size` frames and embed them;
-    a video is handed on whole once its last chunk is encoded. Keeps input order."""
-    assembler = VideoAssembler(encoder, settings)
+    a video is handed on whole once its last chunk is encoded. Keeps input order.
+
+    Clip descriptions are gathered across videos (VideoAssembler's `gather`) while chunks keep coming, and
+    made at once when the reader falls behind (nothing is queued) or the stream ends, so waiting for a fuller
+    call never holds a video back while the encoder would otherwise idle."""
+    assembler = VideoAssembler(encoder, settings, gather=True)
     try:
         done = False
         while not done:
@@ -174,9 +178,12 @@ def _encode_stage(inq: queue.Queue, out: queue.Queue, encoder, settings: EncodeS
                     break
                 frames += _frames_in(batch[-1])
             done = batch[-1] is _DONE
-            for item in _encode_batch(batch, assembler):
+            items = _encode_batch(batch, assembler)
+            if not done and inq.empty():
+                items += assembler.flush()
+            for item in items:
                 flow.put(out, item)
-            del batch
+            del batch, items
     except _Stop:
         pass
     except BaseException as e:
@@ -200,6 +207,8 @@ def _encode_batch(batch: list, assembler: VideoAssembler) -> list:
             continue
         out += assembler.encode(run) if run else []
         run = []
+        if it is _DONE:  # the videos still waiting for their descriptions go first
+            out += assembler.flush()
         if isinstance(it, Job) and it.kind == "kept":  # no frames: made from the store's kept features
             out.append(rebuild(it, assembler.encoder, assembler.settings))
         elif it is not None:

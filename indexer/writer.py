@@ -70,6 +70,9 @@ class ClipData:
     frame_times: np.ndarray | None = None
     features: np.ndarray | None = None
     description: str | None = None  # written by the model's caption decoder; stored as a "generated" caption
+    # (T, F) float32 frame features waiting for the caption decoder, which describes the clips of several
+    # videos in one call (indexer.encode.VideoAssembler); never written.
+    undescribed: np.ndarray | None = None
 
 
 @dataclass

@@ -5,6 +5,7 @@ import os
 import shutil
 import sqlite3
 
+import numpy as np
 import pytest
 
 from indexer import EXIT_FAILED, Store, index_paths, prune_store, remove_paths
@@ -78,6 +79,75 @@ def test_encoder_batches_frames_across_videos(tmp_path):
     assert [len(e.clips) for e in out] == [2] * 5 and all(e.clips[0].thumbnail for e in out)
     out = encode_videos(items, model, EncodeSettings(model.sampling, batch_size=4))
     assert model.frame_calls == 1 + 8  # 30 frames in batches of at most 4
+
+
+class DescribingModel(FakeModel):
+    """A fake model with a caption decoder: a clip is described by its nearest colour name, and each
+    describe call is counted; a clip of colour `fail_colour` makes the call raise."""
+
+    can_describe = True
+
+    def __init__(self, fail_colour: str | None = None):
+        super().__init__()
+        self.describe_calls, self.fail_colour = [], fail_colour
+
+    def describe(self, stacks, features=False, num_beams=None):
+        from tests.fixtures.store import COLOURS
+
+        self.describe_calls.append(len(stacks))
+        names = [min(COLOURS, key=lambda n: float(np.linalg.norm(np.asarray(f).mean(0) * 255 - COLOURS[n])))
+                 for f in stacks]
+        if self.fail_colour in names:
+            raise RuntimeError("fake decoder failure")
+        return [f"a {n} clip" for n in names]
+
+
+def _decoded(tmp_path, model, colours, seconds=4.0):
+    from tests.fixtures.store import fake_decode
+
+    paths = [write_fake_video(tmp_path / f"{i}.mp4", c, seconds) for i, c in enumerate(colours)]
+    return [(Job("decode", FileState(str(p), 1, 1.0, f"h{i}")), fake_decode(str(p), model.sampling))
+            for i, p in enumerate(paths)]
+
+
+def test_gathered_descriptions_match_per_video_ones_in_fewer_calls(tmp_path):
+    from indexer.encode import VideoAssembler, encode_videos
+    from trainer.media.types import whole_chunk
+
+    colours = ["red", "green", "blue", "white", "red", "blue"]
+    model = DescribingModel()
+    items = _decoded(tmp_path, model, colours)  # 2 clips each
+    alone = encode_videos(items, model, EncodeSettings(model.sampling))
+    assert model.describe_calls == [12]
+    model.describe_calls = []
+    gathered = VideoAssembler(model, EncodeSettings(model.sampling, describe_batch=5), gather=True)
+    out = []
+    for job, video in items:  # one video per call, as a stream of chunks arrives
+        out += [(len(model.describe_calls), e) for e in gathered.encode([(job, whole_chunk(video, model.sampling))])]
+    out += [(len(model.describe_calls), e) for e in gathered.flush()]
+    # Videos wait, in order, until 5 clips are held; the third video's second clip waits for the next call.
+    assert model.describe_calls == [5, 5, 2]
+    assert [e.job.state.path for _, e in out] == [j.state.path for j, _ in items]
+    assert [calls for calls, _ in out] == [1, 1, 2, 2, 2, 3]
+    for a, (_, b) in zip(alone, out):
+        assert [c.description for c in a.clips] == [c.description for c in b.clips]
+        assert [(c.text, c.source) for c in a.captions] == [(c.text, c.source) for c in b.captions]
+        assert all(c.undescribed is None for c in b.clips)
+    assert [c.description for c in out[1][1].clips] == ["a green clip"] * 2
+
+
+def test_a_video_the_decoder_fails_on_fails_alone(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i, c in enumerate(["red", "green", "blue", "white"]):
+        write_fake_video(lib / f"v{i}.mp4", c, 4.0)
+    report = run(lib, tmp_path / "store", DescribingModel(fail_colour="green"))
+    assert dict(report.failed).keys() == {str(lib / "v1.mp4")}
+    assert "describing failed" in dict(report.failed)[str(lib / "v1.mp4")]
+    with Store.open(tmp_path / "store") as store:
+        for i, c in [(0, "red"), (2, "blue"), (3, "white")]:
+            video = store.video_by_path(lib / f"v{i}.mp4")
+            assert [(t.text, t.source) for t in store.video_captions(video.id)] == [(f"a {c} clip", "generated")] * 2
 
 
 def test_run_pipeline_with_fake_sink(tmp_path):
