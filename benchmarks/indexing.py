@@ -55,6 +55,21 @@ def _videobert(model, stacks: list, batch: int = 64) -> tuple[float, np.ndarray]
     return time.perf_counter() - start, vectors
 
 
+def _describe(model, stacks: list, batch: int = 64) -> float:
+    """Generated descriptions of every clip, greedy and in calls of `batch` clips, as indexing makes them;
+    0 for a model without a caption decoder."""
+    from indexer.encode import EncodeSettings
+
+    beams = EncodeSettings(model.sampling).describe_beams
+    if not getattr(model, "can_describe", False):
+        return 0.0
+    feats = [s[3] for s in stacks]
+    start = time.perf_counter()
+    for i in range(0, len(feats), batch):
+        model.describe(feats[i:i + batch], features=True, num_beams=beams)
+    return time.perf_counter() - start
+
+
 def _tags_thumbs(model, stacks: list) -> tuple[float, list, list[bytes]]:
     """Concept tags from the frame features and one JPEG per clip, as the indexer stores them."""
     from PIL import Image
@@ -116,10 +131,11 @@ def _stages(model, paths: list[str], workdir: str) -> dict[str, float]:
     frames_s, feats = on_thread(_frames, model, decoded)
     stacks = _clip_stacks(model, decoded, feats)
     bert_s, vectors = on_thread(_videobert, model, stacks)
+    describe_s = on_thread(_describe, model, stacks)
     extra_s, tags, thumbs = on_thread(_tags_thumbs, model, stacks)
     write_s = _write(model, Path(workdir) / "store-stages", stacks, vectors, tags, thumbs)
-    return {"decode": decode_s, "frame encoder": frames_s, "VideoBERT": bert_s, "tags + thumbnails": extra_s,
-            "write": write_s, "frames": sum(len(v.frames) for _, v in decoded), "clips": len(stacks)}
+    return {"decode": decode_s, "frame encoder": frames_s, "VideoBERT": bert_s, "descriptions": describe_s,
+            "tags + thumbnails": extra_s, "write": write_s, "frames": sum(len(v.frames) for _, v in decoded), "clips": len(stacks)}
 
 
 def _end_to_end_fast(model, paths: list[str], store_dir: Path) -> tuple[float, float, int]:
@@ -209,7 +225,7 @@ def _section(section, model, paths, repeats, e2e, stages, torch_frames_s, agreem
     e2e_s = median(r[0] for r in e2e["onnx"])
     torch_s = median(r[0] for r in e2e["torch"])
     fast_s = median(r[0] for r in e2e["fast"])
-    names = ["decode", "frame encoder", "VideoBERT", "tags + thumbnails", "write"]
+    names = ["decode", "frame encoder", "VideoBERT", "descriptions", "tags + thumbnails", "write"]
     med = {name: median(s[name] for s in stages) for name in names}
     lower = med["decode"] + med["frame encoder"]
     slowest = max(names, key=lambda n: med[n])
@@ -217,6 +233,8 @@ def _section(section, model, paths, repeats, e2e, stages, torch_frames_s, agreem
     table.add("frame encoder, torch (previous path)", torch_frames_s, video_s / torch_frames_s,
               clips / torch_frames_s, ratio(torch_frames_s, e2e_s))
     for name in names:
+        if med[name] == 0:  # descriptions, for a model without a caption decoder
+            continue
         table.add(name + (", ONNX Runtime" if name == "frame encoder" else ""), med[name], video_s / med[name],
                   clips / med[name], ratio(med[name], e2e_s))
     table.add("sum of stages (no overlap)", sum(med.values()), video_s / sum(med.values()),
@@ -238,7 +256,8 @@ def _section(section, model, paths, repeats, e2e, stages, torch_frames_s, agreem
         "runtime='torch')`, what the previous code ran), in ONNX Runtime (the CPU default now), and ONNX Runtime "
         "with `fast=True`. Each stage is then timed alone on the same videos, one after another (model stages on a "
         "worker thread, as in the pipeline): `DecodePool(2)`, "
-        "`encode_frames` in batches of 64, `embed_clips(features=True)` in batches of 64, ImageNet tags from the "
+        "`encode_frames` in batches of 64, `embed_clips(features=True)` in batches of 64, greedy `describe` "
+        "in batches of 64 (when the model has a caption decoder), ImageNet tags from the "
         "features plus JPEG thumbnails, and `StoreWriter` (SQLite rows, FTS5, thumbnails, FAISS) with a commit. "
         f"Medians of {repeats} runs each.",
     ]

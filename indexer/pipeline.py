@@ -1,13 +1,15 @@
 """The indexing loop: plan -> decode (reader) -> batched frame encoding and clip embedding (encoder) -> one writer.
 
 Each stage runs in its own thread and hands off through bounded queues of video chunks (a minute or so of
-sampled frames), so at most a few chunks' frames are held in memory however long the videos and however
-large the library; a long video's clips are still written to the store in one transaction. The loop takes
+sampled frames; the decoded ones bounded by the frames they hold), so at most a few chunks' frames are held
+in memory however long the videos and however large the library; a long video's clips are still written to
+the store in one transaction. The loop takes
 the reader, the encoder (the model) and the sink (the store writer) as parameters: tests pass fakes,
 `index_paths` passes the real ones.
 """
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -120,7 +122,51 @@ class _Flow:
                 continue
 
 
-def _read_stage(jobs: Iterable[Job], reader: Callable, sampling, out: queue.Queue, flow: _Flow) -> None:
+class _FrameQueue:
+    """The reader -> encoder handoff, bounded by the frames it holds rather than by its items: short videos
+    then queue by the dozen, so the encoder can fill its frame batches while it works on the last one, and a
+    long video's chunks still wait once the bound is reached. An item is always let in when the queue is
+    empty, however many frames it holds. `put` and `get` block like queue.Queue's (raising queue.Full and
+    queue.Empty on timeout), so `_Flow` drives both kinds of queue."""
+
+    def __init__(self, frames: int):
+        self.limit, self.held = frames, 0
+        self.items: collections.deque = collections.deque()
+        self.cond = threading.Condition()
+
+    def put(self, item, timeout: float | None = None) -> None:
+        n = _frames_in(item)
+        with self.cond:
+            if not self.cond.wait_for(lambda: not self.items or self.held + n <= self.limit, timeout):
+                raise queue.Full
+            self.items.append(item)
+            self.held += n
+            self.cond.notify_all()
+
+    def get(self, timeout: float | None = None):
+        with self.cond:
+            if not self.cond.wait_for(lambda: bool(self.items), timeout):
+                raise queue.Empty
+            return self._take()
+
+    def get_nowait(self):
+        with self.cond:
+            if not self.items:
+                raise queue.Empty
+            return self._take()
+
+    def empty(self) -> bool:
+        with self.cond:
+            return not self.items
+
+    def _take(self):
+        item = self.items.popleft()
+        self.held -= _frames_in(item)
+        self.cond.notify_all()
+        return item
+
+
+def _read_stage(jobs: Iterable[Job], reader: Callable, sampling, out: _FrameQueue, flow: _Flow) -> None:
     """Pass decode jobs through `reader` (paths in; out, in order, (path, VideoChunk) items ending with the
     last chunk or a MediaError, or one (path, DecodedVideo | MediaError) per path); other jobs go straight on.
     A second path with content already queued rides along with the first."""
@@ -158,7 +204,7 @@ def _read_stage(jobs: Iterable[Job], reader: Callable, sampling, out: queue.Queu
         flow.fail(e)
 
 
-def _encode_stage(inq: queue.Queue, out: queue.Queue, encoder, settings: EncodeSettings, flow: _Flow) -> None:
+def _encode_stage(inq: _FrameQueue, out: queue.Queue, encoder, settings: EncodeSettings, flow: _Flow) -> None:
     """Group chunks (of one or several videos) into batches of about `batch_size` frames and embed them;
     a video is handed on whole once its last chunk is encoded. Keeps input order.
 
@@ -314,9 +360,10 @@ def encode_stream(jobs: Iterable[Job], reader: Callable, encoder, settings: Enco
                   queue_size: int = 4) -> Iterator[Job | Encoded]:
     """Jobs through reader -> encoder, each in its own thread: yields, in order, each decoded video's Encoded
     and each job that needs no decoding. An error in a stage is raised here; closing the generator stops
-    the threads."""
+    the threads. Decoded chunks wait for the encoder up to `queue_size` frame batches' worth of frames;
+    encoded videos wait for the caller up to `queue_size` items."""
     flow = _Flow()
-    decoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
+    decoded_q = _FrameQueue(queue_size * settings.batch_size)
     encoded_q: queue.Queue = queue.Queue(maxsize=queue_size)
     threads = [threading.Thread(target=_read_stage, args=(jobs, reader, settings.sampling, decoded_q, flow),
                                 daemon=True, name="vidsearch-read"),

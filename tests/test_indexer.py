@@ -150,6 +150,37 @@ def test_a_video_the_decoder_fails_on_fails_alone(tmp_path):
             assert [(t.text, t.source) for t in store.video_captions(video.id)] == [(f"a {c} clip", "generated")] * 2
 
 
+def test_decoded_chunks_queue_by_frames_not_by_videos(tmp_path):
+    """Short videos queue until the frames they hold reach the bound, so the encoder can fill its batches;
+    a chunk larger than the bound still goes in alone."""
+    import queue
+
+    from indexer.pipeline import _FrameQueue
+    from tests.fixtures.store import fake_decode
+    from trainer.media.types import whole_chunk
+
+    model = FakeModel()
+    short = [(j, whole_chunk(v, model.sampling)) for j, v in _decoded(tmp_path, model, ["red"] * 12, seconds=2.0)]
+    q = _FrameQueue(16)  # 4 frames per video
+    for item in short[:4]:
+        q.put(item, timeout=0)
+    with pytest.raises(queue.Full):
+        q.put(short[4], timeout=0.01)
+    q.put(Job("skip", FileState("x", 1, 1.0, "h")), timeout=0)  # no frames: never waits
+    assert q.get(timeout=0) is short[0]
+    q.put(short[4], timeout=0)  # the first video's frames were taken
+    taken = [q.get_nowait() for _ in range(5)]
+    assert taken[:3] == short[1:4] and taken[4] is short[4] and q.empty()
+    long = (short[5][0], whole_chunk(fake_decode(str(write_fake_video(tmp_path / "long.mp4", "red", 20.0)),
+                                                 model.sampling), model.sampling))
+    q.put(long, timeout=0)  # 40 frames, over the bound, into the empty queue
+    with pytest.raises(queue.Full):
+        q.put(short[6], timeout=0.01)
+    assert q.get(timeout=0) is long
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+
+
 def test_run_pipeline_with_fake_sink(tmp_path):
     """The loop is independent of the store: any sink with the writer's methods will do."""
     class Sink:
