@@ -69,3 +69,18 @@ def test_bad_input_is_named():
         fit_vocabulary(np.zeros((0, 2)))
     with pytest.raises(FileNotFoundError, match="visual_vocab.npz"):
         VisualVocabulary.load("/nonexistent-dir")
+
+
+def test_stop_words_are_scikit_learns_list_read_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from trainer.lexicon import DIRECTION_WORDS, stop_words
+
+    assert stop_words() == frozenset(ENGLISH_STOP_WORDS) - DIRECTION_WORDS and "the" in stop_words()
+    probe = ("import sys; from trainer.lexicon import stop_words; n = len(stop_words()); "
+             "print(n, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(len(stop_words())), "False"]

@@ -23,10 +23,28 @@ DIRECTION_WORDS = frozenset("up down above below top bottom front back behind be
 
 @lru_cache(maxsize=1)
 def stop_words() -> frozenset:
-    """English function words: never part of the vocabulary, never rewritten."""
+    """English function words (scikit-learn's English stop list): never part of the vocabulary, never
+    rewritten."""
+    return _sklearn_stop_list() - DIRECTION_WORDS
+
+
+def _sklearn_stop_list() -> frozenset:
+    """scikit-learn's English stop list, read from its own module file: importing scikit-learn for it cost
+    every process that reads queries about 2 s. Through the package when the file is not where it was."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    path = Path(spec.origin).parent / "feature_extraction" / "_stop_words.py" if spec and spec.origin else None
+    if path is not None and path.is_file():
+        module_spec = importlib.util.spec_from_file_location("_vidsearch_sklearn_stop_words", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        words = getattr(module, "ENGLISH_STOP_WORDS", None)
+        if isinstance(words, frozenset) and words:
+            return words
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    return frozenset(ENGLISH_STOP_WORDS) - DIRECTION_WORDS
+    return frozenset(ENGLISH_STOP_WORDS)
 
 
 def tokens(text: str) -> list[re.Match]:
