@@ -36,12 +36,15 @@ class _SynsetsOnDemand(dict):
         super().__init__()
         self.pos, self.maps, self.lexname_type, self.lock = pos, maps, lexname_type, lock
         self.path = f"{data_dir}/data.{_DATA_FILES[pos]}"
+        self.elsewhere: set[int] = set()  # offsets of this file that are not this part of speech (satellites)
 
     def __missing__(self, offset):
         with self.lock:
             if dict.__contains__(self, offset):  # another thread read it meanwhile
                 return dict.__getitem__(self, offset)
-            syn = self._read(int(offset))
+            syn = None if offset in self.elsewhere else self._read(int(offset))
+            if syn is not None and syn._pos != self.pos:
+                self.elsewhere.add(offset)
         if syn is None or syn._pos != self.pos:
             raise KeyError(offset)
         return syn
