@@ -60,9 +60,9 @@ def _describe(model, stacks: list, batch: int = 64) -> float:
     0 for a model without a caption decoder."""
     from indexer.encode import EncodeSettings
 
-    beams = EncodeSettings(model.sampling).describe_beams
     if not getattr(model, "can_describe", False):
         return 0.0
+    beams = EncodeSettings(model.sampling).describe_beams
     feats = [s[3] for s in stacks]
     start = time.perf_counter()
     for i in range(0, len(feats), batch):
@@ -135,7 +135,8 @@ def _stages(model, paths: list[str], workdir: str) -> dict[str, float]:
     extra_s, tags, thumbs = on_thread(_tags_thumbs, model, stacks)
     write_s = _write(model, Path(workdir) / "store-stages", stacks, vectors, tags, thumbs)
     return {"decode": decode_s, "frame encoder": frames_s, "VideoBERT": bert_s, "descriptions": describe_s,
-            "tags + thumbnails": extra_s, "write": write_s, "frames": sum(len(v.frames) for _, v in decoded), "clips": len(stacks)}
+            "tags + thumbnails": extra_s, "write": write_s, "frames": sum(len(v.frames) for _, v in decoded),
+            "clips": len(stacks)}
 
 
 def _end_to_end_fast(model, paths: list[str], store_dir: Path) -> tuple[float, float, int]:

@@ -3,9 +3,8 @@
 Each stage runs in its own thread and hands off through bounded queues of video chunks (a minute or so of
 sampled frames; the decoded ones bounded by the frames they hold), so at most a few chunks' frames are held
 in memory however long the videos and however large the library; a long video's clips are still written to
-the store in one transaction. The loop takes
-the reader, the encoder (the model) and the sink (the store writer) as parameters: tests pass fakes,
-`index_paths` passes the real ones.
+the store in one transaction. The loop takes the reader, the encoder (the model) and the sink (the store
+writer) as parameters: tests pass fakes, `index_paths` passes the real ones.
 """
 from __future__ import annotations
 
