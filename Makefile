@@ -13,11 +13,13 @@ PORT ?= 8000
 
 install: $(STAMP)
 
+# --no-compile: byte-compiling every module of torch and its neighbours took half the install; Python compiles
+# the modules that are imported, once, on first import.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test,bench]"
+	$(PIP) install -q --no-compile --upgrade pip
+	$(PIP) install -q --no-compile "$(TORCH_SPEC)"
+	$(PIP) install -q --no-compile -e ".[test,bench]"
 	touch $(STAMP)
 
 # Debian packages, installed only when their command is missing (never a downloaded build). Every program a
@@ -39,11 +41,16 @@ test-tools:
 
 bench-tools: test-tools
 
+# Whole test files spread over TEST_WORKERS processes (pytest-xdist): a file's module fixtures (a trained
+# model, a running server) are built once, and most tests use one core.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
+
 test: install test-tools
-	$(PY) -m pytest -q -ra
+	$(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: install
 	$(VENV)/bin/vidsearch demo --dir $(DEMO_DIR) --port $(PORT)

@@ -13,3 +13,13 @@ import tempfile as _tempfile
 # Exported ONNX encoders (and default-placed feature caches) go to a cache of this test session, never the
 # user's; subprocesses inherit it.
 _os.environ["VIDSEARCH_CACHE"] = _tempfile.mkdtemp(prefix="vidsearch-test-cache-")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files that hold slow tests run first, each file's tests in their own order.
+
+    `make test` spreads whole files over two workers (pytest-xdist, `--dist loadfile`) in collection order; a
+    long file started last would leave one worker idle while the other finishes it."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    rank = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
+    items.sort(key=lambda item: (item.path not in slow, rank[item.path]))   # stable: each file keeps its order
