@@ -32,8 +32,8 @@ class Encoded:
 
 
 
-# A class the clip shows with at least this probability lends its synonyms and broader names ("bicycle" for a
-# mountain bike) to the clip's keyword text; weaker guesses keep only their label, as tags always did.
+# A class the clip shows with at least this probability lends its synonyms, broader names ("bicycle" for a
+# mountain bike) and the names of what it is part of ("car" for a seat belt) to the clip's keyword text; weaker guesses keep only their label, as tags always did.
 TAG_WORDS_MIN = 0.1
 
 
@@ -91,7 +91,7 @@ def tag_text(labels, tags: list[tuple[str, float]], concepts: list[tuple[int, fl
     if len(labels) == len(table):  # the ImageNet classifier the table describes
         for c, p in concepts:
             if p >= TAG_WORDS_MIN:
-                words += table[c]["names"] + table[c]["broader"]
+                words += table[c]["names"] + table[c]["broader"] + table[c]["part_of"]
     return " ".join(dict.fromkeys(words))
 
 

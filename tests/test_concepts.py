@@ -139,6 +139,26 @@ def test_the_class_table_files_a_class_under_a_word_only_in_a_sense_the_word_is_
     assert "tabby" in lexicon["cat"] and {"wall clock", "analog clock"} <= lexicon["clock"]
 
 
+def test_a_whole_reaches_the_classes_of_its_parts_and_its_clips_keyword_text_names_it():
+    from indexer.encode import tag_text
+    from trainer.classes import class_table
+
+    table = class_table()
+    label = {i: c["label"] for i, c in enumerate(table["classes"])}
+    index = {c["label"]: i for i, c in enumerate(table["classes"])}
+    lexicon = {w: {label[c] for c in cs} for w, cs in table["lexicon"].items()}
+    # A seat belt is part of a car seat, part of a car: a car's interior shows the car by its parts.
+    assert {"seat belt", "car mirror", "sports car", "cab"} <= lexicon["car"]
+    assert "car" in table["classes"][index["seat belt"]]["part_of"]
+    # An ambiguous class name lends no parts ("hammer": the tool, or the one in a piano's action), and a whole
+    # is named only by what its word means typed in lower case ("ICE" is an engine, "ice" is frozen water).
+    assert "hammer" not in lexicon.get("piano", set()) and "ice" not in lexicon
+    labels = [c["label"] for c in table["classes"]]
+    text = tag_text(labels, [("seat belt", 0.4)], [(index["seat belt"], 0.4)])
+    assert text.startswith("seat belt") and " car " in f" {text} "
+    assert " car " not in f" {tag_text(labels, [('seat belt', 0.05)], [(index['seat belt'], 0.05)])} "
+
+
 def test_a_describing_word_reaches_no_class_even_by_similarity(tmp_path, monkeypatch):
     from search.concepts import ConceptReader
 
