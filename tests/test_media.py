@@ -462,6 +462,23 @@ def test_pool_survives_hangs_and_crashes(tmp_path, codec_videos, hostile):
 
 
 @pytest.mark.timeout(60)
+def test_a_workers_start_up_is_not_its_first_files_time(codec_videos, monkeypatch):
+    from trainer.media import workers
+
+    # Workers that take 4 s to start, as a replacement can on a busy machine: a 2 s timeout still decodes,
+    # since a task's deadline runs from the worker's READY message.
+    monkeypatch.setattr(workers, "_BOOTSTRAP", "import time; time.sleep(4); " + workers._BOOTSTRAP)
+    with DecodePool(workers=1, timeout=2) as pool:
+        [(_, video)] = list(pool.imap([codec_videos["h264.mp4"]]))
+    assert video.info.frame_count == 48
+    # A worker that never gets ready still gives up: after its start-up allowance and the timeout.
+    monkeypatch.setattr(workers, "STARTUP_SECONDS", 1.0)
+    with DecodePool(workers=1, timeout=1) as pool:
+        [(_, failed)] = list(pool.imap([codec_videos["h264.mp4"]]))
+    assert isinstance(failed, MediaError) and "timed out" in failed.reason
+
+
+@pytest.mark.timeout(60)
 def test_pool_segfaults_do_not_stop_the_run(codec_videos):
     with DecodePool(workers=2, timeout=20, decoder=segfault_decoder) as pool:
         results = list(pool.imap([codec_videos["h264.mp4"]] * 3 + ["missing.mp4"]))

@@ -22,16 +22,22 @@ from .backends import check_file, decode_chunks_file, decode_file, decode_window
 from .types import DecodedVideo, MediaError, SamplingConfig, VideoChunk, VideoInfo
 
 # Runs in the worker: take the parent's import path, then serve jobs on the inherited socket.
+# A worker's first message, once its decoders are imported. A task's deadline runs from then: a worker started to
+# replace a crashed or hung one can take seconds to import them on a busy machine, and that is not the file's time.
+READY = ("ready", None)
+STARTUP_SECONDS = 60.0  # how long a new worker may take to get ready, on top of its first task's timeout
 _BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
               "from trainer.media.workers import _worker_main; _worker_main(int(sys.argv[2]))")
 
 
 def _worker_main(fd: int) -> None:
-    """Entry point of a worker process: preload the decoders, then serve jobs until told to stop."""
+    """Entry point of a worker process: preload the decoders, say so, then serve jobs until told to stop."""
     import av  # noqa: F401  (imported before the first job so its deadline is spent decoding)
     import decord  # noqa: F401
 
-    _serve(multiprocessing.connection.Connection(fd))
+    conn = multiprocessing.connection.Connection(fd)
+    conn.send(READY)
+    _serve(conn)
 
 
 def _serve(conn) -> None:
@@ -129,11 +135,24 @@ class _Worker:
         self.conn = multiprocessing.connection.Connection(ours.detach())
         self.task: _Task | None = None
         self.deadline = 0.0
+        self.timeout = 0.0
+        self.ready = False  # its READY message has been read
         self.waiting = False  # a streaming task sent a part and waits to be asked for the next
 
     def submit(self, task: _Task, timeout: float) -> None:
-        self.task, self.deadline, self.waiting = task, time.monotonic() + timeout, False
+        self.task, self.timeout, self.waiting = task, timeout, False
+        self.deadline = time.monotonic() + timeout + (0.0 if self.ready else STARTUP_SECONDS)
         self.conn.send((task.func, task.args))
+
+    def receive(self):
+        """The next message from the worker; None once it says it is ready (its task's deadline then runs from
+        now). Raises EOFError or OSError if the process died."""
+        message = self.conn.recv()
+        if not self.ready and message == READY:
+            self.ready = True
+            self.deadline = time.monotonic() + self.timeout
+            return None
+        return message
 
     def more(self, timeout: float) -> None:
         """Ask a waiting streaming task for its next part; the timeout runs again from now."""
@@ -144,11 +163,14 @@ class _Worker:
             pass  # it died: the next wait sees EOF and handles it as a crash
 
     def collect(self):
-        """Reply of the finished task, or None if the process died (read after `conn` became ready)."""
+        """Reply of the finished task, None if the process died, or READY when that was the message (read
+        after `conn` became ready)."""
         try:
-            reply = self.conn.recv()
+            reply = self.receive()
         except (EOFError, OSError):
             return None
+        if reply is None:
+            return READY
         self.task = None
         return reply
 
@@ -289,7 +311,7 @@ class _Runner:
             task, stream = worker.task, streams[worker.task.index]
             if worker.conn in ready:
                 try:
-                    kind, value = worker.conn.recv()
+                    message = worker.receive()
                 except (EOFError, OSError):
                     self._replace(worker)
                     if task.fallback is not None:  # decord crashed: PyAV goes on from the next part
@@ -298,6 +320,9 @@ class _Runner:
                     else:
                         stream.end((task.path, MediaError(task.path, _crash_reason(worker.proc.returncode))))
                     continue
+                if message is None:  # it is ready; its reply comes later
+                    continue
+                kind, value = message
                 if kind == "part":
                     stream.parts.append((task.path, value))
                     stream.received += 1
@@ -329,6 +354,8 @@ class _Runner:
             task = worker.task
             if worker.conn in ready:
                 reply = worker.collect()
+                if reply is READY:
+                    continue
                 if reply is not None:
                     done[task.index] = (task.path, _result(task, reply))
                     continue
