@@ -61,8 +61,10 @@ def write_video(path: Path, frames: int, fps: float = SRC_FPS, encoder: str = "h
                 pts_ms: list[int] | None = None, options: dict | None = None, keyint: int | None = None) -> Path:
     """Write `frames` solid-colour frames (see frame_color); `pts_ms` gives irregular timestamps in milliseconds,
     `keyint` (h264) a keyframe every `keyint` frames and no others."""
+    from trainer.media.scheduling import keep_scheduling
+
     width, height = size
-    with av.open(str(path), "w", options=options or {}) as container:
+    with keep_scheduling(), av.open(str(path), "w", options=options or {}) as container:
         stream = container.add_stream(encoder, rate=fractions.Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if encoder in ("h264", "libx264"):

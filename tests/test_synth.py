@@ -77,6 +77,19 @@ def test_every_codec_writes_a_decodable_file_of_the_planned_length(tmp_path):
     assert seen == set(CODECS)
 
 
+def test_writing_av1_leaves_the_callers_scheduling_as_it_was(tmp_path):
+    # SVT-AV1 run as root raises the encoding thread to SCHED_FIFO 99, which every process it starts would inherit.
+    import os
+
+    from trainer.synth import write_video
+
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    write_video(tmp_path / "clip.mkv", frames, fps=4, codec="av1")
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+    assert (tmp_path / "clip.mkv").stat().st_size > 0
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_each_shape_is_a_solid_blob_of_similar_size_centred_on_its_position(shape):
     u = np.linspace(-1.5, 1.5, 301, dtype=np.float32)

@@ -252,8 +252,10 @@ def write_video(path, frames: np.ndarray, fps: int, codec: str = "h264") -> Path
     path = Path(path)
     part = path.with_name(f".{path.stem}.part{path.suffix}")
     _, encoder, options = CODECS[codec]
+    from .media.scheduling import keep_scheduling
+
     # bitexact: no random container UIDs or version strings, so identical frames give identical bytes.
-    with av.open(str(part), "w", options={"fflags": "+bitexact"}) as container:
+    with keep_scheduling(), av.open(str(part), "w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(encoder, rate=int(fps), options=dict(options))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
