@@ -33,7 +33,8 @@ class Encoded:
 
 
 # A class the clip shows with at least this probability lends its synonyms, broader names ("bicycle" for a
-# mountain bike) and the names of what it is part of ("car" for a seat belt) to the clip's keyword text; weaker guesses keep only their label, as tags always did.
+# mountain bike) and the names of what it is part of ("car" for a seat belt) to the clip's keyword text; weaker
+# guesses keep only their label, as tags always did.
 TAG_WORDS_MIN = 0.1
 
 

@@ -5,8 +5,8 @@ Two readings, as the words allow:
 * WordNet (through the shipped class table, trainer.classes): a query noun, or a collocation of up to three words,
   reaches every class under any of its senses by hyponym closure, the classes it names by lemma match
   ("motorcycle" -> moped; "vehicle" -> seventy classes; "tabby cat" -> tabby), and the classes WordNet makes
-  its parts ("car" -> seat belt, car mirror: a car's interior is a seat belt to the classifier). Each reached class weighs 1, so a
-  clip's concept score is the share of its probability mass on what the query names.
+  its parts ("car" -> seat belt, car mirror: a car's interior is a seat belt to the classifier). Each reached
+  class weighs 1, so a clip's concept score is the share of its probability mass on what the query names.
 * ConSE (Norouzi et al., 2014, "Zero-Shot Learning by Convex Combination of Semantic Embeddings") for content
   words WordNet does not reach ("kitten", "puppy"), except words read only as adjectives or adverbs ("red",
   "old": they describe a subject and name none, so "red" reaches no red wine): the sentence-embedding cosine

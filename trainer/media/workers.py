@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from .backends import check_file, decode_chunks_file, decode_file, decode_window_file, probe_file
 from .types import DecodedVideo, MediaError, SamplingConfig, VideoChunk, VideoInfo
 
-# Runs in the worker: take the parent's import path, then serve jobs on the inherited socket.
 # A worker's first message, once its decoders are imported. A task's deadline runs from then: a worker started to
 # replace a crashed or hung one can take seconds to import them on a busy machine, and that is not the file's time.
 READY = ("ready", None)
 STARTUP_SECONDS = 60.0  # how long a new worker may take to get ready, on top of its first task's timeout
+# Runs in the worker: take the parent's import path, then serve jobs on the inherited socket.
 _BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
               "from trainer.media.workers import _worker_main; _worker_main(int(sys.argv[2]))")
 
