@@ -10,6 +10,8 @@ pytest_plugins = [
 import os as _os
 import tempfile as _tempfile
 
+import pytest as _pytest
+
 # Exported ONNX encoders (and default-placed feature caches) go to a cache of this test session, never the
 # user's; subprocesses inherit it.
 _os.environ["VIDSEARCH_CACHE"] = _tempfile.mkdtemp(prefix="vidsearch-test-cache-")
@@ -23,3 +25,26 @@ def pytest_collection_modifyitems(config, items):
     slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
     rank = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
     items.sort(key=lambda item: (item.path not in slow, rank[item.path]))   # stable: each file keeps its order
+
+
+_SCHEDULING = {}
+
+
+def _scheduling():
+    return (_os.sched_getscheduler(0), _os.sched_getparam(0)) if hasattr(_os, "sched_getscheduler") else None
+
+
+def pytest_sessionstart(session):
+    _SCHEDULING["start"] = _scheduling()
+
+
+@_pytest.hookimpl(trylast=True)                 # after the item's own teardown has run
+def pytest_runtest_teardown(item, nextitem):
+    """A test (or a fixture it set up) that leaves this process at another CPU scheduling policy fails here. A
+    real-time policy, which SVT-AV1 sets when run as root, passes to every process started afterwards, and a
+    spinning real-time process starves the rest of the run (trainer.media.scheduling)."""
+    start, now = _SCHEDULING.get("start"), _scheduling()
+    if start is not None and now != start:
+        _os.sched_setscheduler(0, *start)
+        raise RuntimeError(f"{item.nodeid} left the test process at scheduling policy {now[0]} (priority "
+                           f"{now[1].sched_priority}); it started at policy {start[0]}")
