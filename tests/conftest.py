@@ -30,12 +30,10 @@ def pytest_collection_modifyitems(config, items):
 _SCHEDULING = {}
 
 
-def _scheduling():
-    return (_os.sched_getscheduler(0), _os.sched_getparam(0)) if hasattr(_os, "sched_getscheduler") else None
-
-
 def pytest_sessionstart(session):
-    _SCHEDULING["start"] = _scheduling()
+    from trainer.media.scheduling import current
+
+    _SCHEDULING["start"] = current()
 
 
 @_pytest.hookimpl(trylast=True)                 # after the item's own teardown has run
@@ -43,8 +41,9 @@ def pytest_runtest_teardown(item, nextitem):
     """A test (or a fixture it set up) that leaves this process at another CPU scheduling policy fails here. A
     real-time policy, which SVT-AV1 sets when run as root, passes to every process started afterwards, and a
     spinning real-time process starves the rest of the run (trainer.media.scheduling)."""
-    start, now = _SCHEDULING.get("start"), _scheduling()
-    if start is not None and now != start:
-        _os.sched_setscheduler(0, *start)
+    from trainer.media.scheduling import current, restore
+
+    now = current()
+    if restore(_SCHEDULING.get("start")):
         raise RuntimeError(f"{item.nodeid} left the test process at scheduling policy {now[0]} (priority "
-                           f"{now[1].sched_priority}); it started at policy {start[0]}")
+                           f"{now[1].sched_priority}); it started at policy {_SCHEDULING['start'][0]}")

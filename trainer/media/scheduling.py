@@ -11,18 +11,27 @@ import os
 from contextlib import contextmanager
 
 
+def current():
+    """(policy, param) of the calling thread's scheduling; None where the platform has no such call."""
+    return (os.sched_getscheduler(0), os.sched_getparam(0)) if hasattr(os, "sched_getscheduler") else None
+
+
+def restore(state) -> bool:
+    """Put the calling thread back to `state` (from `current`) if it differs; whether it differed."""
+    if state is None or current() == state:
+        return False
+    try:
+        os.sched_setscheduler(0, *state)
+    except OSError:                              # not permitted: the policy stays as it is
+        pass
+    return True
+
+
 @contextmanager
 def keep_scheduling():
     """Restore the calling thread's scheduling policy and priority on the way out, if the body changed them."""
-    if not hasattr(os, "sched_getscheduler"):   # not Linux: nothing to keep
-        yield
-        return
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    state = current()
     try:
         yield
     finally:
-        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
-            try:
-                os.sched_setscheduler(0, policy, param)
-            except OSError:                      # not permitted: the policy stays as the body left it
-                pass
+        restore(state)

@@ -145,13 +145,13 @@ class _Worker:
         self.conn.send((task.func, task.args))
 
     def receive(self):
-        """The next message from the worker; None once it says it is ready (its task's deadline then runs from
+        """The next message from the worker, READY when it says it is ready (its task's deadline then runs from
         now). Raises EOFError or OSError if the process died."""
         message = self.conn.recv()
         if not self.ready and message == READY:
             self.ready = True
             self.deadline = time.monotonic() + self.timeout
-            return None
+            return READY
         return message
 
     def more(self, timeout: float) -> None:
@@ -169,9 +169,8 @@ class _Worker:
             reply = self.receive()
         except (EOFError, OSError):
             return None
-        if reply is None:
-            return READY
-        self.task = None
+        if reply is not READY:
+            self.task = None
         return reply
 
     def kill(self) -> None:
@@ -320,7 +319,7 @@ class _Runner:
                     else:
                         stream.end((task.path, MediaError(task.path, _crash_reason(worker.proc.returncode))))
                     continue
-                if message is None:  # it is ready; its reply comes later
+                if message is READY:  # its reply comes later
                     continue
                 kind, value = message
                 if kind == "part":
