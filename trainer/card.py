@@ -18,6 +18,7 @@ FRAME_ENCODER_FILE = "frame_encoder.json"
 # the classes of its ImageNet classifier; trainer.encoders.efficientnet builds the encoder with the same.
 LITE0_CHANNELS = 1280
 LITE0_CLASSES = 1000
+LITE0_COLOUR_BINS = 27  # trainer.encoders.colour.BINS: hue-chroma bins per histogram
 
 
 def check_model_dir(model_dir) -> Path:
@@ -45,12 +46,28 @@ def model_hash(model_dir) -> str:
 @dataclass(frozen=True)
 class FrameOutputs:
     """What a frame encoder gives, by its spec: `dim`-wide features whose first `channels` values are the
-    global-pool block (the look-alike vector), and a classifier over `classes` classes (0: none)."""
+    global-pool block (the look-alike vector), a classifier over `classes` classes (0: none), and, as the last
+    `colour` values, colour histograms (0: none)."""
 
     spec: str
     dim: int
     channels: int
     classes: int
+    colour: int = 0
+
+
+def colour_width(spec: str) -> int:
+    """How many trailing feature values of the frame encoder named by `spec` are colour histograms (0: none):
+    one histogram for the frame and one per grid cell."""
+    name, _, options = spec.strip().partition(":")
+    if name != "efficientnet-lite0":
+        return 0
+    found = dict(part.strip().partition("=")[::2] for part in options.split(",") if part.strip())
+    try:
+        grid, colour = int(found.get("grid", 2)), int(found.get("colour", 0))
+    except ValueError as exc:
+        raise ValueError(f"frame encoder spec {spec!r}: grid and colour must be integers") from exc
+    return LITE0_COLOUR_BINS * (1 + grid * grid) if colour else 0
 
 
 def frame_outputs(spec: str, dim: int) -> FrameOutputs:
@@ -58,7 +75,7 @@ def frame_outputs(spec: str, dim: int) -> FrameOutputs:
     ValueError for a spec no frame encoder answers to (as trainer.encoders.load_frame_encoder does)."""
     name = spec.strip().partition(":")[0]
     if name == "efficientnet-lite0":
-        return FrameOutputs(spec, dim, LITE0_CHANNELS, LITE0_CLASSES)
+        return FrameOutputs(spec, dim, LITE0_CHANNELS, LITE0_CLASSES, colour_width(spec))
     if name == "clip":  # a projection, no classifier: the look-alike vector is the whole feature
         return FrameOutputs(spec, dim, dim, 0)
     raise ValueError(f"unknown frame encoder spec {spec!r}")

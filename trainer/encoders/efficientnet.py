@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..card import LITE0_CHANNELS, LITE0_CLASSES
 from .base import FrameEncoder
+from .colour import BINS, colour_histograms
 from .lite0_inference import optimise_for_inference
 from .onnx_runtime import OrtModule, resolve_runtime
 
@@ -91,6 +92,9 @@ class EfficientNetLite0Encoder(FrameEncoder):
     look alike; so the output is the global average pool followed by a grid x grid average pool of the same map
     (dim = 1280 * (1 + grid^2), 6400 for the default grid=2; grid=0 gives the plain 1280-d pooled vector).
     The first 1280 values are exactly what the ImageNet classifier sees, so labels can be read from stored features.
+
+    With `colour`, hue-chroma histograms of the frame and of the same grid cells follow (`colour.BINS` values
+    each; trainer.encoders.colour): the network's features name things whatever their colour.
     """
 
     input_size = 224
@@ -102,14 +106,17 @@ class EfficientNetLite0Encoder(FrameEncoder):
     center_crop = False
 
     def __init__(self, device="auto", batch_size: int = 32, grid: int = 2, weights: str | None = None,
-                 runtime: str = "auto"):
+                 runtime: str = "auto", colour: int = 0):
         super().__init__(device, batch_size)
         if int(grid) < 0 or int(grid) > 7:
             raise ValueError(f"grid must be between 0 and 7 (the final feature map is 7x7), got {grid}")
-        self.grid = int(grid)
+        if int(colour) not in (0, 1):
+            raise ValueError(f"colour must be 0 or 1, got {colour}")
+        self.grid, self.colour = int(grid), int(colour)
         self.channels = CHANNELS
-        self.dim = CHANNELS * (1 + self.grid * self.grid)
-        self.spec = "efficientnet-lite0" if self.grid == 2 else f"efficientnet-lite0:grid={self.grid}"
+        self.dim = (CHANNELS + BINS * self.colour) * (1 + self.grid * self.grid)
+        options = [f"grid={self.grid}"] * (self.grid != 2) + ["colour=1"] * self.colour
+        self.spec = "efficientnet-lite0" + (":" + ",".join(options) if options else "")
         # frozen feature extractor: BN folding etc. roughly doubles CPU throughput with the same outputs
         model = optimise_for_inference(build_lite0(weights))
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
@@ -124,7 +131,11 @@ class EfficientNetLite0Encoder(FrameEncoder):
             fmap = torch.from_numpy(self._ort.run(pixels.contiguous().cpu().numpy())[0])  # (B, 1280, 7, 7)
         else:
             fmap = self.model.extract_features(pixels)  # (B, 1280, 7, 7)
-        return grid_pool(fmap, self.grid)
+        pooled = grid_pool(fmap, self.grid)
+        if not self.colour:
+            return pooled
+        rgb = pixels.float() * self.std[0] + self.mean[0]  # the same scaling on every channel: back to [0, 1]
+        return torch.cat([pooled, colour_histograms(rgb.clamp_(0.0, 1.0), self.grid).to(pooled.device)], dim=1)
 
     def labels(self, frames: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
         """Top ImageNet labels of each frame as (name, probability), most probable first."""

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from .base import FrameEncoder
 
-DEFAULT_FRAME_ENCODER = "efficientnet-lite0"
-KNOWN_SPECS = "'efficientnet-lite0', 'efficientnet-lite0:grid=N' or 'clip:<hf id or local dir>'"
+DEFAULT_FRAME_ENCODER = "efficientnet-lite0:colour=1"
+KNOWN_SPECS = ("'efficientnet-lite0', 'efficientnet-lite0:grid=N,colour=0|1' or "
+               "'clip:<hf id or local dir>'")
 
 
 def _parse_options(spec: str, text: str, allowed: dict[str, type]) -> dict:
@@ -34,7 +35,7 @@ def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_s
     if name == "efficientnet-lite0":
         from .efficientnet import EfficientNetLite0Encoder
 
-        options = _parse_options(spec, arg, {"grid": int})
+        options = _parse_options(spec, arg, {"grid": int, "colour": int})
         return EfficientNetLite0Encoder(device=device, batch_size=batch_size, runtime=runtime, **options)
     if name == "clip":
         from .clip import ClipVisionEncoder
