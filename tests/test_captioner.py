@@ -17,9 +17,9 @@ from trainer.modeling import VideoBertConfig
 from trainer.training import fit
 
 
-def _tiny_decoder(kind: str, frames: bool = False):
+def _tiny_decoder(kind: str, frames: bool = False, colour: int = 0):
     video = VideoBertConfig(vocab_size=50, **{k: v for k, v in TINY_MODEL.items()})
-    extra = {"frame_memory": frame_memory_spec(8, 4)} if frames else {}
+    extra = {"frame_memory": frame_memory_spec(8, 4, colour)} if frames else {}
     torch.manual_seed(0)
     return new_captioner(decoder_config(kind, video, bos=1, eos=2, pad=0, **extra))
 
@@ -93,15 +93,40 @@ def test_frame_memory_follows_the_states_and_changes_the_caption(kind):
         decoder.memory(states, mask)
 
 
-@pytest.mark.parametrize("frames", [False, True])
-def test_save_load_round_trip(tmp_path, frames):
-    decoder = _tiny_decoder("bert", frames=frames).eval()
+@pytest.mark.parametrize("kind", ["bert", "bart"])
+def test_colour_histograms_get_slots_of_their_own(kind):
+    """With a colour block (the last 3 of 8 feature values here), each frame gives a slot of its network
+    features and then one of its colour histogram; each slot reads only its own part of the features."""
+    decoder = _tiny_decoder(kind, frames=True, colour=3).eval()
+    assert frame_memory_spec(8, 4, 3)["colour_dim"] == 3 and "colour_dim" not in frame_memory_spec(8, 4)
+    states, mask = _states()
+    feats, fmask = _frames()
+    memory, memory_mask = decoder.memory(states, mask, feats, fmask)
+    assert memory.shape == (3, 6 + 2 * 4, 32)
+    assert torch.equal(memory_mask, torch.cat([mask, fmask, fmask], 1))
+    recoloured = feats.clone()
+    recoloured[..., 5:] = -feats[..., 5:]               # (a shift alone would be normalised away)
+    again, _ = decoder.memory(states, mask, recoloured, fmask)
+    assert torch.allclose(again[:, :10], memory[:, :10])       # the states and network slots stay
+    assert not torch.allclose(again[0, 10:], memory[0, 10:])   # the colour slots move
+    ids = torch.tensor([[1, 5, 6, 2]] * 3)
+    with torch.no_grad():
+        logits = caption_logits(decoder, memory, memory_mask, ids, torch.ones_like(ids))
+    assert torch.isfinite(logits).all()
+    with pytest.raises(ValueError, match="colour_dim"):
+        _tiny_decoder(kind, frames=True, colour=8)
+
+
+@pytest.mark.parametrize("frames,colour", [(False, 0), (True, 0), (True, 3)])
+def test_save_load_round_trip(tmp_path, frames, colour):
+    decoder = _tiny_decoder("bert", frames=frames, colour=colour).eval()
     save_captioner(decoder, tmp_path)
     files = {p.name for p in (tmp_path / "captioner").iterdir()}
     assert files >= {"config.json", "model.safetensors", "generation_config.json"}
     assert ("frame_memory.safetensors" in files) == frames
     again = load_captioner(tmp_path, "cpu")
     assert (again.frames is None) == (not frames)
+    assert getattr(again.frames, "colour_dim", 0) == colour
     states, mask = _states()
     feats, fmask = _frames()
     ids = torch.tensor([[1, 5, 6, 2]] * 3)
@@ -298,3 +323,20 @@ def test_attribute_probe_tells_a_view_that_carries_colour_from_one_that_does_not
     assert good["colour"]["accuracy"] >= 0.9 and blind["colour"]["accuracy"] <= 0.6
     assert good["colour"]["majority"] == pytest.approx(1 / 3) and good["colour"]["test"] == 30
     assert good["motion"] is None                        # one motion in training: nothing to probe
+
+
+def test_probe_views_read_the_network_features_and_the_colour_histograms_apart(tiny_model_dir):
+    import trainer
+    from trainer.caption_eval import probe_views
+    from trainer.encoders.colour import BINS
+
+    model = trainer.load(tiny_model_dir, device="cpu")
+    colour = BINS * 5                                    # the default frame encoder: frame and 4 grid cells
+    assert model.model.config.colour_dim == colour
+    feats = [np.random.default_rng(i).random((4, model.model.config.feature_dim)).astype(np.float32)
+             for i in range(3)]
+    views = probe_views(model, feats)
+    assert list(views) == ["frame features", "colour histograms", "video states"]
+    assert views["frame features"].shape == (3, 2 * (1280 * 5))
+    assert views["colour histograms"].shape == (3, 2 * colour)
+    assert np.allclose(views["colour histograms"][:, :colour], np.stack([f[:, -colour:].mean(0) for f in feats]))

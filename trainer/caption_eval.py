@@ -193,10 +193,15 @@ def _pooled(seqs: list[np.ndarray]) -> np.ndarray:
 
 
 def probe_views(model, clip_feats: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """What a linear probe reads per clip: the raw frame features and VideoBERT's video states (frames only,
+    """What a linear probe reads per clip: the raw frame features (for a frame encoder with colour
+    histograms, the network's features and the histograms apart) and VideoBERT's video states (frames only,
     without [CLS] and [SEP]), each pooled by `_pooled`."""
     states = model.video_states(clip_feats, features=True)
-    return {"frame features": _pooled(clip_feats), "video states": _pooled([s[1:-1] for s in states])}
+    colour = int(getattr(model.model.config, "colour_dim", 0))
+    views = {"frame features": _pooled([f[:, :f.shape[1] - colour] for f in clip_feats])}
+    if colour:
+        views["colour histograms"] = _pooled([f[:, -colour:] for f in clip_feats])
+    return {**views, "video states": _pooled([s[1:-1] for s in states])}
 
 
 def attribute_probe(train_x: np.ndarray, train_attrs: list[dict], test_x: np.ndarray,

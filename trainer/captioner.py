@@ -64,18 +64,38 @@ def decoder_config(kind: str, video_config, bos: int, eos: int, pad: int, text_c
 
 class FrameMemory(torch.nn.Module):
     """Per-frame features (B, T, F) -> (B, T, H) memory slots: LayerNorm, a linear map and a learned frame
-    position (cross-attention alone cannot tell the frames' order, which motion needs)."""
+    position (cross-attention alone cannot tell the frames' order, which motion needs).
 
-    def __init__(self, feature_dim: int, hidden: int, max_frames: int):
+    With `colour_dim`, the last `colour_dim` values of each frame's features (the frame encoder's colour
+    histograms) get slots of their own, (B, 2T, H) in all, with their own norm and map: folded into one slot
+    with thousands of network features, colour is one faint direction among many, and a decoder trained on a
+    few hundred clips learns to read each clip's colour off the look of the shape it was seen with instead."""
+
+    def __init__(self, feature_dim: int, hidden: int, max_frames: int, colour_dim: int = 0):
         super().__init__()
-        self.norm = torch.nn.LayerNorm(feature_dim)
-        self.proj = torch.nn.Linear(feature_dim, hidden)
+        if not 0 <= colour_dim < feature_dim:
+            raise ValueError(f"colour_dim must be in [0, {feature_dim}), got {colour_dim}")
+        self.colour_dim = int(colour_dim)
+        self.norm = torch.nn.LayerNorm(feature_dim - self.colour_dim)
+        self.proj = torch.nn.Linear(feature_dim - self.colour_dim, hidden)
         self.position = torch.nn.Embedding(max_frames, hidden)
+        if self.colour_dim:
+            self.colour_norm = torch.nn.LayerNorm(self.colour_dim)
+            self.colour_proj = torch.nn.Linear(self.colour_dim, hidden)
 
     def forward(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         t = torch.arange(features.shape[1], device=features.device).clamp(max=self.position.num_embeddings - 1)
-        out = self.proj(self.norm(features.to(self.proj.weight.dtype))) + self.position(t)
-        return out * frame_mask.unsqueeze(-1).to(out.dtype)
+        features = features.to(self.proj.weight.dtype)
+        where = self.position(t)                                           # (T, H)
+        slots = self.proj(self.norm(features[..., :features.shape[-1] - self.colour_dim])) + where
+        if self.colour_dim:
+            colour = self.colour_proj(self.colour_norm(features[..., -self.colour_dim:])) + where
+            slots = torch.cat([slots, colour], 1)                          # (B, 2T, H)
+        return slots * self.slot_mask(frame_mask).unsqueeze(-1).to(slots.dtype)
+
+    def slot_mask(self, frame_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) frame mask -> the mask of this memory's slots."""
+        return torch.cat([frame_mask, frame_mask], 1) if self.colour_dim else frame_mask
 
 
 class Captioner(torch.nn.Module):
@@ -109,12 +129,14 @@ class Captioner(torch.nn.Module):
         if features is None or frame_mask is None:
             raise ValueError("this caption decoder also reads the frame features: pass features and frame_mask")
         slots = self.frames(features, frame_mask.bool()).to(self.dtype)
-        return torch.cat([states, slots], 1), torch.cat([state_mask.bool(), frame_mask.bool()], 1)
+        return torch.cat([states, slots], 1), torch.cat([state_mask.bool(), self.frames.slot_mask(frame_mask.bool())], 1)
 
 
-def frame_memory_spec(feature_dim: int, max_frames: int) -> dict:
-    """The `frame_memory` config field of a decoder that also reads frame features."""
-    return {"feature_dim": int(feature_dim), "max_frames": int(max_frames)}
+def frame_memory_spec(feature_dim: int, max_frames: int, colour_dim: int = 0) -> dict:
+    """The `frame_memory` config field of a decoder that also reads frame features (the last `colour_dim` of
+    them colour histograms, read in slots of their own)."""
+    spec = {"feature_dim": int(feature_dim), "max_frames": int(max_frames)}
+    return {**spec, "colour_dim": int(colour_dim)} if colour_dim else spec
 
 
 def new_captioner(config, text_state: dict | None = None) -> Captioner:
@@ -130,7 +152,7 @@ def new_frame_memory(config) -> FrameMemory | None:
     if not spec:
         return None
     return FrameMemory(spec["feature_dim"], config.hidden_size if config.model_type == "bert" else config.d_model,
-                       spec["max_frames"])
+                       spec["max_frames"], spec.get("colour_dim", 0))
 
 
 def new_language_model(config, text_state: dict | None = None):
