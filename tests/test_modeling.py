@@ -96,6 +96,21 @@ def test_frame_order_matters(model):
     assert (v - r).abs().max() > 1e-4
 
 
+def test_colour_histograms_are_left_to_the_caption_decoder():
+    """With colour_dim, the last values of each frame's features do not reach VideoBERT; the rest do."""
+    torch.manual_seed(0)
+    model = VideoBertForPreTraining(VideoBertConfig(**TINY, colour_dim=4)).eval()
+    assert model.videobert.feature_proj.proj.in_features == 8
+    batch = _batch()
+    embed = model.videobert.get_video_embeddings
+    v = embed(batch["visual_ids"], batch["features"], batch["frame_mask"])
+    recoloured, changed = batch["features"].clone(), batch["features"].clone()
+    recoloured[..., 8:] = torch.randn(4, 5, 4)
+    changed[..., :8] = torch.randn(4, 5, 8)
+    assert torch.allclose(v, embed(batch["visual_ids"], recoloured, batch["frame_mask"]))
+    assert not torch.allclose(v, embed(batch["visual_ids"], changed, batch["frame_mask"]))
+
+
 def test_reverse_time_keeps_padding_in_place():
     x = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
     mask = torch.tensor([[True] * 4, [True, True, False, False]])

@@ -44,6 +44,16 @@ def test_quantize_is_deterministic_and_matches_nearest_leaf():
     assert all(own[i] == i for i in distinct)
 
 
+def test_words_come_from_the_leading_values_and_narrow_features_are_refused():
+    """Colour histograms after the network's features (trainer.encoders.colour) make no words of their own."""
+    feats, _ = _clustered(20, np.random.default_rng(2).standard_normal((4, 8)) * 5, 0.5)
+    vocab = fit_vocabulary(feats, branching=2, depth=2, seed=3)
+    wider = np.concatenate([feats, np.random.default_rng(4).standard_normal((len(feats), 3))], axis=1)
+    assert np.array_equal(vocab.quantize(wider), vocab.quantize(feats))
+    with pytest.raises(ValueError, match="8"):
+        vocab.quantize(feats[:, :6])
+
+
 def test_too_few_points_still_give_a_full_tree():
     feats = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     vocab = fit_vocabulary(feats, branching=4, depth=3)

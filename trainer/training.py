@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .card import FRAME_ENCODER_FILE
+from .card import FRAME_ENCODER_FILE, colour_width
 from .concepts import caption_concepts
 from .features import FeatureCache
 from .lexicon import caption_vocabulary, save_vocabulary
@@ -211,7 +211,8 @@ def build_model(cfg: TrainConfig, tokenizer, visual_words: int, feature_dim: int
     base.update(vocab_size=len(tokenizer), cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
                 mask_token_id=tokenizer.mask_token_id, pad_token_id=tokenizer.pad_token_id,
                 visual_vocab_size=visual_words, feature_dim=feature_dim, max_frames=cfg.frames,
-                sampling=dataclasses.asdict(cfg.sampling()), frame_encoder=cfg.frame_encoder)
+                sampling=dataclasses.asdict(cfg.sampling()), frame_encoder=cfg.frame_encoder,
+                colour_dim=colour_width(cfg.frame_encoder))
     if cfg.random_init:
         base["trainable_layers"] = base.get("num_hidden_layers", VideoBertConfig().num_hidden_layers)
     torch.manual_seed(cfg.seed)
@@ -456,7 +457,9 @@ def _visual_vocabulary(feats, cfg: TrainConfig, out_dir: Path, dist: Dist) -> Vi
 
     reuse = cfg.resume and (out_dir / CHECKPOINT).exists() and (out_dir / VOCAB_FILE).exists()
     if dist.main and not reuse:
-        vocab = fit_vocabulary(np.concatenate(feats), cfg.branching, cfg.depth, seed=cfg.seed)
+        width = feats[0].shape[1] - colour_width(cfg.frame_encoder)  # visual words of the network's features
+        vocab = fit_vocabulary(np.concatenate([f[:, :width] for f in feats]), cfg.branching, cfg.depth,
+                               seed=cfg.seed)
         vocab.save(out_dir)
     dist.barrier()
     return VisualVocabulary.load(out_dir)

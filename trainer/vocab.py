@@ -33,8 +33,12 @@ class VisualVocabulary:
         return int(self.levels[0].shape[-1])
 
     def quantize(self, features: np.ndarray) -> np.ndarray:
-        """(N, dim) float features -> (N,) int64 visual word ids in [0, size)."""
-        feats = np.asarray(features, dtype=np.float32).reshape(-1, self.dim)
+        """(N, F) float features -> (N,) int64 visual word ids in [0, size), from their first `dim` values (the
+        network's features; colour histograms after them make no words, trainer.encoders.colour)."""
+        feats = np.asarray(features, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] < self.dim:
+            raise ValueError(f"features must have shape (N, >= {self.dim}), got {feats.shape}")
+        feats = np.ascontiguousarray(feats[:, :self.dim])
         node = np.zeros(len(feats), dtype=np.int64)
         for level in self.levels:
             child = np.empty_like(node)
