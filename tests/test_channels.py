@@ -15,6 +15,7 @@ import pytest
 from indexer import Store, index_paths
 from search import Engine, EngineConfig, QueryError
 from tests.fixtures.store import fake_reader, make_mp4, write_fake_video
+from trainer.encoders import DEFAULT_FRAME_ENCODER
 
 SPORTS_CAR, TABBY, SEASHORE = 817, 281, 978   # ImageNet class indices
 
@@ -226,7 +227,7 @@ def test_index_without_a_model_end_to_end_through_the_cli(tmp_path, capsys):
     assert "indexed 2," in capsys.readouterr().out
     saved = json.loads((store / "store.json").read_text())
     assert (saved["model_hash"], saved["dim"]) == ("", 0)
-    assert (saved["frame_encoder"], saved["text_encoder"]) == ("efficientnet-lite0", "all-MiniLM-L6-v2")
+    assert (saved["frame_encoder"], saved["text_encoder"]) == (DEFAULT_FRAME_ENCODER, "all-MiniLM-L6-v2")
     assert (saved["look_dim"], saved["concept_classes"]) == (1280, 1000)
 
     assert main(["search", "--store", str(store), "harbour", "--mode", "keyword", "--json"]) == 0

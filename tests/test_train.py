@@ -10,12 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from tests.fixtures.model import tiny_config
+from trainer.encoders import DEFAULT_FRAME_ENCODER
 from trainer.lexicon import caption_vocabulary, load_vocabulary
 from trainer.training import Batcher, _choose, epoch_batches, fit, make_scheduler, train, Dist
 
 COLORS = ("red", "green", "blue")
 MOVES = ("left", "right")
-FEATURE_DIM = 6400          # the default frame encoder's size, so `trainer.load` can pair the two
+FEATURE_DIM = (1280 + 27) * 5  # the default frame encoder's size (network features and colour histograms, each
+                               # for the frame and 4 grid cells), so `trainer.load` can pair the two
 
 
 def synthetic_examples(n: int = 18, frames: int = 4, seed: int = 0):
@@ -58,7 +60,8 @@ def test_fit_writes_a_complete_model_dir(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "videobert" and config["visual_vocab_size"] == 4
     assert config["sampling"]["fps"] == 1.0
-    assert json.loads((out / "frame_encoder.json").read_text()) == {"spec": "efficientnet-lite0", "dim": FEATURE_DIM}
+    assert json.loads((out / "frame_encoder.json").read_text()) == {"spec": DEFAULT_FRAME_ENCODER,
+                                                                      "dim": FEATURE_DIM}
 
 
 def test_same_seed_repeats_exactly_on_cpu(tmp_path):
@@ -183,7 +186,7 @@ def test_front_door_embeds_text_clips_and_matches(tiny_model_dir, synth_library)
     video = model.embed_clips(clips)
     assert video.shape == (len(clips), 32) and np.allclose(np.linalg.norm(video, axis=1), 1.0, atol=1e-5)
     feats = [model.encode_frames(c) for c in clips]
-    assert feats[0].shape == (len(clips[0]), 6400)
+    assert feats[0].shape == (len(clips[0]), FEATURE_DIM)
     assert np.allclose(model.embed_clips(feats, features=True), video, atol=1e-5)
     probs = model.match(["a red circle moves left"] * len(clips), clips)
     assert probs.shape == (len(clips),) and ((probs >= 0) & (probs <= 1)).all()

@@ -24,7 +24,8 @@ class TrainConfig:
     size: int = 224                   # decode size (short side); the frame encoder resizes to its own input
     branching: int = 12               # visual vocabulary: branching ** depth words
     depth: int = 2
-    frame_encoder: str = "efficientnet-lite0"
+    # EfficientNet-Lite0 features plus colour histograms, which only the caption decoder reads (DEFAULT_FRAME_ENCODER)
+    frame_encoder: str = "efficientnet-lite0:colour=1"
     text_model: str | None = None     # BERT to start from (tokenizer + weights); None = bundled MiniLM
     random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
     fusion_layers: int = 0            # trainable layers over joint inputs (the encoder's own layers are frozen)
