@@ -66,3 +66,17 @@ def test_the_colour_encoder_appends_histograms_to_the_same_network_features():
     assert coloured.label_probs(out).shape == (2, 1000)
     with pytest.raises(ValueError, match="colour"):
         load_frame_encoder("efficientnet-lite0:colour=2", device="cpu")
+
+
+def test_a_spec_says_how_wide_its_colour_block_is_and_how_many_cells_it_has():
+    from trainer.card import LITE0_COLOUR_BINS, colour_width, frame_cells
+
+    assert LITE0_COLOUR_BINS == BINS
+    assert [colour_width(s) for s in ("efficientnet-lite0", "efficientnet-lite0:colour=1",
+                                      "efficientnet-lite0:grid=0,colour=1", "clip:openai/clip-vit-base-patch32")] \
+        == [0, BINS * 5, BINS, 0]
+    assert [frame_cells(s) for s in ("efficientnet-lite0", "efficientnet-lite0:grid=3", "clip:x")] == [5, 10, 1]
+    for spec in ("efficientnet-lite0:colour=1", "efficientnet-lite0:grid=1,colour=1"):
+        assert load_frame_encoder(spec, device="cpu").dim == (1280 + BINS) * frame_cells(spec)
+    with pytest.raises(ValueError, match="integers"):
+        colour_width("efficientnet-lite0:grid=x")

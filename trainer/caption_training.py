@@ -20,7 +20,7 @@ import torch
 
 from .captioner import (CAPTIONER_DIR, Captioner, caption_loss, decoder_config, frame_memory_spec, new_captioner,
                         new_frame_memory)
-from .card import colour_width
+from .card import colour_width, frame_cells
 from .train_config import TrainConfig
 
 FRAME_MEMORY_FILE = "frame_memory.safetensors"     # the frame projection, beside the language model's weights
@@ -38,7 +38,8 @@ def build_captioner(cfg: TrainConfig, video_config, tokenizer, text_dir: str):
     overrides = dict(cfg.caption_model)
     if cfg.caption_frames:
         overrides["frame_memory"] = frame_memory_spec(video_config.feature_dim, video_config.max_frames,
-                                                      colour_width(video_config.frame_encoder))
+                                                      colour_width(video_config.frame_encoder),
+                                                      colour_cells=frame_cells(video_config.frame_encoder))
     config = decoder_config(cfg.captioner, video_config, bos=tokenizer.cls_token_id, eos=tokenizer.sep_token_id,
                             pad=tokenizer.pad_token_id, text_config=text_cfg, **overrides)
     torch.manual_seed(cfg.seed)

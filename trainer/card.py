@@ -56,18 +56,33 @@ class FrameOutputs:
     colour: int = 0
 
 
+def _lite0_options(spec: str) -> tuple[int, int] | None:
+    """(grid, colour) of an EfficientNet-Lite0 spec ("efficientnet-lite0:grid=N,colour=0|1"); None for another
+    encoder."""
+    name, _, options = spec.strip().partition(":")
+    if name != "efficientnet-lite0":
+        return None
+    found = dict(part.strip().partition("=")[::2] for part in options.split(",") if part.strip())
+    try:
+        return int(found.get("grid", 2)), int(found.get("colour", 0))
+    except ValueError as exc:
+        raise ValueError(f"frame encoder spec {spec!r}: grid and colour must be integers") from exc
+
+
 def colour_width(spec: str) -> int:
     """How many trailing feature values of the frame encoder named by `spec` are colour histograms (0: none):
     one histogram for the frame and one per grid cell."""
-    name, _, options = spec.strip().partition(":")
-    if name != "efficientnet-lite0":
+    options = _lite0_options(spec)
+    if options is None or not options[1]:
         return 0
-    found = dict(part.strip().partition("=")[::2] for part in options.split(",") if part.strip())
-    try:
-        grid, colour = int(found.get("grid", 2)), int(found.get("colour", 0))
-    except ValueError as exc:
-        raise ValueError(f"frame encoder spec {spec!r}: grid and colour must be integers") from exc
-    return LITE0_COLOUR_BINS * (1 + grid * grid) if colour else 0
+    return LITE0_COLOUR_BINS * (1 + options[0] ** 2)
+
+
+def frame_cells(spec: str) -> int:
+    """How many equal blocks each part of a frame's features is, by the frame encoder named by `spec`: the whole
+    frame and each grid cell of a grid-pooled encoder (trainer.encoders.efficientnet.grid_pool), else 1."""
+    options = _lite0_options(spec)
+    return 1 if options is None else 1 + options[0] ** 2
 
 
 def frame_outputs(spec: str, dim: int) -> FrameOutputs:
