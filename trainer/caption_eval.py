@@ -197,7 +197,7 @@ def probe_views(model, clip_feats: list[np.ndarray]) -> dict[str, np.ndarray]:
     histograms, the network's features and the histograms apart) and VideoBERT's video states (frames only,
     without [CLS] and [SEP]), each pooled by `_pooled`."""
     states = model.video_states(clip_feats, features=True)
-    colour = int(getattr(model.model.config, "colour_dim", 0))
+    colour = model.model.config.colour_dim
     views = {"frame features": _pooled([f[:, :f.shape[1] - colour] for f in clip_feats])}
     if colour:
         views["colour histograms"] = _pooled([f[:, -colour:] for f in clip_feats])

@@ -73,55 +73,44 @@ class FrameMemory(torch.nn.Module):
 
     With `colour_cells` > 1, the colour histograms are that many equal blocks (the whole frame's and each grid
     cell's, trainer.encoders.colour), each a slot of its own with a learned cell position: which colour is
-    where, so that two objects' colours can be told apart. `cells` does the same for the network's features; it
-    stays 1 by default, since one slot per frame keeps motion legible (BENCHMARKS.md, "Captioning": with the
-    network's features in cell slots too, shape rose but motion fell from 0.908 to 0.633)."""
+    where, so that two objects' colours can be told apart. The network's features stay one slot per frame,
+    which keeps motion legible (BENCHMARKS.md, "Captioning": in cell slots too, they raised shape but motion fell
+    from 0.908 to 0.633)."""
 
-    def __init__(self, feature_dim: int, hidden: int, max_frames: int, colour_dim: int = 0, cells: int = 1,
-                 colour_cells: int | None = None):
+    def __init__(self, feature_dim: int, hidden: int, max_frames: int, colour_dim: int = 0, colour_cells: int = 1):
         super().__init__()
         if not 0 <= colour_dim < feature_dim:
             raise ValueError(f"colour_dim must be in [0, {feature_dim}), got {colour_dim}")
-        colour_cells = cells if colour_cells is None else colour_cells
-        if cells < 1 or colour_cells < 1 or (feature_dim - colour_dim) % cells or colour_dim % colour_cells:
-            raise ValueError(f"cells={cells} must divide the features ({feature_dim - colour_dim}) and "
-                             f"colour_cells={colour_cells} the colour histograms ({colour_dim})")
-        self.colour_dim, self.cells, self.colour_cells = int(colour_dim), int(cells), int(colour_cells)
-        width = (feature_dim - self.colour_dim) // self.cells
-        self.norm = torch.nn.LayerNorm(width)
-        self.proj = torch.nn.Linear(width, hidden)
+        if colour_cells < 1 or colour_dim % colour_cells:
+            raise ValueError(f"colour_cells={colour_cells} must divide the colour histograms ({colour_dim})")
+        self.colour_dim, self.colour_cells = int(colour_dim), int(colour_cells)
+        self.norm = torch.nn.LayerNorm(feature_dim - self.colour_dim)
+        self.proj = torch.nn.Linear(feature_dim - self.colour_dim, hidden)
         self.position = torch.nn.Embedding(max_frames, hidden)
-        if max(self.cells, self.colour_cells * bool(self.colour_dim)) > 1:
-            self.cell = torch.nn.Embedding(max(self.cells, self.colour_cells), hidden)
         if self.colour_dim:
             self.colour_norm = torch.nn.LayerNorm(self.colour_dim // self.colour_cells)
             self.colour_proj = torch.nn.Linear(self.colour_dim // self.colour_cells, hidden)
-
-    def _where(self, frames: int, cells: int, device) -> torch.Tensor:
-        """(T, cells, H): each slot's frame position, plus its cell's when a frame has several."""
-        frame = torch.arange(frames, device=device).clamp(max=self.position.num_embeddings - 1)
-        where = self.position(frame)[:, None]
-        return where + self.cell.weight[None, :cells] if cells > 1 else where
+            if self.colour_cells > 1:
+                self.cell = torch.nn.Embedding(self.colour_cells, hidden)
 
     def forward(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         b, t = features.shape[:2]
+        frame = torch.arange(t, device=features.device).clamp(max=self.position.num_embeddings - 1)
+        where = self.position(frame)                                       # (T, H)
         features = features.to(self.proj.weight.dtype)
-        network = features[..., :features.shape[-1] - self.colour_dim].reshape(b, t, self.cells, -1)
-        where = self._where(t, self.cells, features.device)
-        slots = [(self.proj(self.norm(network)) + where).reshape(b, t * self.cells, -1)]
+        slots = self.proj(self.norm(features[..., :features.shape[-1] - self.colour_dim])) + where
         if self.colour_dim:
             colour = features[..., -self.colour_dim:].reshape(b, t, self.colour_cells, -1)
-            where = self._where(t, self.colour_cells, features.device)
-            slots.append((self.colour_proj(self.colour_norm(colour)) + where).reshape(b, t * self.colour_cells, -1))
-        out = torch.cat(slots, 1)                                          # (B, slots, H)
-        return out * self.slot_mask(frame_mask).unsqueeze(-1).to(out.dtype)
+            place = where[:, None] + (self.cell.weight[None] if self.colour_cells > 1 else 0)  # (T, cells, H)
+            colour = (self.colour_proj(self.colour_norm(colour)) + place).reshape(b, t * self.colour_cells, -1)
+            slots = torch.cat([slots, colour], 1)                          # (B, T + T * cells, H)
+        return slots * self.slot_mask(frame_mask).unsqueeze(-1).to(slots.dtype)
 
     def slot_mask(self, frame_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) frame mask -> the mask of this memory's slots."""
-        network = frame_mask.repeat_interleave(self.cells, dim=1)
         if not self.colour_dim:
-            return network
-        return torch.cat([network, frame_mask.repeat_interleave(self.colour_cells, dim=1)], 1)
+            return frame_mask
+        return torch.cat([frame_mask, frame_mask.repeat_interleave(self.colour_cells, dim=1)], 1)
 
 
 class Captioner(torch.nn.Module):
@@ -158,14 +147,11 @@ class Captioner(torch.nn.Module):
         return torch.cat([states, slots], 1), torch.cat([state_mask.bool(), self.frames.slot_mask(frame_mask.bool())], 1)
 
 
-def frame_memory_spec(feature_dim: int, max_frames: int, colour_dim: int = 0, cells: int = 1,
-                      colour_cells: int = 1) -> dict:
+def frame_memory_spec(feature_dim: int, max_frames: int, colour_dim: int = 0, colour_cells: int = 1) -> dict:
     """The `frame_memory` config field of a decoder that also reads frame features (the last `colour_dim` of
-    them colour histograms, read in slots of their own; the features `cells` blocks and the histograms
-    `colour_cells` blocks, a slot each)."""
+    them colour histograms, `colour_cells` blocks read in a slot each)."""
     spec = {"feature_dim": int(feature_dim), "max_frames": int(max_frames)}
-    spec.update({"colour_dim": int(colour_dim), "colour_cells": int(colour_cells)} if colour_dim else {})
-    return {**spec, "cells": int(cells)} if cells > 1 else spec
+    return {**spec, "colour_dim": int(colour_dim), "colour_cells": int(colour_cells)} if colour_dim else spec
 
 
 def new_captioner(config, text_state: dict | None = None) -> Captioner:
@@ -181,8 +167,7 @@ def new_frame_memory(config) -> FrameMemory | None:
     if not spec:
         return None
     return FrameMemory(spec["feature_dim"], config.hidden_size if config.model_type == "bert" else config.d_model,
-                       spec["max_frames"], spec.get("colour_dim", 0), spec.get("cells", 1),
-                       spec.get("colour_cells", spec.get("cells", 1)))
+                       spec["max_frames"], spec.get("colour_dim", 0), spec.get("colour_cells", 1))
 
 
 def new_language_model(config, text_state: dict | None = None):

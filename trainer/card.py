@@ -19,6 +19,9 @@ FRAME_ENCODER_FILE = "frame_encoder.json"
 LITE0_CHANNELS = 1280
 LITE0_CLASSES = 1000
 LITE0_COLOUR_BINS = 27  # trainer.encoders.colour.BINS: hue-chroma bins per histogram
+# The frame encoder of new models and of stores indexed without one: EfficientNet-Lite0's features and colour
+# histograms, which only the caption decoder reads (trainer.encoders.colour).
+DEFAULT_FRAME_ENCODER = "efficientnet-lite0:colour=1"
 
 
 def check_model_dir(model_dir) -> Path:
@@ -46,14 +49,12 @@ def model_hash(model_dir) -> str:
 @dataclass(frozen=True)
 class FrameOutputs:
     """What a frame encoder gives, by its spec: `dim`-wide features whose first `channels` values are the
-    global-pool block (the look-alike vector), a classifier over `classes` classes (0: none), and, as the last
-    `colour` values, colour histograms (0: none)."""
+    global-pool block (the look-alike vector), and a classifier over `classes` classes (0: none)."""
 
     spec: str
     dim: int
     channels: int
     classes: int
-    colour: int = 0
 
 
 def _lite0_options(spec: str) -> tuple[int, int] | None:
@@ -90,7 +91,7 @@ def frame_outputs(spec: str, dim: int) -> FrameOutputs:
     ValueError for a spec no frame encoder answers to (as trainer.encoders.load_frame_encoder does)."""
     name = spec.strip().partition(":")[0]
     if name == "efficientnet-lite0":
-        return FrameOutputs(spec, dim, LITE0_CHANNELS, LITE0_CLASSES, colour_width(spec))
+        return FrameOutputs(spec, dim, LITE0_CHANNELS, LITE0_CLASSES)
     if name == "clip":  # a projection, no classifier: the look-alike vector is the whole feature
         return FrameOutputs(spec, dim, dim, 0)
     raise ValueError(f"unknown frame encoder spec {spec!r}")

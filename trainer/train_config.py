@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from .card import DEFAULT_FRAME_ENCODER
 from .media.types import SamplingConfig
 
 
@@ -24,8 +25,7 @@ class TrainConfig:
     size: int = 224                   # decode size (short side); the frame encoder resizes to its own input
     branching: int = 12               # visual vocabulary: branching ** depth words
     depth: int = 2
-    # EfficientNet-Lite0 features plus colour histograms, which only the caption decoder reads (DEFAULT_FRAME_ENCODER)
-    frame_encoder: str = "efficientnet-lite0:colour=1"
+    frame_encoder: str = DEFAULT_FRAME_ENCODER
     text_model: str | None = None     # BERT to start from (tokenizer + weights); None = bundled MiniLM
     random_init: bool = False         # keep only the tokenizer of text_model; initialise the encoder at random
     fusion_layers: int = 0            # trainable layers over joint inputs (the encoder's own layers are frozen)

@@ -1,9 +1,9 @@
 """Frame-encoder registry: turns a spec string ("efficientnet-lite0", "clip:<id or dir>") into a loaded encoder."""
 from __future__ import annotations
 
+from ..card import DEFAULT_FRAME_ENCODER
 from .base import FrameEncoder
 
-DEFAULT_FRAME_ENCODER = "efficientnet-lite0:colour=1"
 KNOWN_SPECS = ("'efficientnet-lite0', 'efficientnet-lite0:grid=N,colour=0|1' or "
                "'clip:<hf id or local dir>'")
 
