@@ -188,6 +188,57 @@ def test_decoder_learns_the_colour(tmp_path):
     assert np.mean(hits) >= 0.6, list(zip(described, test_texts))
 
 
+def _decoder_weights(model_dir) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "captioner" / "model.safetensors"))
+
+
+def test_joint_training_trains_the_decoder_with_videobert_and_resumes(tmp_path):
+    """With `caption_weight`, the decoder learns in VideoBERT's steps (its loss in their metrics rows, no second
+    stage), is saved and describes; a run stopped after its first epoch and resumed ends where an unbroken run
+    does, decoder included."""
+    import trainer
+
+    texts, feats = synthetic_examples(n=12)
+    cfg = tiny_config(tmp_path / "cache", batch_size=6, epochs=2, captioner="bert", caption_weight=1.0,
+                      caption_model={"num_hidden_layers": 1})
+    whole = fit(texts, feats, tmp_path / "whole", cfg)
+    rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert all("caption_loss" in r for r in rows if r["kind"] in ("step", "epoch"))
+    assert not [r for r in rows if r["kind"].startswith("caption_")]
+    assert json.loads((whole / "train_config.json").read_text())["caption_weight"] == 1.0
+    described = trainer.load(whole, device="cpu").describe(feats[:2], features=True, num_beams=1, max_length=8)
+    assert len(described) == 2 and all(isinstance(d, str) for d in described)
+    import dataclasses
+
+    fit(texts, feats, tmp_path / "broken", dataclasses.replace(cfg, stop_after_epoch=1))
+    assert not (tmp_path / "broken" / "captioner").exists()
+    fit(texts, feats, tmp_path / "broken", dataclasses.replace(cfg, resume=True))
+    a, b = _decoder_weights(whole), _decoder_weights(tmp_path / "broken")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_joint_caption_loss_reaches_videobert():
+    """Joint training computes the video states with gradients: the caption loss moves VideoBERT's own
+    trainable weights, not only the decoder's."""
+    from trainer.caption_training import joint_caption_loss
+    from trainer.modeling import VideoBertForPreTraining
+
+    texts, feats = synthetic_examples(n=2)
+    config = VideoBertConfig(vocab_size=200, visual_vocab_size=8, feature_dim=feats[0].shape[1],
+                             **{k: v for k, v in TINY_MODEL.items()})
+    torch.manual_seed(0)
+    model = VideoBertForPreTraining(config)
+    decoder = _tiny_decoder("bert")
+    batch = {"visual_ids": torch.tensor([[1, 2, 3, 4], [4, 3, 2, 1]]), "features": torch.from_numpy(np.stack(feats)),
+             "frame_mask": torch.ones(2, 4, dtype=torch.bool)}
+    ids = torch.tensor([[1, 7, 8, 9, 2], [1, 9, 8, 2, 0]])
+    joint_caption_loss(model, decoder, batch, ids, (ids != 0).long()).backward()
+    moved = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert any(n.startswith("videobert.") for n in moved), moved
+
+
 def test_model_without_decoder_loads_and_refuses_to_describe(tiny_model_dir):
     """A model trained without a decoder (as every model before captioning was) still loads and embeds."""
     import trainer

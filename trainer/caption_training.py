@@ -1,4 +1,7 @@
-"""Caption decoder training: a second stage on the frozen VideoBERT, after its own objectives.
+"""Caption decoder training: by default a second stage on the frozen VideoBERT, after its own objectives.
+
+With `TrainConfig.caption_weight` > 0 the decoder instead learns in VideoBERT's own steps (trainer.training), from
+`joint_caption_loss`, whose gradient also reaches VideoBERT's trainable weights.
 
 The encoder's video states are computed once (the encoder no longer changes), then the decoder (trainer.captioner)
 learns to write each training caption from its clip's states (and, with `caption_frames`, its projected frame
@@ -70,6 +73,14 @@ def encode_states(model, feats: list[np.ndarray], visual_ids: list[np.ndarray], 
         frame_masks.append(fmask.to(device))
     model.train(was_training)
     return torch.cat(states), torch.cat(masks), torch.cat(frames), torch.cat(frame_masks)
+
+
+def joint_caption_loss(model, decoder: Captioner, batch: dict, caption_ids, caption_mask) -> torch.Tensor:
+    """The caption loss of a training batch of (caption, clip) pairs, with the video states computed afresh so
+    that its gradient reaches VideoBERT (joint training, `TrainConfig.caption_weight`)."""
+    states, state_mask = model.videobert.video_states(batch["visual_ids"], batch["features"], batch["frame_mask"])
+    memory, memory_mask = decoder.memory(states, state_mask, batch["features"], batch["frame_mask"])
+    return caption_loss(decoder, memory, memory_mask, caption_ids, caption_mask)
 
 
 def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: TrainConfig, device, text_dir: str,

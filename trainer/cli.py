@@ -78,6 +78,9 @@ def _add_train(sub) -> None:
                    help=f"caption decoder: bert (from the text model) or bart (random init) (default {d['captioner']})")
     p.add_argument("--caption-epochs", type=int, default=d["caption_epochs"],
                    help=f"passes of the caption decoder over the captions (default {d['caption_epochs']})")
+    p.add_argument("--caption-weight", type=float, default=d["caption_weight"],
+                   help="train the caption decoder jointly with VideoBERT's objectives, its loss weighted by this "
+                        f"(default {d['caption_weight']}: a second stage on the frozen encoder)")
     p.add_argument("--no-caption-frames", action="store_true",
                    help="the caption decoder reads VideoBERT's video states only, not also the projected frame "
                         "features")
@@ -118,7 +121,7 @@ def train_config(args: argparse.Namespace):
                        device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
                        threads=args.threads, resume=args.resume, progress=not args.no_progress,
                        captioner=None if args.no_captioner else args.captioner, caption_epochs=args.caption_epochs,
-                       caption_frames=not args.no_caption_frames)
+                       caption_frames=not args.no_caption_frames, caption_weight=args.caption_weight)
 
 
 def _add_eval(sub) -> None:

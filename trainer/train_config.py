@@ -35,6 +35,9 @@ class TrainConfig:
     caption_lr: float = 3e-4
     caption_model: dict = field(default_factory=dict)   # decoder config overrides (e.g. num_hidden_layers)
     caption_frames: bool = True       # the decoder also attends to the clip's projected frame features
+    # > 0: the decoder trains with VideoBERT's objectives instead of after them, its loss weighted by this
+    # and its gradient reaching VideoBERT's trainable weights (0: a second stage on the frozen encoder)
+    caption_weight: float = 0.0
     mask_prob: float = 0.15
     word_dropout: float = 0.2         # chance of dropping each caption word per step (phrasing robustness)
     device: str = "auto"
@@ -67,6 +70,8 @@ class TrainConfig:
         if self.captioner is not None and (int(self.caption_epochs) < 1 or not float(self.caption_lr) > 0):
             raise ValueError(f"TrainConfig.caption_epochs must be >= 1 and caption_lr > 0, got "
                              f"{self.caption_epochs!r} and {self.caption_lr!r}")
+        if not float(self.caption_weight) >= 0:
+            raise ValueError(f"TrainConfig.caption_weight must be >= 0, got {self.caption_weight!r}")
         for name in ("mask_prob", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")

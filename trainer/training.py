@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .caption_training import joint_caption_loss
 from .card import FRAME_ENCODER_FILE, colour_width
 from .concepts import caption_concepts
 from .features import FeatureCache
@@ -113,12 +114,13 @@ class Batcher:
     """Turns example indices into padded tensors, with seeded masking for the two token objectives."""
 
     def __init__(self, tokenizer, texts, feats, visual_ids, mask_prob: float, max_text: int = 64,
-                 word_dropout: float = 0.0):
+                 word_dropout: float = 0.0, captions: bool = False):
         self.tok = tokenizer
         self.texts, self.feats, self.visual_ids = texts, feats, visual_ids
         self.mask_prob = mask_prob
         self.max_text = max_text
         self.word_dropout = word_dropout
+        self.captions = captions          # also the whole captions, as a caption decoder's targets
 
     def _caption(self, i: int, gen: torch.Generator | None) -> str:
         """Caption i, with each word dropped at rate `word_dropout` when training (at least one word kept)."""
@@ -151,6 +153,10 @@ class Batcher:
         if gen is not None and self.mask_prob > 0:
             batch.update(self._mask_text(batch["text_ids"], batch["text_mask"], gen))
             batch.update(self._mask_frames(vis, fmask, gen))
+        if self.captions:       # a decoder learns to write sentences: no words dropped
+            whole = self.tok([self.texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_text,
+                             return_tensors="pt")
+            batch.update(caption_ids=whole["input_ids"], caption_mask=whole["attention_mask"])
         return batch
 
     def _mask_text(self, ids, mask, gen) -> dict:
@@ -349,6 +355,10 @@ class _State:
     sched: torch.optim.lr_scheduler.LambdaLR
     epoch: int = 0
     step: int = 0
+    decoder: torch.nn.Module | None = None    # a caption decoder trained jointly with VideoBERT
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters()) + ([] if self.decoder is None else list(self.decoder.parameters()))
 
 
 def _autocast(device: torch.device):
@@ -362,14 +372,14 @@ def _autocast(device: torch.device):
 class _Meter:
     """Running means of the loss terms between two metric lines."""
 
-    KEYS = ("loss", "nce_loss", "align_loss", "mlm_loss", "mvp_loss")
+    KEYS = ("loss", "nce_loss", "align_loss", "mlm_loss", "mvp_loss", "caption_loss")
 
     def __init__(self):
         self.sums, self.count, self.clips, self.start = {}, 0, 0, time.perf_counter()
 
-    def add(self, out, clips: int) -> None:
+    def add(self, out, clips: int, **extra) -> None:
         for key in self.KEYS:
-            value = getattr(out, key, None)
+            value = extra.get(key, getattr(out, key, None))
             if value is not None:
                 self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
         self.count += 1
@@ -389,6 +399,8 @@ def _run_epoch(state: _State, net, batcher: Batcher, cfg: TrainConfig, dist: Dis
     from tqdm import tqdm
 
     state.model.train()
+    if state.decoder is not None:
+        state.decoder.train()
     torch.manual_seed(cfg.seed * 100_003 + state.epoch * 1009 + dist.rank)     # dropout, per epoch
     gen = torch.Generator().manual_seed(cfg.seed * 100_019 + state.epoch * 1013 + dist.rank)   # masking
     batches = epoch_batches(len(batcher.texts), cfg.batch_size, state.epoch, dist, cfg.seed)
@@ -397,13 +409,19 @@ def _run_epoch(state: _State, net, batcher: Batcher, cfg: TrainConfig, dist: Dis
                disable=not (cfg.progress and dist.main))
     for i, idx in enumerate(bar):
         batch = {k: v.to(dist.device) for k, v in batcher(idx, gen).items()}
+        caption = {k: batch.pop(k) for k in ("caption_ids", "caption_mask") if k in batch}
         sync = (i + 1) % cfg.grad_accum == 0 or i == len(batches) - 1
         no_sync = net.no_sync() if (dist.world > 1 and not sync) else contextlib.nullcontext()
+        extra = {}
         with no_sync, _autocast(dist.device):
             out = net(**batch, return_loss=True)
-            (out.loss / cfg.grad_accum).backward()
-        window.add(out, len(idx) * dist.world)
-        total.add(out, len(idx) * dist.world)
+            loss = out.loss
+            if state.decoder is not None:
+                extra["caption_loss"] = joint_caption_loss(state.model, state.decoder, batch, **caption)
+                loss = loss + cfg.caption_weight * extra["caption_loss"]
+            (loss / cfg.grad_accum).backward()
+        window.add(out, len(idx) * dist.world, **extra)
+        total.add(out, len(idx) * dist.world, **extra)
         if sync:
             _optimizer_step(state, cfg)
             if state.step % cfg.log_every == 0 and metrics is not None:
@@ -414,7 +432,7 @@ def _run_epoch(state: _State, net, batcher: Batcher, cfg: TrainConfig, dist: Dis
 
 
 def _optimizer_step(state: _State, cfg: TrainConfig) -> None:
-    params = [p for p in state.model.parameters() if p.requires_grad]
+    params = [p for p in state.trained_parameters() if p.requires_grad]
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     state.opt.step()
@@ -431,15 +449,21 @@ def _write_metrics(path: Path, state: _State, row: dict, kind: str = "step") -> 
         fh.write(json.dumps(row) + "\n")
 
 
-def _start(cfg: TrainConfig, out_dir: Path, model, steps_per_epoch: int, dist: Dist) -> _State:
-    """Fresh optimizer state, or the last checkpoint's when resuming."""
+def _start(cfg: TrainConfig, out_dir: Path, model, steps_per_epoch: int, dist: Dist, decoder=None) -> _State:
+    """Fresh optimizer state, or the last checkpoint's when resuming. A jointly trained `decoder` learns at
+    `caption_lr` under the same schedule."""
     opt = make_optimizer(model, cfg)
+    if decoder is not None:
+        opt.add_param_group({"params": [p for p in decoder.parameters() if p.requires_grad], "lr": cfg.caption_lr,
+                             "weight_decay": cfg.weight_decay})
     sched = make_scheduler(opt, cfg.epochs * steps_per_epoch, cfg.warmup)
-    state = _State(model, opt, sched)
+    state = _State(model, opt, sched, decoder=decoder)
     ckpt_path = out_dir / CHECKPOINT
     if cfg.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=dist.device, weights_only=False)
         model.load_state_dict(ckpt["model"])
+        if decoder is not None:
+            decoder.load_state_dict(ckpt["decoder"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state.epoch, state.step = ckpt["epoch"], ckpt["step"]
@@ -495,9 +519,11 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist, concepts) ->
     visual_ids = [vocab.quantize(f) for f in feats]
     tokenizer = AutoTokenizer.from_pretrained(_text_model_dir(cfg))
     model = build_model(cfg, tokenizer, vocab.size, feats[0].shape[1]).to(dist.device)
-    batcher = Batcher(tokenizer, texts, feats, visual_ids, cfg.mask_prob, word_dropout=cfg.word_dropout)
+    decoder = _joint_decoder(cfg, model, tokenizer, dist)
+    batcher = Batcher(tokenizer, texts, feats, visual_ids, cfg.mask_prob, word_dropout=cfg.word_dropout,
+                      captions=decoder is not None)
     n_batches = len(epoch_batches(len(texts), cfg.batch_size, 0, dist, cfg.seed))
-    state = _start(cfg, out_dir, model, math.ceil(n_batches / cfg.grad_accum), dist)
+    state = _start(cfg, out_dir, model, math.ceil(n_batches / cfg.grad_accum), dist, decoder)
     net = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -520,14 +546,27 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist, concepts) ->
     return out_dir
 
 
+def _joint_decoder(cfg: TrainConfig, model, tokenizer, dist: Dist):
+    """The caption decoder to train with VideoBERT's objectives (`caption_weight` > 0), else None."""
+    if not (cfg.captioner and cfg.caption_weight > 0):
+        return None
+    if dist.world > 1:
+        raise ValueError("TrainConfig.caption_weight > 0 (joint caption training) runs in one process; "
+                         "leave it at 0 to train the decoder after VideoBERT")
+    from .caption_training import build_captioner
+
+    return build_captioner(cfg, model.config, tokenizer, _text_model_dir(cfg)).to(dist.device)
+
+
 def _caption_stage(state: _State, tokenizer, data, cfg: TrainConfig, dist: Dist, out_dir: Path) -> None:
     """Train the caption decoder on the finished, frozen encoder (rank 0; it is small) and save it beside
-    the model, or remove an earlier run's decoder when this run trains none."""
+    the model, or remove an earlier run's decoder when this run trains none. A decoder trained jointly
+    is saved as it is."""
     from .caption_training import fit_captioner, save_captioner
 
     if dist.main:
-        decoder = None
-        if cfg.captioner:
+        decoder = state.decoder.eval() if state.decoder is not None else None
+        if cfg.captioner and decoder is None:
             texts, feats, visual_ids = data
             decoder = fit_captioner(state.model, tokenizer, texts, feats, visual_ids, cfg, dist.device,
                                     _text_model_dir(cfg), out_dir / METRICS, first_step=state.step)
@@ -540,6 +579,8 @@ def _save_epoch(state: _State, tokenizer, vocab, cfg: TrainConfig, out_dir: Path
     ckpt = {"model": state.model.state_dict(), "optimizer": state.opt.state_dict(),
             "scheduler": state.sched.state_dict(), "epoch": state.epoch, "step": state.step,
             "train_config": dataclasses.asdict(cfg)}
+    if state.decoder is not None:
+        ckpt["decoder"] = state.decoder.state_dict()
     _atomic_save(ckpt, out_dir / CHECKPOINT)
     export_model(state.model, tokenizer, vocab, cfg, out_dir)
     plot_losses(out_dir / METRICS, out_dir / "loss.png")
