@@ -239,6 +239,49 @@ def test_the_joint_caption_loss_reaches_videobert():
     assert any(n.startswith("videobert.") for n in moved), moved
 
 
+def test_a_shortlisted_output_layer_scores_its_tokens_as_the_full_layer_does():
+    from trainer.captioner import ShortlistHead, caption_shortlist
+
+    torch.manual_seed(0)
+    full = torch.nn.Linear(16, 40)
+    ids = torch.tensor([[1, 7, 9, 2, 0], [1, 9, 3, 2, 0]])
+    keep = caption_shortlist(ids, ids != 0, eos=2)
+    assert keep == [1, 2, 3, 7, 9]                        # the captions' tokens, no padding
+    head = ShortlistHead(full, keep)
+    x = torch.randn(3, 5, 16)
+    out, want = head(x), full(x)
+    assert out.shape == want.shape
+    assert torch.allclose(out[..., keep], want[..., keep])
+    others = [i for i in range(40) if i not in keep]
+    assert torch.isinf(out[..., others]).all() and (out[..., others] < 0).all()
+
+
+def test_a_trained_decoder_writes_with_its_shortlist_what_the_full_layer_writes_within_it(tiny_captioner_dir,
+                                                                                          tmp_path):
+    """Training records the tokens of its captions; the loaded decoder scores only those. Its greedy
+    descriptions are those of the full output layer kept to the same tokens (a barely trained decoder's full
+    layer also writes word pieces that no caption holds)."""
+    import shutil
+
+    import trainer
+    from trainer.captioner import ShortlistHead
+
+    config = json.loads((tiny_captioner_dir / "captioner" / "config.json").read_text())
+    assert config["output_shortlist"] and config["eos_token_id"] in config["output_shortlist"]
+    full_dir = tmp_path / "full"
+    shutil.copytree(tiny_captioner_dir, full_dir)
+    config_shortlist = config.pop("output_shortlist")
+    (full_dir / "captioner" / "config.json").write_text(json.dumps(config))
+    short, full = trainer.load(tiny_captioner_dir, device="cpu"), trainer.load(full_dir, device="cpu")
+    assert isinstance(short.captioner.lm.get_output_embeddings(), ShortlistHead)
+    assert not isinstance(full.captioner.lm.get_output_embeddings(), ShortlistHead)
+    rng = np.random.default_rng(3)
+    feats = [rng.random((4, short.model.config.feature_dim), dtype=np.float32) for _ in range(6)]
+    others = sorted(set(range(full.captioner.config.vocab_size)) - set(config_shortlist))
+    assert short.describe(feats, features=True, num_beams=1) == \
+        full.describe(feats, features=True, num_beams=1, suppress_tokens=others)
+
+
 def test_model_without_decoder_loads_and_refuses_to_describe(tiny_model_dir):
     """A model trained without a decoder (as every model before captioning was) still loads and embeds."""
     import trainer

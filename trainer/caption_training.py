@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .captioner import (CAPTIONER_DIR, Captioner, caption_loss, decoder_config, frame_memory_spec, new_captioner,
-                        new_frame_memory)
+from .captioner import (CAPTIONER_DIR, Captioner, caption_loss, caption_shortlist, decoder_config, frame_memory_spec,
+                        new_captioner, new_frame_memory, use_shortlist)
 from .card import colour_width, frame_cells
 from .train_config import TrainConfig
 
@@ -120,7 +120,16 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
         if metrics is not None:
             _log(metrics, "epoch", epoch, first_step + step, sched, sums / max(count, 1),
                  clips_per_s=round(len(order) / max(time.perf_counter() - start, 1e-9), 2))
+    note_shortlist(decoder, tokenizer, texts)
     return decoder.eval()
+
+
+def note_shortlist(decoder: Captioner, tokenizer, texts: list[str]) -> None:
+    """Record in the decoder's config the tokens its training captions hold: a loaded decoder scores only
+    those (trainer.captioner.ShortlistHead)."""
+    tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt")
+    decoder.lm.config.output_shortlist = caption_shortlist(tokens["input_ids"], tokens["attention_mask"],
+                                                           decoder.config.eos_token_id)
 
 
 def _log(path: Path, kind: str, epoch: int, step: int, sched, loss: float, **extra) -> None:
@@ -169,7 +178,7 @@ def load_captioner(model_dir, device) -> Captioner | None:
             raise FileNotFoundError(f"{weights}: the caption decoder's config names a frame memory but its "
                                     "weights are missing")
         frames.load_state_dict(load_file(weights))
-    return Captioner(lm, frames).to(device).eval()
+    return use_shortlist(Captioner(lm, frames).to(device).eval())
 
 
 def train_captioner(manifests, model_dir, captioner: str = "bert", epochs: int | None = None,
