@@ -217,6 +217,9 @@ def test_joint_training_trains_the_decoder_with_videobert_and_resumes(tmp_path):
     fit(texts, feats, tmp_path / "broken", dataclasses.replace(cfg, resume=True))
     a, b = _decoder_weights(whole), _decoder_weights(tmp_path / "broken")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fit(texts, feats, tmp_path / "second", dataclasses.replace(cfg, caption_weight=0.0, stop_after_epoch=1))
+    with pytest.raises(ValueError, match="without a jointly trained caption decoder"):
+        fit(texts, feats, tmp_path / "second", dataclasses.replace(cfg, resume=True))
 
 
 def test_the_joint_caption_loss_reaches_videobert():

@@ -463,6 +463,9 @@ def _start(cfg: TrainConfig, out_dir: Path, model, steps_per_epoch: int, dist: D
         ckpt = torch.load(ckpt_path, map_location=dist.device, weights_only=False)
         model.load_state_dict(ckpt["model"])
         if decoder is not None:
+            if "decoder" not in ckpt:
+                raise ValueError(f"{ckpt_path} was written without a jointly trained caption decoder; resume with "
+                                 "the run's own caption_weight (0)")
             decoder.load_state_dict(ckpt["decoder"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
