@@ -223,8 +223,8 @@ def test_joint_training_trains_the_decoder_with_videobert_and_resumes(tmp_path):
 
 
 def test_the_joint_caption_loss_reaches_videobert():
-    """Joint training computes the video states with gradients: the caption loss moves VideoBERT's own
-    trainable weights, not only the decoder's."""
+    """Joint training reads the video states of VideoBERT's own pass over the batch, with their gradients: the
+    caption loss moves VideoBERT's own trainable weights, not only the decoder's."""
     from trainer.caption_training import joint_caption_loss
     from trainer.modeling import VideoBertForPreTraining
 
@@ -237,7 +237,9 @@ def test_the_joint_caption_loss_reaches_videobert():
     batch = {"visual_ids": torch.tensor([[1, 2, 3, 4], [4, 3, 2, 1]]), "features": torch.from_numpy(np.stack(feats)),
              "frame_mask": torch.ones(2, 4, dtype=torch.bool)}
     ids = torch.tensor([[1, 7, 8, 9, 2], [1, 9, 8, 2, 0]])
-    joint_caption_loss(model, decoder, batch, ids, (ids != 0).long()).backward()
+    text = {"text_ids": ids, "text_mask": (ids != 0).long()}
+    out = model(**text, **batch)
+    joint_caption_loss(out, decoder, batch, ids, (ids != 0).long()).backward()
     moved = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert any(n.startswith("videobert.") for n in moved), moved
 

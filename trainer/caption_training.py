@@ -75,11 +75,12 @@ def encode_states(model, feats: list[np.ndarray], visual_ids: list[np.ndarray], 
     return torch.cat(states), torch.cat(masks), torch.cat(frames), torch.cat(frame_masks)
 
 
-def joint_caption_loss(model, decoder: Captioner, batch: dict, caption_ids, caption_mask) -> torch.Tensor:
-    """The caption loss of a training batch of (caption, clip) pairs, with the video states computed afresh so
-    that its gradient reaches VideoBERT (joint training, `TrainConfig.caption_weight`)."""
-    states, state_mask = model.videobert.video_states(batch["visual_ids"], batch["features"], batch["frame_mask"])
-    memory, memory_mask = decoder.memory(states, state_mask, batch["features"], batch["frame_mask"])
+def joint_caption_loss(out, decoder: Captioner, batch: dict, caption_ids, caption_mask) -> torch.Tensor:
+    """The caption loss of a training batch of (caption, clip) pairs, read from the video states of VideoBERT's
+    own pass over the batch (`out`, its pre-training output), so that its gradient reaches VideoBERT (joint
+    training, `TrainConfig.caption_weight`)."""
+    memory, memory_mask = decoder.memory(out.video_states, out.video_state_mask, batch["features"],
+                                         batch["frame_mask"])
     return caption_loss(decoder, memory, memory_mask, caption_ids, caption_mask)
 
 

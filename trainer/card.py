@@ -57,17 +57,34 @@ class FrameOutputs:
     classes: int
 
 
+LITE0_OPTIONS = {"grid": int, "colour": int}   # what an "efficientnet-lite0:key=value,..." spec may say
+
+
+def spec_options(spec: str, text: str, allowed: dict[str, type]) -> dict:
+    """Parse the "key=value,key=value" options of a frame encoder spec, converting each value with its declared
+    type; an unknown key or a bad value is an error naming the spec."""
+    options = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in allowed:
+            raise ValueError(f"frame encoder spec {spec!r}: unknown option {item!r} (allowed: {', '.join(allowed)})")
+        try:
+            options[key] = allowed[key](value.strip())
+        except ValueError as exc:
+            kind = "integers" if allowed[key] is int else allowed[key].__name__
+            raise ValueError(f"frame encoder spec {spec!r}: bad value for {key!r}: {value!r} ({', '.join(allowed)} "
+                             f"are {kind})") from exc
+    return options
+
+
 def _lite0_options(spec: str) -> tuple[int, int] | None:
-    """(grid, colour) of an EfficientNet-Lite0 spec ("efficientnet-lite0:grid=N,colour=0|1"); None for another
-    encoder."""
-    name, _, options = spec.strip().partition(":")
+    """(grid, colour) of an EfficientNet-Lite0 spec; None for another encoder."""
+    name, _, text = spec.strip().partition(":")
     if name != "efficientnet-lite0":
         return None
-    found = dict(part.strip().partition("=")[::2] for part in options.split(",") if part.strip())
-    try:
-        return int(found.get("grid", 2)), int(found.get("colour", 0))
-    except ValueError as exc:
-        raise ValueError(f"frame encoder spec {spec!r}: grid and colour must be integers") from exc
+    options = spec_options(spec, text, LITE0_OPTIONS)
+    return options.get("grid", 2), options.get("colour", 0)
 
 
 def colour_width(spec: str) -> int:

@@ -271,6 +271,10 @@ class VideoBertModel(VideoBertPreTrainedModel):
     def get_video_embeddings(self, visual_ids, features, frame_mask, normalize: bool = True) -> torch.Tensor:
         """Video-only encoding, mean-pooled over frames and projected into the text space -> (B, H)."""
         hidden = self(visual_ids=visual_ids, features=features, frame_mask=frame_mask)
+        return self.pool_video(hidden, frame_mask, normalize)
+
+    def pool_video(self, hidden, frame_mask, normalize: bool = True) -> torch.Tensor:
+        """Video-only hidden states `[CLS] frames [SEP]` (B, T + 2, H) -> the clip's embedding (B, H)."""
         frames = hidden[:, 1:1 + frame_mask.shape[1]]                # skip [CLS]
         pooled = self.video_proj(_masked_mean(frames, frame_mask))
         return F.normalize(pooled, dim=-1) if normalize else pooled
@@ -333,6 +337,8 @@ class VideoBertPreTrainingOutput(ModelOutput):
     nce_loss: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
     video_embeds: torch.Tensor | None = None
+    video_states: torch.Tensor | None = None        # the clips' video-only hidden states, as video_states gives
+    video_state_mask: torch.Tensor | None = None
 
 
 class VideoBertForPreTraining(VideoBertPreTrainedModel):
@@ -369,8 +375,10 @@ class VideoBertForPreTraining(VideoBertPreTrainedModel):
         """
         base, cfg = self.videobert, self.config
         text = base.get_text_embeddings(text_ids, text_mask)
-        video = base.get_video_embeddings(visual_ids, features, frame_mask)
-        out = VideoBertPreTrainingOutput(text_embeds=text, video_embeds=video)
+        states, state_mask = base.video_states(visual_ids, features, frame_mask)
+        video = base.pool_video(states, frame_mask)
+        out = VideoBertPreTrainingOutput(text_embeds=text, video_embeds=video, video_states=states,
+                                         video_state_mask=state_mask)
         terms = {}
         if return_loss and cfg.nce_weight:
             extra = self._reversed_embeddings(visual_ids, features, frame_mask) if cfg.reverse_negatives else None

@@ -417,7 +417,7 @@ def _run_epoch(state: _State, net, batcher: Batcher, cfg: TrainConfig, dist: Dis
             out = net(**batch, return_loss=True)
             loss = out.loss
             if state.decoder is not None:
-                extra["caption_loss"] = joint_caption_loss(state.model, state.decoder, batch, **caption)
+                extra["caption_loss"] = joint_caption_loss(out, state.decoder, batch, **caption)
                 loss = loss + cfg.caption_weight * extra["caption_loss"]
             (loss / cfg.grad_accum).backward()
         window.add(out, len(idx) * dist.world, **extra)

@@ -1,25 +1,11 @@
 """Frame-encoder registry: turns a spec string ("efficientnet-lite0", "clip:<id or dir>") into a loaded encoder."""
 from __future__ import annotations
 
-from ..card import DEFAULT_FRAME_ENCODER
+from ..card import DEFAULT_FRAME_ENCODER, LITE0_OPTIONS, spec_options
 from .base import FrameEncoder
 
 KNOWN_SPECS = ("'efficientnet-lite0', 'efficientnet-lite0:grid=N,colour=0|1' or "
                "'clip:<hf id or local dir>'")
-
-
-def _parse_options(spec: str, text: str, allowed: dict[str, type]) -> dict:
-    """Parse "key=value,key=value" options of a spec, converting each value with its declared type."""
-    options = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in allowed:
-            raise ValueError(f"frame encoder spec {spec!r}: unknown option {item!r} (allowed: {', '.join(allowed)})")
-        try:
-            options[key.strip()] = allowed[key.strip()](value.strip())
-        except ValueError as exc:
-            raise ValueError(f"frame encoder spec {spec!r}: bad value for {key.strip()!r}: {value!r}") from exc
-    return options
 
 
 def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_size: int = 32,
@@ -35,7 +21,7 @@ def load_frame_encoder(spec: str = DEFAULT_FRAME_ENCODER, device="auto", batch_s
     if name == "efficientnet-lite0":
         from .efficientnet import EfficientNetLite0Encoder
 
-        options = _parse_options(spec, arg, {"grid": int, "colour": int})
+        options = spec_options(spec, arg, LITE0_OPTIONS)
         return EfficientNetLite0Encoder(device=device, batch_size=batch_size, runtime=runtime, **options)
     if name == "clip":
         from .clip import ClipVisionEncoder
