@@ -123,6 +123,23 @@ def test_lite0_batching_does_not_change_features(lite0):
     np.testing.assert_allclose(lite0.encode(flipped), lite0.encode(flipped.copy()), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("runtime, layout", [("torch", torch.channels_last), ("onnx", torch.contiguous_format)])
+def test_preprocess_gives_the_plain_arithmetic_in_the_runtime_layout(runtime, layout):
+    """Frames at the input size skip the resize and are scaled in place; the values are the bits of
+    ((x / 255) - mean) / std, as the resize path computes them, in the layout the runtime reads."""
+    enc = EfficientNetLite0Encoder(device="cpu", runtime=runtime)
+    frames = np.stack([disc_scene(60), disc_scene(160)])
+    frames[0, :5] = (85, 170, 255)  # thirds of 255, where the colour histograms' chroma bins have their edges
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0)
+    mean, std = torch.tensor(enc.mean).view(1, 3, 1, 1), torch.tensor(enc.std).view(1, 3, 1, 1)
+    pixels = enc.preprocess(frames)
+    assert torch.equal(pixels, (x - mean) / std)
+    assert pixels.is_contiguous(memory_format=layout)
+    wide = np.ascontiguousarray(np.pad(frames, ((0, 0), (0, 0), (0, 100), (0, 0))))   # the resize path
+    assert enc.preprocess(wide).shape == (2, 3, 224, 224)
+    assert enc.preprocess(wide).is_contiguous(memory_format=layout)
+
+
 def test_lite0_inference_rewrites_keep_outputs(lite0):
     from trainer.encoders.efficientnet import build_lite0
 

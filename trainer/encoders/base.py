@@ -71,15 +71,24 @@ class FrameEncoder(abc.ABC):
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised float pixels on self.device -> (B, dim) features."""
 
+    # The layout embed_pixels wants: torch's convolutions run faster on channels_last; ONNX Runtime reads NCHW.
+    memory_format: torch.memory_format = torch.channels_last
+
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, S, S) float32, resized and normalised, on self.device."""
         # np.require copies only read-only or strided input (e.g. a decoder's frame buffer or a flipped view).
         x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        x = resize_square(x, self.input_size, self.resize_mode, self.center_crop)
+        x = x.permute(0, 3, 1, 2)
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        if x.shape[-2:] == (self.input_size, self.input_size) and not self.center_crop:
+            # Frames decoded at the input size (the usual case) need no resize: converted to float straight into
+            # the wanted layout and scaled in place, instead of a new tensor per step and a layout copy after.
+            # The arithmetic is the resize path's, step for step, so both give the same bits.
+            out = torch.empty(x.shape, dtype=torch.float32, device=self.device, memory_format=self.memory_format)
+            return out.copy_(x).div_(255.0).sub_(mean).div_(std)
+        x = resize_square(x.float().div_(255.0), self.input_size, self.resize_mode, self.center_crop)
+        return x.sub_(mean).div_(std).contiguous(memory_format=self.memory_format)
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
         """Encode (N, H, W, 3) uint8 RGB frames to an (N, dim) float32 array, `batch_size` frames at a time."""

@@ -124,6 +124,8 @@ class EfficientNetLite0Encoder(FrameEncoder):
         # "auto": ONNX Runtime on the CPU (same features to ~1e-5, 2-3x the frame rate), torch on CUDA.
         self.runtime = resolve_runtime(runtime, self.device)
         self._ort = _FeatureMap.runner(self.model, self.input_size) if self.runtime == "onnx" else None
+        if self._ort is not None:
+            self.memory_format = torch.contiguous_format
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, 224, 224) -> (B, dim) global + grid pooled features."""
@@ -134,8 +136,9 @@ class EfficientNetLite0Encoder(FrameEncoder):
         pooled = grid_pool(fmap, self.grid)
         if not self.colour:
             return pooled
-        rgb = pixels.float() * self.std[0] + self.mean[0]  # the same scaling on every channel: back to [0, 1]
-        return torch.cat([pooled, colour_histograms(rgb.clamp_(0.0, 1.0), self.grid).to(pooled.device)], dim=1)
+        # back to [0, 1] (the same scaling on every channel), in place on one copy
+        rgb = pixels.float().mul(self.std[0]).add_(self.mean[0]).clamp_(0.0, 1.0)
+        return torch.cat([pooled, colour_histograms(rgb, self.grid).to(pooled.device)], dim=1)
 
     def labels(self, frames: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
         """Top ImageNet labels of each frame as (name, probability), most probable first."""
