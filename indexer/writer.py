@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import bindparam, delete, insert, select, text, update
 
 from .config import (
     CAPTION_INDEX_FILE,
@@ -369,33 +369,40 @@ class StoreWriter(Store):
     def add_video(self, state: FileState, info, clips: list[ClipData], captions: list[CaptionData]) -> int:
         """Record an indexed video with its clips (vectors, tags, thumbnails) and captions; returns its id."""
         self.detach(state.path)
-        video = Video(path=state.path, size=state.size, mtime=state.mtime, hash=state.hash, status=INDEXED,
-                      duration=info.duration, fps=info.fps, width=info.width, height=info.height,
-                      codec=info.codec, indexed_at=utcnow())
-        video.paths.append(VideoPath(path=state.path, size=state.size, mtime=state.mtime))
-        rows = [Clip(start=float(c.start), end=float(c.end), tags=json.dumps([[t, round(float(p), 4)] for t, p in c.tags]),
-                     vector=_blob(c.vector), look=_blob(c.look),
-                     concepts=json.dumps([[int(k), round(float(p), 5)] for k, p in c.concepts]) if c.concepts else None)
-                for c in clips]
-        video.clips.extend(rows)
-        self.session.add(video)
-        self.session.flush()
-        self._absorb_pending(video.id, state.hash)
-        for row, clip in zip(rows, clips):
-            if clip.thumbnail is not None:
-                row.thumbnail = self._write_thumb(row.id, clip.thumbnail)
-        caps = [Caption(video_id=video.id, clip_id=rows[c.clip].id if c.clip is not None else None,
-                        start=c.start, end=c.end, text=c.text, source=c.source, lang=c.lang,
-                        vector=_blob(c.vector))
-                for c in captions]
-        self.session.add_all(caps)
-        self.session.flush()
-        self._add_fts(rows, clips, captions)
-        self._queue_vectors("clips", rows, [c.vector for c in clips])
-        self._queue_vectors("captions", caps, [c.vector for c in captions])
-        self._queue_vectors("looks", rows, [c.look for c in clips])
+        # Bulk inserts that return the new ids in the order given: the ORM's unit of work (objects, identity map,
+        # one flush per table) cost more than everything else a short video's write does.
+        vid = self.session.scalar(insert(Video).returning(Video.id), [dict(
+            path=state.path, size=state.size, mtime=state.mtime, hash=state.hash, status=INDEXED,
+            duration=info.duration, fps=info.fps, width=info.width, height=info.height, codec=info.codec,
+            indexed_at=utcnow())])
+        self.session.execute(insert(VideoPath), [dict(video_id=vid, path=state.path, size=state.size,
+                                                      mtime=state.mtime)])
+        self._absorb_pending(vid, state.hash)
+        clip_ids = self._insert_ids(Clip, [dict(
+            video_id=vid, start=float(c.start), end=float(c.end), vector=_blob(c.vector), look=_blob(c.look),
+            tags=json.dumps([[t, round(float(p), 4)] for t, p in c.tags]),
+            concepts=json.dumps([[int(k), round(float(p), 5)] for k, p in c.concepts]) if c.concepts else None)
+            for c in clips])
+        thumbs = [dict(b_id=i, b_thumb=self._write_thumb(i, c.thumbnail))
+                  for i, c in zip(clip_ids, clips) if c.thumbnail is not None]
+        if thumbs:
+            self.session.execute(update(Clip.__table__).where(Clip.__table__.c.id == bindparam("b_id"))
+                                 .values(thumbnail=bindparam("b_thumb")), thumbs)
+        cap_ids = self._insert_ids(Caption, [dict(
+            video_id=vid, clip_id=clip_ids[c.clip] if c.clip is not None else None, start=c.start, end=c.end,
+            text=c.text, source=c.source, lang=c.lang, vector=_blob(c.vector)) for c in captions])
+        self._add_fts(clip_ids, clips, captions)
+        self._queue_vectors("clips", clip_ids, [c.vector for c in clips])
+        self._queue_vectors("captions", cap_ids, [c.vector for c in captions])
+        self._queue_vectors("looks", clip_ids, [c.look for c in clips])
         crash_point("video-written")
-        return video.id
+        return vid
+
+    def _insert_ids(self, model, rows: list[dict]) -> list[int]:
+        """Insert `rows` into `model`'s table in one statement; their new ids, in the order of `rows`."""
+        if not rows:
+            return []
+        return list(self.session.scalars(insert(model).returning(model.id, sort_by_parameter_order=True), rows))
 
     def add_captions(self, video_id: int, captions: list[CaptionData]) -> int:
         """Add captions (of the same content) to an indexed video, skipping ones it has; returns how many."""
@@ -417,12 +424,12 @@ class StoreWriter(Store):
             if target is not None:
                 self.session.execute(text("UPDATE clip_text SET captions = captions || :nl || :t "
                                           "WHERE rowid = :id"), {"nl": "\n", "t": row.text, "id": target})
-        self._queue_vectors("captions", rows, [c.vector for c in new])
+        self._queue_vectors("captions", [r.id for r in rows], [c.vector for c in new])
         return len(rows)
 
-    def _queue_vectors(self, kind: str, rows: list, vectors: list) -> None:
+    def _queue_vectors(self, kind: str, ids: list[int], vectors: list) -> None:
         """Vectors to add to FAISS once the transaction commits (only those given, for kinds the store keeps)."""
-        pairs = [(r.id, v) for r, v in zip(rows, vectors) if v is not None]
+        pairs = [(i, v) for i, v in zip(ids, vectors) if v is not None]
         if pairs and self._kinds[kind].active:
             self._tx_add[kind].append(([i for i, _ in pairs], [v for _, v in pairs]))
 
@@ -447,17 +454,17 @@ class StoreWriter(Store):
         self._tx_new_thumbs.append(self.dir / rel)
         return rel
 
-    def _add_fts(self, rows: list[Clip], clips: list[ClipData], captions: list[CaptionData]) -> None:
+    def _add_fts(self, clip_ids: list[int], clips: list[ClipData], captions: list[CaptionData]) -> None:
         """One FTS row per clip: its captions' text (untimed video captions go to the first clip) and its
         tags' text (the clip's `tag_text`, or else its tag labels)."""
-        texts = [[] for _ in rows]
+        texts = [[] for _ in clip_ids]
         for c in captions:
             at = c.clip if c.clip is not None else 0
-            if rows:
+            if clip_ids:
                 texts[at].append(c.text)
-        params = [{"id": r.id, "c": "\n".join(t),
+        params = [{"id": i, "c": "\n".join(t),
                    "t": clip.tag_text or " ".join(label for label, _ in clip.tags)}
-                  for r, clip, t in zip(rows, clips, texts)]
+                  for i, clip, t in zip(clip_ids, clips, texts)]
         if params:
             self.session.execute(text("INSERT INTO clip_text(rowid, captions, tags) VALUES (:id, :c, :t)"), params)
 
