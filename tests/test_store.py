@@ -323,6 +323,40 @@ def test_refresh_catches_up_in_place_when_the_faiss_file_is_unchanged(tmp_path, 
     assert reader.refresh() is True and set(reader._kinds["clips"].index.ids().tolist()) == rows
 
 
+def test_each_clip_of_a_written_video_keeps_its_own_rows(tmp_path):
+    """add_video inserts a video's clips and captions in bulk: every id must still meet its own clip's vector,
+    look, thumbnail, tags and captions, in the order the clips were given."""
+    from types import SimpleNamespace
+
+    from indexer.writer import CaptionData, ClipData, FileState
+
+    store_dir, _, model, _ = build(tmp_path, colours=("red",))
+    rng = np.random.default_rng(0)
+    unit = lambda n: (lambda v: v / np.linalg.norm(v))(rng.standard_normal(n).astype(np.float32))  # noqa: E731
+    clips = [ClipData(4.0 * i, 4.0 * i + 4, unit(model.dim), [(f"tag{i}", 0.5)], f"jpeg{i}".encode(),
+                      concepts=[(i, 0.5)]) for i in range(3)]
+    captions = [CaptionData("the middle one", 4.5, 7.5, unit(model.dim), 1), CaptionData("the whole", None, None,
+                                                                                        None, None)]
+    writer = StoreWriter.open(store_dir)
+    info = SimpleNamespace(duration=12.0, fps=8.0, width=64, height=64, codec="h264")
+    vid = writer.add_video(FileState("/elsewhere/three.mp4", 1, 1.0, "h-three"), info, clips, captions)
+    writer.close()
+    rows = sql(store_dir, "SELECT id, start, tags, thumbnail, concepts FROM clips WHERE video_id = ? ORDER BY id", vid)
+    assert [r[1] for r in rows] == [0.0, 4.0, 8.0]
+    with Store.open(store_dir) as store:
+        for (cid, _, tags, thumb, concepts), clip, i in zip(rows, clips, range(3)):
+            assert json.loads(tags) == [[f"tag{i}", 0.5]] and json.loads(concepts) == [[i, 0.5]]
+            assert (store_dir / thumb).read_bytes() == clip.thumbnail
+            _, ids = store.search_clips(clip.vector[None], 1)
+            assert ids[0, 0] == cid
+        caps = sql(store_dir, "SELECT id, text, clip_id FROM captions WHERE video_id = ? ORDER BY id", vid)
+        assert [c[1:] for c in caps] == [("the middle one", rows[1][0]), ("the whole", None)]
+        _, ids = store.search_captions(captions[0].vector[None], 1)
+        assert ids[0, 0] == caps[0][0]
+        assert [c for c, _ in store.keyword("tag2", 5)] == [rows[2][0]]
+        assert [c for c, _ in store.keyword("middle", 5)] == [rows[1][0]]
+
+
 def test_hnsw_store_rebuilds_after_removals(tmp_path):
     model = FakeModel(dim=8)
     store_dir, lib, _, _ = build(tmp_path, colours=("red", "green", "blue"), model=model, index_type="HNSW16")
