@@ -115,6 +115,9 @@ def _rotation(container, stream) -> int:
     Phones record portrait video as landscape frames plus a display matrix. decord applies it; PyAV leaves it
     to the caller, so both paths need it to agree. A file whose first frame does not decode is left to fail
     where frames are read, with its own message."""
+    # One frame, one thread: FFmpeg's frame threads (its default) fill their pipeline before the first frame
+    # comes out, so a short file paid several frames' decoding and 8 ms of thread start-up for one header.
+    stream.codec_context.thread_count = 1
     try:
         frame = next(container.decode(stream), None)
     except Exception:
