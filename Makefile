@@ -14,10 +14,10 @@ PORT ?= 8000
 install: $(STAMP)
 
 # --no-compile, then one compileall over both cores: pip byte-compiles one file at a time, which took half the
-# install. The byte code must be written here: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines),
-# Python never writes it at import, and every process (each test's CLI, each decoding worker) would compile
-# torch, numpy and the rest from source again, about 1.5 s of CPU for torch and transformers. A file that does
-# not compile (a Python 2 script inside a package) cannot be imported either; its error is not the install's.
+# install. The byte code must be written here: where PYTHONDONTWRITEBYTECODE is set, Python never writes it at
+# import, and every process (each test's CLI, each decoding worker) would compile torch, numpy and the rest from
+# source again, 1.5 to 2.5 s of CPU for torch and transformers alone. A file that does not compile (a Python 2
+# script inside a package) cannot be imported either; its error is not the install's.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --no-compile --upgrade pip
