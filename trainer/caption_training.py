@@ -75,13 +75,33 @@ def encode_states(model, feats: list[np.ndarray], visual_ids: list[np.ndarray], 
     return torch.cat(states), torch.cat(masks), torch.cat(frames), torch.cat(frame_masks)
 
 
-def joint_caption_loss(out, decoder: Captioner, batch: dict, caption_ids, caption_mask) -> torch.Tensor:
+def joint_caption_loss(out, decoder: Captioner, batch: dict, caption_ids, caption_mask, drop: float = 0.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
     """The caption loss of a training batch of (caption, clip) pairs, read from the video states of VideoBERT's
     own pass over the batch (`out`, its pre-training output), so that its gradient reaches VideoBERT (joint
-    training, `TrainConfig.caption_weight`)."""
+    training, `TrainConfig.caption_weight`); `drop`: `drop_memory`'s chance."""
     memory, memory_mask = decoder.memory(out.video_states, out.video_state_mask, batch["features"],
                                          batch["frame_mask"])
+    memory_mask = drop_memory(decoder, memory_mask, out.video_states.shape[1], batch["features"].shape[1], drop,
+                              generator)
     return caption_loss(decoder, memory, memory_mask, caption_ids, caption_mask)
+
+
+def drop_memory(decoder: Captioner, mask: torch.Tensor, states: int, frames: int, p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """The memory mask with, for each clip at chance `p`, all but the colour slots hidden: the `states` video
+    states and the `frames` network-feature slots that come first in the memory (Captioner.memory).
+
+    Trained on a few hundred clips, a decoder learns to name a clip's colour from the look of the shape it was seen
+    with, which the other slots carry; with them hidden, only the colour slots can answer. `mask` itself when `p`
+    is 0 or the decoder has no colour slots (nothing is drawn from `generator` then)."""
+    memory = decoder.frames
+    if p <= 0 or memory is None or not memory.colour_dim:
+        return mask
+    hide = (torch.rand(mask.shape[0], generator=generator) < p).to(mask.device)
+    mask = mask.clone()
+    mask[hide, :states + frames] = False
+    return mask
 
 
 def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: TrainConfig, device, text_dir: str,
@@ -107,6 +127,8 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
             idx = torch.tensor(order[b:b + cfg.batch_size], device=device)
             width = int(mask[idx].sum(1).max())                  # trim the batch's padding
             memory, memory_mask = decoder.memory(states[idx], smask[idx], frames[idx], fmask[idx])
+            memory_mask = drop_memory(decoder, memory_mask, states.shape[1], frames.shape[1],
+                                      cfg.caption_memory_drop, gen)
             loss = caption_loss(decoder, memory, memory_mask, ids[idx, :width], mask[idx, :width])
             loss.backward()
             if cfg.grad_clip:
@@ -184,7 +206,7 @@ def load_captioner(model_dir, device) -> Captioner | None:
 
 def train_captioner(manifests, model_dir, captioner: str = "bert", epochs: int | None = None,
                     lr: float | None = None, device: str = "auto", cache_dir=None, workers: int = 2,
-                    progress: bool = True, frames: bool | None = None):
+                    progress: bool = True, frames: bool | None = None, memory_drop: float | None = None):
     """Train (or replace) the caption decoder of an existing model dir on its frozen encoder; returns the dir.
 
     The sampling, frame count and encoder settings are the model's own (its train_config.json), so a model
@@ -205,6 +227,7 @@ def train_captioner(manifests, model_dir, captioner: str = "bert", epochs: int |
     cfg = dataclasses.replace(cfg, captioner=captioner, caption_epochs=epochs or cfg.caption_epochs,
                               caption_frames=cfg.caption_frames if frames is None else frames,
                               caption_lr=lr or cfg.caption_lr, device=device, cache_dir=cache_dir or cfg.cache_dir,
+                              caption_memory_drop=cfg.caption_memory_drop if memory_drop is None else memory_drop,
                               workers=workers, progress=progress, resume=False)
     cfg.check()
     if not progress:

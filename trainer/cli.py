@@ -81,6 +81,9 @@ def _add_train(sub) -> None:
     p.add_argument("--caption-weight", type=float, default=d["caption_weight"],
                    help="train the caption decoder jointly with VideoBERT's objectives, its loss weighted by this "
                         f"(default {d['caption_weight']}: a second stage on the frozen encoder)")
+    p.add_argument("--caption-memory-drop", type=float, default=d["caption_memory_drop"],
+                   help="chance per clip and step that the caption decoder sees only the colour slots of its memory "
+                        f"(default {d['caption_memory_drop']}; 0 shows it all)")
     p.add_argument("--no-caption-frames", action="store_true",
                    help="the caption decoder reads VideoBERT's video states only, not also the projected frame "
                         "features")
@@ -96,7 +99,8 @@ def run_train(args: argparse.Namespace) -> int:
 
         out = train_captioner(args.manifests, args.out, captioner=args.captioner, epochs=args.caption_epochs,
                               device=args.device, cache_dir=args.cache_dir, workers=args.workers,
-                              progress=not args.no_progress, frames=not args.no_caption_frames)
+                              progress=not args.no_progress, frames=not args.no_caption_frames,
+                              memory_drop=args.caption_memory_drop)
         print(out)
         return 0
     from trainer.training import train
@@ -121,7 +125,8 @@ def train_config(args: argparse.Namespace):
                        device=args.device, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
                        threads=args.threads, resume=args.resume, progress=not args.no_progress,
                        captioner=None if args.no_captioner else args.captioner, caption_epochs=args.caption_epochs,
-                       caption_frames=not args.no_caption_frames, caption_weight=args.caption_weight)
+                       caption_frames=not args.no_caption_frames, caption_weight=args.caption_weight,
+                       caption_memory_drop=args.caption_memory_drop)
 
 
 def _add_eval(sub) -> None:

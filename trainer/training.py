@@ -403,6 +403,7 @@ def _run_epoch(state: _State, net, batcher: Batcher, cfg: TrainConfig, dist: Dis
         state.decoder.train()
     torch.manual_seed(cfg.seed * 100_003 + state.epoch * 1009 + dist.rank)     # dropout, per epoch
     gen = torch.Generator().manual_seed(cfg.seed * 100_019 + state.epoch * 1013 + dist.rank)   # masking
+    hide = torch.Generator().manual_seed(cfg.seed * 100_043 + state.epoch * 1031 + dist.rank)  # decoder memory
     batches = epoch_batches(len(batcher.texts), cfg.batch_size, state.epoch, dist, cfg.seed)
     window, total = _Meter(), _Meter()
     bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="batch",
@@ -417,7 +418,8 @@ def _run_epoch(state: _State, net, batcher: Batcher, cfg: TrainConfig, dist: Dis
             out = net(**batch, return_loss=True)
             loss = out.loss
             if state.decoder is not None:
-                extra["caption_loss"] = joint_caption_loss(out, state.decoder, batch, **caption)
+                extra["caption_loss"] = joint_caption_loss(out, state.decoder, batch, **caption,
+                                                           drop=cfg.caption_memory_drop, generator=hide)
                 loss = loss + cfg.caption_weight * extra["caption_loss"]
             (loss / cfg.grad_accum).backward()
         window.add(out, len(idx) * dist.world, **extra)
