@@ -150,19 +150,19 @@ def test_memory_drop_hides_all_but_the_colour_slots_of_the_clips_it_draws():
     _, mask = decoder.memory(states, smask, feats, fmask)
     assert mask.shape == (3, 6 + 4 + 4)
     gen = torch.Generator().manual_seed(0)
-    assert drop_memory(decoder, mask, 6, 4, 0.0, gen) is mask                      # off: nothing drawn
+    assert drop_memory(decoder, mask, 4, 0.0, gen) is mask                      # off: nothing drawn
     assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())
-    hidden = drop_memory(decoder, mask, 6, 4, 0.999, gen)
+    hidden = drop_memory(decoder, mask, 4, 0.999, gen)
     assert not hidden[:, :10].any() and torch.equal(hidden[:, 10:], mask[:, 10:])  # colour slots stay
     assert mask[:, :10].any()                                                      # the caller's mask is kept
-    some = drop_memory(decoder, mask, 6, 4, 0.5, torch.Generator().manual_seed(2))
+    some = drop_memory(decoder, mask, 4, 0.5, torch.Generator().manual_seed(2))
     drawn = [not some[i, :10].any() for i in range(3)]
     assert any(drawn) and not all(drawn)
     for i in range(3):
         assert drawn[i] or torch.equal(some[i], mask[i])                            # the others untouched
     plain = _tiny_decoder("bert", frames=True, colour=0)                          # no colour slots: unchanged
     _, plain_mask = plain.memory(states, smask, feats, fmask)
-    assert drop_memory(plain, plain_mask, 6, 4, 0.5, gen) is plain_mask
+    assert drop_memory(plain, plain_mask, 4, 0.5, gen) is plain_mask
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="caption_memory_drop"):
             TrainConfig(caption_memory_drop=bad).check()

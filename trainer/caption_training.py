@@ -82,26 +82,22 @@ def joint_caption_loss(out, decoder: Captioner, batch: dict, caption_ids, captio
     training, `TrainConfig.caption_weight`); `drop`: `drop_memory`'s chance."""
     memory, memory_mask = decoder.memory(out.video_states, out.video_state_mask, batch["features"],
                                          batch["frame_mask"])
-    memory_mask = drop_memory(decoder, memory_mask, out.video_states.shape[1], batch["features"].shape[1], drop,
-                              generator)
+    memory_mask = drop_memory(decoder, memory_mask, batch["features"].shape[1], drop, generator)
     return caption_loss(decoder, memory, memory_mask, caption_ids, caption_mask)
 
 
-def drop_memory(decoder: Captioner, mask: torch.Tensor, states: int, frames: int, p: float,
+def drop_memory(decoder: Captioner, mask: torch.Tensor, frames: int, p: float,
                 generator: torch.Generator | None) -> torch.Tensor:
-    """The memory mask with, for each clip at chance `p`, all but the colour slots hidden: the `states` video
-    states and the `frames` network-feature slots that come first in the memory (Captioner.memory).
+    """The memory mask of clips of `frames` frames with, for each clip at chance `p`, all but the colour slots
+    hidden (`Captioner.colour_only`).
 
     Trained on a few hundred clips, a decoder learns to name a clip's colour from the look of the shape it was seen
     with, which the other slots carry; with them hidden, only the colour slots can answer. `mask` itself when `p`
     is 0 or the decoder has no colour slots (nothing is drawn from `generator` then)."""
-    memory = decoder.frames
-    if p <= 0 or memory is None or not memory.colour_dim:
+    if p <= 0 or decoder.frames is None or not decoder.frames.colour_dim:
         return mask
     hide = (torch.rand(mask.shape[0], generator=generator) < p).to(mask.device)
-    mask = mask.clone()
-    mask[hide, :states + frames] = False
-    return mask
+    return decoder.colour_only(mask, frames, hide)
 
 
 def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: TrainConfig, device, text_dir: str,
@@ -111,8 +107,7 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
 
     decoder = build_captioner(cfg, model.config, tokenizer, text_dir).to(device)
     states, smask, frames, fmask = encode_states(model, feats, visual_ids, device)
-    tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt")
-    ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+    ids, mask = (t.to(device) for t in caption_tokens(tokenizer, texts))
     per_epoch = max(1, -(-len(texts) // cfg.batch_size))
     opt = torch.optim.AdamW([p for p in decoder.parameters() if p.requires_grad], lr=cfg.caption_lr,
                             weight_decay=cfg.weight_decay, betas=(0.9, 0.98), eps=1e-6)
@@ -127,8 +122,7 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
             idx = torch.tensor(order[b:b + cfg.batch_size], device=device)
             width = int(mask[idx].sum(1).max())                  # trim the batch's padding
             memory, memory_mask = decoder.memory(states[idx], smask[idx], frames[idx], fmask[idx])
-            memory_mask = drop_memory(decoder, memory_mask, states.shape[1], frames.shape[1],
-                                      cfg.caption_memory_drop, gen)
+            memory_mask = drop_memory(decoder, memory_mask, frames.shape[1], cfg.caption_memory_drop, gen)
             loss = caption_loss(decoder, memory, memory_mask, ids[idx, :width], mask[idx, :width])
             loss.backward()
             if cfg.grad_clip:
@@ -143,16 +137,20 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
         if metrics is not None:
             _log(metrics, "epoch", epoch, first_step + step, sched, sums / max(count, 1),
                  clips_per_s=round(len(order) / max(time.perf_counter() - start, 1e-9), 2))
-    note_shortlist(decoder, tokenizer, texts)
+    note_shortlist(decoder, ids, mask)
     return decoder.eval()
 
 
-def note_shortlist(decoder: Captioner, tokenizer, texts: list[str]) -> None:
-    """Record in the decoder's config the tokens its training captions hold: a loaded decoder scores only
-    those (trainer.captioner.ShortlistHead)."""
+def caption_tokens(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of the captions a decoder trains on, as its second stage reads them."""
     tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt")
-    decoder.lm.config.output_shortlist = caption_shortlist(tokens["input_ids"], tokens["attention_mask"],
-                                                           decoder.config.eos_token_id)
+    return tokens["input_ids"], tokens["attention_mask"]
+
+
+def note_shortlist(decoder: Captioner, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    """Record in the decoder's config the tokens its training captions (`caption_tokens`) hold: a loaded decoder
+    scores only those (trainer.captioner.ShortlistHead)."""
+    decoder.lm.config.output_shortlist = caption_shortlist(ids, mask, decoder.config.eos_token_id)
 
 
 def _log(path: Path, kind: str, epoch: int, step: int, sched, loss: float, **extra) -> None:

@@ -146,6 +146,16 @@ class Captioner(torch.nn.Module):
         slots = self.frames(features, frame_mask.bool()).to(self.dtype)
         return torch.cat([states, slots], 1), torch.cat([state_mask.bool(), self.frames.slot_mask(frame_mask.bool())], 1)
 
+    def colour_only(self, memory_mask: torch.Tensor, frames: int, rows: torch.Tensor) -> torch.Tensor:
+        """`memory`'s mask for clips of `frames` frames, with every slot but the colour slots (the last
+        `frames * colour_cells`) hidden in the clips `rows` (B,) bool."""
+        colour = frames * self.frames.colour_cells if self.frames is not None and self.frames.colour_dim else 0
+        if not colour:
+            raise ValueError("this caption decoder's memory has no colour slots")
+        mask = memory_mask.clone()
+        mask[rows, :mask.shape[1] - colour] = False
+        return mask
+
 
 def frame_memory_spec(feature_dim: int, max_frames: int, colour_dim: int = 0, colour_cells: int = 1) -> dict:
     """The `frame_memory` config field of a decoder that also reads frame features (the last `colour_dim` of

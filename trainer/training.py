@@ -567,12 +567,12 @@ def _caption_stage(state: _State, tokenizer, data, cfg: TrainConfig, dist: Dist,
     """Train the caption decoder on the finished, frozen encoder (rank 0; it is small) and save it beside
     the model, or remove an earlier run's decoder when this run trains none. A decoder trained jointly
     is saved as it is."""
-    from .caption_training import fit_captioner, note_shortlist, save_captioner
+    from .caption_training import caption_tokens, fit_captioner, note_shortlist, save_captioner
 
     if dist.main:
         decoder = state.decoder.eval() if state.decoder is not None else None
         if decoder is not None:
-            note_shortlist(decoder, tokenizer, data[0])
+            note_shortlist(decoder, *caption_tokens(tokenizer, data[0]))
         elif cfg.captioner:
             texts, feats, visual_ids = data
             decoder = fit_captioner(state.model, tokenizer, texts, feats, visual_ids, cfg, dist.device,
