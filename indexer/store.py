@@ -24,7 +24,7 @@ from .config import (
     StoreError,
 )
 from .db import locate
-from .faiss_index import EXACT, SearchParams, VectorIndex
+from .faiss_index import EXACT, SearchParams, VectorIndex, halved
 from .schema import (
     FAILED,
     GENERATED,
@@ -413,6 +413,8 @@ class Store:
         extra = np.setdiff1d(have, row_ids, assume_unique=True)
         missing = np.setdiff1d(row_ids, have, assume_unique=True)
         unremoved = len(extra) - index.remove(extra) if len(extra) else 0
+        if self.readonly:  # a reader only searches: exact indexes in half precision (faiss_index.halved)
+            index = halved(index)
         lost = self._add_from_blobs(kind, index, missing)
         max_id = int(row_ids.max()) if len(row_ids) else 0
         return index, unremoved, lost, changed or len(extra) > 0 or len(missing) > len(lost), max_id

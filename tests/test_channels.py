@@ -187,7 +187,8 @@ def test_adding_model_vectors_to_a_model_less_store(colour_store, tmp_path):
     with Store.open(tmp_path / "store") as reopened:
         assert reopened.channels() == ["dense", "keyword", "concept", "lookalike"]
         scores, ids = reopened.search_clips(vectors[1], 1)
-        assert int(ids[0, 0]) == clips[1] and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+        # A reader searches exact indexes in half precision (indexer.faiss_index.halved).
+        assert int(ids[0, 0]) == clips[1] and scores[0, 0] == pytest.approx(1.0, abs=1e-3)
         assert reopened.counts()["pending"] == 0
 
 

@@ -83,6 +83,36 @@ def test_warm_runs_every_stage_and_leaves_no_cached_answer(engine):
     assert engine.model.reads > warm               # a user query is encoded afresh
 
 
+def test_a_reader_searches_exact_indexes_in_half_precision(tmp_path):
+    import faiss
+
+    from indexer.faiss_index import VectorIndex, halved
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((200, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact = VectorIndex.empty(16)
+    exact.add(np.arange(1000, 1200), vectors)
+    half = halved(exact)
+    assert isinstance(faiss.downcast_index(half.index.index), faiss.IndexScalarQuantizer) and half.spec == exact.spec
+    assert (half.ids() == exact.ids()).all()
+    queries = rng.standard_normal((20, 16)).astype(np.float32)
+    (es, ei), (hs, hi) = exact.search(queries, 10), half.search(queries, 10)
+    assert np.abs(es - hs).max() < 2e-3 and (ei[:, 0] == hi[:, 0]).all()
+    assert half.remove([1000, 1001]) == 2 and half.ntotal == 198           # a reader's catch-up still removes
+    half.add([5000], vectors[:1])
+    assert half.search(vectors[:1], 1)[1][0, 0] == 5000
+    # A store's reader gets the half copy; its writer keeps, and writes, the exact index.
+    model = FakeModel()
+    video = make_mp4(tmp_path / "v.mp4", seconds=4.0)
+    index_paths([video], tmp_path / "store", model, workers=1)
+    reader = Store.open(tmp_path / "store", readonly=True)
+    kind = reader._kinds["clips"]
+    assert isinstance(faiss.downcast_index(kind.index.index.index), faiss.IndexScalarQuantizer)
+    on_disk = faiss.read_index(str(tmp_path / "store" / kind.file))
+    assert isinstance(faiss.downcast_index(on_disk.index), faiss.IndexFlat)
+
+
 def test_thread_budget_splits_cores_between_request_threads():
     import faiss
     import torch

@@ -84,7 +84,8 @@ def test_read_api(tmp_path):
     records = store.clips(ids[0])
     assert [r.video_path for r in records] == [str(lib / "blue_2.mp4")] * 3
     assert records[0].tags[0][0] == "blue" and os.path.isfile(records[0].thumbnail)
-    assert np.allclose(store.clip_vector(int(ids[0, 0])) @ model.embed_text(["blue"])[0], scores[0, 0], atol=1e-5)
+    # The stored vector is the exact one; the reader's index holds it in half precision (faiss_index.halved).
+    assert np.allclose(store.clip_vector(int(ids[0, 0])) @ model.embed_text(["blue"])[0], scores[0, 0], atol=1e-3)
     # Past the end: -1 padding; unknown ids are left out of clips().
     _, ids = store.search_clips(model.embed_text(["red"]), 20)
     assert (ids[0, :12] > 0).all() and (ids[0, 12:] == -1).all()
