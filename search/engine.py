@@ -1,11 +1,13 @@
 """The search engine: text, video and similar-clip queries over an indexed store, with fusion, re-ranking and paging."""
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -177,6 +179,11 @@ class Engine:
         self._sentences = sentences
         from .rerank import FeatureCache
         self._features = FeatureCache(self.model, self.sampling, self.config.feature_cache) if self.model else None
+        from trainer.encoders.device import usable_cores
+        self._cores = usable_cores()
+        self._flying = 0                   # queries in progress
+        self._flight_lock = threading.Lock()
+        self._spare: ThreadPoolExecutor | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -255,23 +262,51 @@ class Engine:
         use = self._text_channels(mode)
         if rerank and self.model is None:
             raise QueryError("rerank needs a trained model, and this store has none")
-        reading, vector = self._text_vector(q, rewrite) if DENSE in use else (None, None)
-        with stage("concept read"):
-            weights = self._concept_reader().read(q).weights if CONCEPT in use else None
-        clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
-        # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
-        rerank = rerank and offset < self.config.rerank_top
-        with self._reading():
-            source = self._text_source(q, vector, weights, use, clip_vector)
-            depth = offset + k
-            if rerank:
-                depth = max(depth, self.config.rerank_top)
-            hits = self._collect(source, depth, group, prefix)
+        with self._flight() as alone:
+            later = self._vector_later(q, rewrite, spread=alone and len(use) > 1) if DENSE in use else None
+            with stage("concept read"):
+                weights = self._concept_reader().read(q).weights if CONCEPT in use else None
+            clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
+            # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
+            rerank = rerank and offset < self.config.rerank_top
+            with self._reading():
+                source = self._text_source(q, later, weights, use, clip_vector)
+                depth = offset + k
+                if rerank:
+                    depth = max(depth, self.config.rerank_top)
+                hits = self._collect(source, depth, group, prefix)
         if rerank:
             # Outside the store lock: decoding candidates can take a while and must not hold up a refresh.
+            reading = later()[0] if later is not None else None
             head = self._features.rerank(reading.text if reading else q, hits[: self.config.rerank_top])
             hits = head + hits[self.config.rerank_top:]
         return _shape(hits, group, offset, k)
+
+    @contextmanager
+    def _flight(self):
+        """Count the query in progress for the block; yields whether it is the only one."""
+        with self._flight_lock:
+            self._flying += 1
+            alone = self._flying == 1
+        try:
+            yield alone
+        finally:
+            with self._flight_lock:
+                self._flying -= 1
+
+    def _vector_later(self, q: str, rewrite: bool, spread: bool) -> Callable[[], tuple[Reading, np.ndarray]]:
+        """The query's reading and vector, as a call that returns them. With `spread`, on a machine of two cores
+        or more, the text tower runs on the engine's spare thread while the calling thread runs the channels
+        that need no vector (keyword and concept search), which then cost a lone query no wall time; queries
+        that overlap leave the cores to each other, so that a loaded server spends no CPU handing work over."""
+        if spread and self._cores > 1 and (q, bool(rewrite)) not in self._text_cache:
+            with self._flight_lock:
+                if self._spare is None:
+                    self._spare = ThreadPoolExecutor(1, thread_name_prefix="vidsearch-encode")
+            # The copied context carries the query's stage timings into the spare thread.
+            return self._spare.submit(contextvars.copy_context().run, self._text_vector, q, rewrite).result
+        done = self._text_vector(q, rewrite)
+        return lambda: done
 
     def video(self, path, k: int = 10, offset: int = 0, group: str = "clip", prefix: str | None = None) -> list[Hit]:
         """Clips that look like the video file at `path`; raises `trainer.MediaError` if it cannot be decoded."""
@@ -430,8 +465,9 @@ class Engine:
         return changed
 
     # ---- candidate sources -----------------------------------------------------------------------------------
-    def _text_source(self, q: str, vector, weights, use: list[str], clip_vector=None) -> Source:
-        """The candidate source of a text query over the channels in `use` (RRF when there are several)."""
+    def _text_source(self, q: str, later, weights, use: list[str], clip_vector=None) -> Source:
+        """The candidate source of a text query over the channels in `use` (RRF when there are several);
+        `later()` gives the query's reading and vector (`_vector_later`), which only the dense channel waits for."""
         from .concepts import chance_score, query_words
 
         floors = {DENSE: lambda: self._chance(DENSE), CLIP: lambda: self._chance(CLIP),
@@ -441,6 +477,7 @@ class Engine:
                                     if self.config.cutoffs else -np.inf)}
 
         def dense(n: int):
+            vector = later()[1]
             with stage(DENSE):
                 clips = _valid(*self.store.search_clips(vector, n), n)
                 captions = _valid(*self.store.search_captions(vector, n), n)
@@ -466,7 +503,7 @@ class Engine:
 
         channels = {DENSE: dense, KEYWORD: keyword, CONCEPT: concept, CLIP: clip}
         return _fused([(name, channels[name]) for name in use], self.config.rrf_k,
-                      floors=[floors[name] for name in use])
+                      floors=[floors[name] for name in use], last=DENSE)
 
     def _chance(self, channel: str) -> float:
         """The best cosine that random letter strings reach in this store through a vector channel (dense:
@@ -579,14 +616,16 @@ def _shape(hits: list[Hit], group: str, offset: int, k: int) -> list[Hit]:
 
 
 def _fused(channels: list[tuple[str, Callable]], rrf_k: int,
-           floors: list[Callable[[], float]] | None = None) -> Source:
+           floors: list[Callable[[], float]] | None = None, last: str | None = None) -> Source:
     """One source over named channel sources ((scored, dry) at depth n): a lone channel as it ranks, several
     fused by RRF at the same depth; the evidence names the channels that found each clip, with their scores.
 
     With `floors` (per channel, its chance floor), each vote weighs the clip's margin over its channel's floor
     relative to the query's best in that channel (search.fusion.evidence_fusion); without, plain RRF."""
     def source(n: int) -> Found:
-        lists = [(name, *fn(n)) for name, fn in channels]
+        # Channel `last` runs after the others (it may wait for work they overlap with); fusion keeps their order.
+        ran = {name: fn(n) for name, fn in sorted(channels, key=lambda c: c[0] == last)}
+        lists = [(name, *ran[name]) for name, _ in channels]
         with stage("fuse"):
             evidence: dict[int, dict[str, float]] = {}
             for name, scored, _ in lists:

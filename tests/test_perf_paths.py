@@ -49,6 +49,7 @@ def test_stage_timings_cover_each_stage_the_mode_runs(engine):
 def test_stage_times_read_the_clock_they_are_given(engine):
     from search import StageTimes
 
+    engine._cores = 1  # the text tower on the query's own thread: each stage reads the ticking clock twice in a row
     ticks = iter(range(10_000))
     timings = StageTimes(lambda: float(next(ticks)))         # every reading of the clock is one second on
     engine.text("triangle square", k=3, timings=timings)
@@ -81,6 +82,59 @@ def test_warm_runs_every_stage_and_leaves_no_cached_answer(engine):
     assert not engine._text_cache                 # no user query is answered from the warm-up
     engine.text("triangle", k=1)
     assert engine.model.reads > warm               # a user query is encoded afresh
+
+
+class ThreadModel(CountingModel):
+    """A CountingModel that notes the thread each query is encoded on, and can hold an encode until released."""
+
+    def __init__(self, table):
+        super().__init__(table)
+        self.threads: list[str] = []
+        self.hold: threading.Event | None = None
+        self.holding = threading.Event()
+
+    def embed_text(self, texts, rewrite=True):
+        self.threads.append(threading.current_thread().name)
+        if self.hold is not None and texts == ["held"]:
+            self.holding.set()
+            self.hold.wait(10)
+        return super().embed_text(texts)
+
+
+def test_a_lone_query_encodes_beside_its_other_channels_with_the_same_answers(store):  # noqa: F811
+    model = ThreadModel({"triangle": unit(4), "circle": unit(0)})
+    spread = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    spread._cores = 2
+    inline = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    inline._cores = 1
+    for q in ("triangle", "circle", "red square falls"):
+        model.threads.clear()
+        timings: dict[str, float] = {}
+        got = spread.text(q, timings=timings)
+        assert model.threads and model.threads[0].startswith("vidsearch-encode")   # on the spare thread
+        assert {"encode", "keyword", "dense", "fuse"} <= set(timings)                 # timed all the same
+        assert [h.to_dict() for h in inline.text(q)] == [h.to_dict() for h in got]
+        for args in ({"group": "video"}, {"offset": 1, "k": 2}, {"prefix": "/lib/a/"}):   # later pages: cached
+            assert [h.to_dict() for h in spread.text(q, **args)] == [h.to_dict() for h in inline.text(q, **args)]
+    model.threads.clear()
+    assert spread.text("circle alone", k=1, mode="dense")
+    assert model.threads == [threading.current_thread().name]    # one channel has nothing to run beside
+
+
+def test_overlapping_queries_encode_on_their_own_threads(store):  # noqa: F811
+    model = ThreadModel({"held": unit(0), "circle": unit(0)})
+    engine = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    engine._cores = 2
+    model.hold = threading.Event()
+    first = threading.Thread(target=engine.text, args=("held",), name="first-query")
+    first.start()
+    try:
+        assert model.holding.wait(10)                 # the first query is still encoding
+        engine.text("circle", k=1)                    # a second one meanwhile: it leaves the spare core alone
+    finally:
+        model.hold.set()
+        first.join(10)
+    assert model.threads[0].startswith("vidsearch-encode") and model.threads[1] == threading.current_thread().name
 
 
 def test_a_reader_searches_exact_indexes_in_half_precision(tmp_path):
