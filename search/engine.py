@@ -263,14 +263,15 @@ class Engine:
         if rerank and self.model is None:
             raise QueryError("rerank needs a trained model, and this store has none")
         with self._flight() as alone:
-            later = self._vector_later(q, rewrite, spread=alone and len(use) > 1) if DENSE in use else None
+            beside = self._beside(spread=alone and len(use) > 1)
+            later = beside(self._text_vector, q, rewrite) if DENSE in use else None
             with stage("concept read"):
                 weights = self._concept_reader().read(q).weights if CONCEPT in use else None
             clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
             # Re-ranking reorders only the top `rerank_top`: a page past them is the same without it.
             rerank = rerank and offset < self.config.rerank_top
             with self._reading():
-                source = self._text_source(q, later, weights, use, clip_vector)
+                source = self._text_source(q, later, weights, use, clip_vector, beside)
                 depth = offset + k
                 if rerank:
                     depth = max(depth, self.config.rerank_top)
@@ -294,19 +295,25 @@ class Engine:
             with self._flight_lock:
                 self._flying -= 1
 
-    def _vector_later(self, q: str, rewrite: bool, spread: bool) -> Callable[[], tuple[Reading, np.ndarray]]:
-        """The query's reading and vector, as a call that returns them. With `spread`, on a machine of two cores
-        or more, the text tower runs on the engine's spare thread while the calling thread runs the channels
-        that need no vector (keyword and concept search), which then cost a lone query no wall time; queries
-        that overlap leave the cores to each other, so that a loaded server spends no CPU handing work over."""
-        if spread and self._cores > 1 and (q, bool(rewrite)) not in self._text_cache:
-            with self._flight_lock:
-                if self._spare is None:
-                    self._spare = ThreadPoolExecutor(1, thread_name_prefix="vidsearch-encode")
-            # The copied context carries the query's stage timings into the spare thread.
-            return self._spare.submit(contextvars.copy_context().run, self._text_vector, q, rewrite).result
-        done = self._text_vector(q, rewrite)
-        return lambda: done
+    def _beside(self, spread: bool) -> Callable[..., Callable]:
+        """`beside(fn, *args)` -> a call that returns fn(*args). With `spread`, on a machine of two cores or more,
+        fn runs on the engine's spare thread while the caller goes on: a lone query's text tower runs beside its
+        keyword and concept search, and its caption search beside its clip search. Queries that overlap run
+        everything on their own threads and leave the cores to each other, so that a loaded server spends no CPU
+        handing work over."""
+        if not spread or self._cores < 2:
+            def now(fn, *args):
+                done = fn(*args)
+                return lambda: done
+            return now
+        with self._flight_lock:
+            if self._spare is None:
+                self._spare = ThreadPoolExecutor(1, thread_name_prefix="vidsearch-spare")
+
+        def spare(fn, *args):
+            # The copied context carries the query's stage timings and the store's one look at removals.
+            return self._spare.submit(contextvars.copy_context().run, _budgeted, fn, *args).result
+        return spare
 
     def video(self, path, k: int = 10, offset: int = 0, group: str = "clip", prefix: str | None = None) -> list[Hit]:
         """Clips that look like the video file at `path`; raises `trainer.MediaError` if it cannot be decoded."""
@@ -465,9 +472,10 @@ class Engine:
         return changed
 
     # ---- candidate sources -----------------------------------------------------------------------------------
-    def _text_source(self, q: str, later, weights, use: list[str], clip_vector=None) -> Source:
+    def _text_source(self, q: str, later, weights, use: list[str], clip_vector=None, beside=None) -> Source:
         """The candidate source of a text query over the channels in `use` (RRF when there are several);
-        `later()` gives the query's reading and vector (`_vector_later`), which only the dense channel waits for."""
+        `later()` gives the query's reading and vector, which only the dense channel waits for, and `beside`
+        (`_beside`) may run the dense channel's caption search beside its clip search."""
         from .concepts import chance_score, query_words
 
         floors = {DENSE: lambda: self._chance(DENSE), CLIP: lambda: self._chance(CLIP),
@@ -479,8 +487,9 @@ class Engine:
         def dense(n: int):
             vector = later()[1]
             with stage(DENSE):
+                captions = (beside or self._beside(False))(self.store.search_captions, vector, n)
                 clips = _valid(*self.store.search_clips(vector, n), n)
-                captions = _valid(*self.store.search_captions(vector, n), n)
+                captions = _valid(*captions(), n)
                 owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
                 mapped = [(owner[c], s) for c, s in captions[0] if owner.get(c) is not None]
                 return _cut(*_settled([clips, captions], merge_max(clips[0], mapped)), floors[DENSE]())
@@ -613,6 +622,13 @@ def _shape(hits: list[Hit], group: str, offset: int, k: int) -> list[Hit]:
     if group == "video":
         hits = best_per_group(hits, lambda h: h.video_id)
     return page(hits, offset, k)
+
+
+def _budgeted(fn, *args):
+    """fn(*args) on a thread with the server's thread budget applied (FAISS keeps its count per thread)."""
+    from trainer.encoders.device import use_thread_budget
+    use_thread_budget()
+    return fn(*args)
 
 
 def _fused(channels: list[tuple[str, Callable]], rrf_k: int,

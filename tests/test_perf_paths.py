@@ -107,18 +107,25 @@ def test_a_lone_query_encodes_beside_its_other_channels_with_the_same_answers(st
     spread._cores = 2
     inline = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
     inline._cores = 1
+    searched: list[str] = []
+    captions = store.search_captions
+    store.search_captions = lambda *a: searched.append(threading.current_thread().name) or captions(*a)
     for q in ("triangle", "circle", "red square falls"):
         model.threads.clear()
+        searched.clear()
         timings: dict[str, float] = {}
         got = spread.text(q, timings=timings)
-        assert model.threads and model.threads[0].startswith("vidsearch-encode")   # on the spare thread
+        assert model.threads and model.threads[0].startswith("vidsearch-spare")   # on the spare thread
+        assert searched and all(t.startswith("vidsearch-spare") for t in searched)  # beside the clip search
         assert {"encode", "keyword", "dense", "fuse"} <= set(timings)                 # timed all the same
         assert [h.to_dict() for h in inline.text(q)] == [h.to_dict() for h in got]
         for args in ({"group": "video"}, {"offset": 1, "k": 2}, {"prefix": "/lib/a/"}):   # later pages: cached
             assert [h.to_dict() for h in spread.text(q, **args)] == [h.to_dict() for h in inline.text(q, **args)]
     model.threads.clear()
+    searched.clear()
     assert spread.text("circle alone", k=1, mode="dense")
     assert model.threads == [threading.current_thread().name]    # one channel has nothing to run beside
+    assert searched and set(searched) == {threading.current_thread().name}
 
 
 def test_overlapping_queries_encode_on_their_own_threads(store):  # noqa: F811
@@ -134,7 +141,7 @@ def test_overlapping_queries_encode_on_their_own_threads(store):  # noqa: F811
     finally:
         model.hold.set()
         first.join(10)
-    assert model.threads[0].startswith("vidsearch-encode") and model.threads[1] == threading.current_thread().name
+    assert model.threads[0].startswith("vidsearch-spare") and model.threads[1] == threading.current_thread().name
 
 
 def test_a_reader_searches_exact_indexes_in_half_precision(tmp_path):
