@@ -532,6 +532,15 @@ def test_worker_modules_do_not_import_torch():
 
 
 @pytest.mark.timeout(60)
+def test_closing_a_pool_lets_its_idle_workers_exit_on_their_own(codec_videos):
+    pool = DecodePool(workers=2)
+    with pool:
+        assert [r.info.codec for _, r in pool.imap([codec_videos["h264.mp4"]] * 2)] == ["h264", "h264"]
+        procs = [w.proc for w in pool._runner.workers]
+    assert len(procs) == 2 and [p.returncode for p in procs] == [0, 0]   # exited when told, not killed
+
+
+@pytest.mark.timeout(60)
 def test_idle_worker_that_died_is_replaced(codec_videos):
     from trainer.media import workers
 

@@ -38,6 +38,11 @@ def _worker_main(fd: int) -> None:
     conn = multiprocessing.connection.Connection(fd)
     conn.send(READY)
     _serve(conn)
+    # Nothing is left to release: skipping the interpreter's teardown of numpy, av and decord (tens of
+    # milliseconds) lets the caller's close return sooner.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _serve(conn) -> None:
@@ -138,6 +143,7 @@ class _Worker:
         self.timeout = 0.0
         self.ready = False  # its READY message has been read
         self.waiting = False  # a streaming task sent a part and waits to be asked for the next
+        self.asked = False  # told to exit
 
     def submit(self, task: _Task, timeout: float) -> None:
         self.task, self.timeout, self.waiting = task, timeout, False
@@ -178,13 +184,22 @@ class _Worker:
         self.proc.wait()
         self.conn.close()
 
-    def stop(self) -> None:
-        """Ask an idle worker to exit; kill it if it is busy or does not exit promptly."""
-        if self.task is None:
+    def ask_to_stop(self) -> None:
+        """Tell an idle worker to exit, once (a busy one is killed by `stop`)."""
+        if self.task is None and not self.asked:
+            self.asked = True
             try:
                 self.conn.send(None)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Ask an idle worker to exit and wait for it; kill it if it is busy or does not exit promptly."""
+        self.ask_to_stop()
+        if self.task is None:
+            try:
                 self.proc.wait(1)
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 pass
         if self.proc.poll() is None:
             self.kill()
@@ -380,6 +395,8 @@ class _Runner:
                 self._replace(worker)
 
     def close(self) -> None:
+        for worker in self.workers:      # all told first, so that they exit together
+            worker.ask_to_stop()
         for worker in self.workers:
             worker.stop()
         self.workers = []
