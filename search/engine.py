@@ -264,7 +264,8 @@ class Engine:
             raise QueryError("rerank needs a trained model, and this store has none")
         with self._flight() as alone:
             beside = self._beside(spread=alone and len(use) > 1)
-            later = beside(self._text_vector, q, rewrite) if DENSE in use else None
+            cached = (q, bool(rewrite)) in self._text_cache   # a later page: nothing to hand over
+            later = (_now if cached else beside)(self._text_vector, q, rewrite) if DENSE in use else None
             with stage("concept read"):
                 weights = self._concept_reader().read(q).weights if CONCEPT in use else None
             clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
@@ -302,10 +303,7 @@ class Engine:
         everything on their own threads and leave the cores to each other, so that a loaded server spends no CPU
         handing work over."""
         if not spread or self._cores < 2:
-            def now(fn, *args):
-                done = fn(*args)
-                return lambda: done
-            return now
+            return _now
         with self._flight_lock:
             if self._spare is None:
                 self._spare = ThreadPoolExecutor(1, thread_name_prefix="vidsearch-spare")
@@ -472,7 +470,7 @@ class Engine:
         return changed
 
     # ---- candidate sources -----------------------------------------------------------------------------------
-    def _text_source(self, q: str, later, weights, use: list[str], clip_vector=None, beside=None) -> Source:
+    def _text_source(self, q: str, later, weights, use: list[str], clip_vector, beside) -> Source:
         """The candidate source of a text query over the channels in `use` (RRF when there are several);
         `later()` gives the query's reading and vector, which only the dense channel waits for, and `beside`
         (`_beside`) may run the dense channel's caption search beside its clip search."""
@@ -487,7 +485,7 @@ class Engine:
         def dense(n: int):
             vector = later()[1]
             with stage(DENSE):
-                captions = (beside or self._beside(False))(self.store.search_captions, vector, n)
+                captions = beside(self.store.search_captions, vector, n)
                 clips = _valid(*self.store.search_clips(vector, n), n)
                 captions = _valid(*captions(), n)
                 owner = self.store.caption_clip([c for c, _ in captions[0]]) if captions[0] else {}
@@ -622,6 +620,12 @@ def _shape(hits: list[Hit], group: str, offset: int, k: int) -> list[Hit]:
     if group == "video":
         hits = best_per_group(hits, lambda h: h.video_id)
     return page(hits, offset, k)
+
+
+def _now(fn, *args) -> Callable:
+    """fn(*args), run now, as a call that returns its result (`Engine._beside` without a spare core)."""
+    done = fn(*args)
+    return lambda: done
 
 
 def _budgeted(fn, *args):
