@@ -184,6 +184,7 @@ class Engine:
         self._flying = 0                   # queries in progress
         self._flight_lock = threading.Lock()
         self._spare: ThreadPoolExecutor | None = None
+        self._spare_pid = 0
 
     @property
     def channels(self) -> list[str]:
@@ -305,8 +306,9 @@ class Engine:
         if not spread or self._cores < 2:
             return _now
         with self._flight_lock:
-            if self._spare is None:
-                self._spare = ThreadPoolExecutor(1, thread_name_prefix="vidsearch-spare")
+            # A child process forked from this one inherits the executor but not its thread: it makes its own.
+            if self._spare is None or self._spare_pid != os.getpid():
+                self._spare, self._spare_pid = ThreadPoolExecutor(1, thread_name_prefix="vidsearch-spare"), os.getpid()
 
         def spare(fn, *args):
             # The copied context carries the query's stage timings and the store's one look at removals.

@@ -144,6 +144,26 @@ def test_overlapping_queries_encode_on_their_own_threads(store):  # noqa: F811
     assert model.threads[0].startswith("vidsearch-spare") and model.threads[1] == threading.current_thread().name
 
 
+def test_a_forked_child_spreads_its_queries_on_a_thread_of_its_own(store):  # noqa: F811
+    import multiprocessing
+
+    model = ThreadModel({"circle": unit(0)})
+    engine = Engine(store, model=model, config=EngineConfig(refresh_seconds=0.0, cutoffs=False))
+    engine._cores = 2
+    first = [h.clip_id for h in engine.text("circle")]          # the parent's spare thread now exists
+    out = multiprocessing.get_context("fork").Queue()
+
+    def child():
+        out.put([h.clip_id for h in engine.text("circle square")] and [h.clip_id for h in engine.text("circle", k=3)])
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(30)
+    if proc.is_alive():
+        proc.kill()
+    assert proc.exitcode == 0 and out.get(timeout=5) == first[:3]    # it answered instead of waiting forever
+
+
 def test_a_reader_searches_exact_indexes_in_half_precision(tmp_path):
     import faiss
 
