@@ -67,6 +67,25 @@ def test_model_text_tower_onnx_matches_torch(tiny_model_dir):
     np.testing.assert_allclose(fast.embed_text(texts[:1]), reference.embed_text(texts[:1]), atol=1e-5)
 
 
+def test_model_video_tower_onnx_matches_torch(tiny_captioner_dir):
+    import trainer
+
+    reference = trainer.load(tiny_captioner_dir, device="cpu", runtime="torch")
+    fast = trainer.load(tiny_captioner_dir, device="cpu", runtime="onnx")
+    dim = reference.model.config.feature_dim
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((n, dim)).astype(np.float32) for n in (1, 3, reference.model.config.max_frames, 2)]
+    fast.batch_size = reference.batch_size = 3                          # padded batches of 3 and 1
+    np.testing.assert_allclose(fast.embed_clips(clips, features=True), reference.embed_clips(clips, features=True),
+                               atol=1e-5)
+    assert fast._video_tower is not None and reference._video_tower is None
+    for got, ref in zip(fast.video_states(clips, features=True), reference.video_states(clips, features=True)):
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert reference.can_describe                                       # the decoder reads the runtime's states
+    assert fast.describe(clips, features=True, num_beams=2) == reference.describe(clips, features=True, num_beams=2)
+
+
 def test_ort_module_cache_is_keyed_by_weights_and_repaired():
     torch.manual_seed(0)
     layer = torch.nn.Linear(4, 3)

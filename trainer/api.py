@@ -6,6 +6,7 @@ query-time vectors come from the same code path.
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from .captioner import generate as generate_captions
 from .card import FRAME_ENCODER_FILE, check_model_dir, model_hash
 from .encoders.onnx_runtime import resolve_runtime
 from .media import SamplingConfig
-from .modeling import VideoBertForPreTraining
+from .modeling import VideoBertForPreTraining, video_state_mask
 from .training import resample_frames
 from .vocab import VisualVocabulary
 
@@ -65,7 +66,10 @@ class VideoSearchModel:
         self.dim = model.config.hidden_size
         self.sampling = SamplingConfig(**model.config.sampling) if model.config.sampling else SamplingConfig()
         self.captioner = captioner          # caption decoder (trainer.captioner), None for a model without one
-        self._text_tower = _TextTower.runner(model.videobert) if resolve_runtime(runtime, device) == "onnx" else None
+        self._onnx = resolve_runtime(runtime, device) == "onnx"
+        self._text_tower = _TextTower.runner(model.videobert) if self._onnx else None
+        self._video_tower = None            # made on first use: a search process may never embed a clip
+        self._video_lock = threading.Lock()
 
     @property
     def can_describe(self) -> bool:
@@ -115,14 +119,25 @@ class VideoSearchModel:
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text, return_tensors="pt")
         return {"text_ids": tok["input_ids"].to(self.device), "text_mask": tok["attention_mask"].to(self.device)}
 
+    def _video_pass(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """VideoBERT's video-only pass over a `_video_batch`: (clip embeddings (B, H), hidden states `[CLS] frames
+        [SEP]` (B, T + 2, H)), through ONNX Runtime on the CPU."""
+        if not self._onnx:
+            hidden = self.model.videobert(**batch)
+            return self.model.videobert.pool_video(hidden, batch["frame_mask"]), hidden
+        with self._video_lock:
+            if self._video_tower is None:
+                self._video_tower = _VideoTower.runner(self.model.videobert)
+        emb, hidden = self._video_tower.run(*(batch[k].numpy() for k in _VideoTower.inputs))
+        return torch.from_numpy(emb), torch.from_numpy(hidden)
+
     def embed_clips(self, clips, features: bool = False) -> np.ndarray:
         """Clips as (T, H, W, 3) uint8 frame stacks (or (T, F) features with features=True) -> (N, dim) unit vectors."""
         feats = self._clip_features(clips, features)
         out = np.zeros((len(feats), self.dim), dtype=np.float32)
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(feats), self.batch_size):
-                batch = self._video_batch(feats[s:s + self.batch_size])
-                emb = self.model.videobert.get_video_embeddings(**batch)
+                emb, _ = self._video_pass(self._video_batch(feats[s:s + self.batch_size]))
                 out[s:s + len(emb)] = emb.float().cpu().numpy()
         return out
 
@@ -163,7 +178,7 @@ class VideoSearchModel:
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(feats), self.batch_size):
                 batch = self._video_batch(feats[s:s + self.batch_size])
-                states, mask = self.model.videobert.video_states(**batch)
+                states, mask = self._video_pass(batch)[1], video_state_mask(batch["frame_mask"])
                 memory, memory_mask = self.captioner.memory(states, mask, batch["features"], batch["frame_mask"])
                 ids = generate_captions(self.captioner, memory, memory_mask, num_beams=num_beams,
                                         max_length=max_length, **generation)
@@ -177,7 +192,8 @@ class VideoSearchModel:
         out: list[np.ndarray] = []
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(feats), self.batch_size):
-                states, mask = self.model.videobert.video_states(**self._video_batch(feats[s:s + self.batch_size]))
+                batch = self._video_batch(feats[s:s + self.batch_size])
+                states, mask = self._video_pass(batch)[1], video_state_mask(batch["frame_mask"])
                 states = states.float().cpu().numpy()
                 out += [row[m] for row, m in zip(states, mask.cpu().numpy())]
         return out
@@ -239,6 +255,35 @@ class _TextTower(torch.nn.Module):
         axes.update({"plain": {0: "batch"}, "adapted": {0: "batch"}})
         return OrtModule(cls(videobert).eval(), (ids, mask), ["text_ids", "text_mask"], ["plain", "adapted"], axes,
                          name="videobert-text")
+
+
+class _VideoTower(torch.nn.Module):
+    """VideoBERT's video-only pass, (visual ids, features, frame mask) -> (clip embeddings, hidden states): what
+    indexing a clip and describing it need, exported to ONNX in one piece."""
+
+    inputs = ("visual_ids", "features", "frame_mask")
+
+    def __init__(self, videobert):
+        super().__init__()
+        self.videobert = videobert
+
+    def forward(self, visual_ids: torch.Tensor, features: torch.Tensor, frame_mask: torch.Tensor):
+        hidden = self.videobert(visual_ids=visual_ids, features=features, frame_mask=frame_mask)
+        return self.videobert.pool_video(hidden, frame_mask), hidden
+
+    @classmethod
+    def runner(cls, videobert):
+        from .encoders.onnx_runtime import OrtModule
+
+        # Two clips of different lengths, so the traced graph keeps the frame mask general.
+        frames = min(2, int(videobert.config.max_frames))
+        mask = torch.ones(2, frames, dtype=torch.bool)
+        mask[1, 1:] = False
+        example = (torch.zeros(2, frames, dtype=torch.long), torch.zeros(2, frames, videobert.config.feature_dim), mask)
+        axes = {name: {0: "batch", 1: "frames"} for name in cls.inputs}
+        axes.update({"embedding": {0: "batch"}, "hidden": {0: "batch", 1: "positions"}})
+        return OrtModule(cls(videobert).eval(), example, list(cls.inputs), ["embedding", "hidden"], axes,
+                         name="videobert-video")
 
 
 def _autocast(device: torch.device):

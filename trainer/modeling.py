@@ -264,9 +264,7 @@ class VideoBertModel(VideoBertPreTrainedModel):
     def video_states(self, visual_ids, features, frame_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """Video-only hidden states `[CLS] video [SEP]` (B, T + 2, H) and their mask (B, T + 2): what a caption
         decoder cross-attends to."""
-        hidden = self(visual_ids=visual_ids, features=features, frame_mask=frame_mask)
-        ones = torch.ones(frame_mask.shape[0], 1, dtype=torch.bool, device=frame_mask.device)
-        return hidden, torch.cat([ones, frame_mask.bool(), ones], 1)
+        return self(visual_ids=visual_ids, features=features, frame_mask=frame_mask), video_state_mask(frame_mask)
 
     def get_video_embeddings(self, visual_ids, features, frame_mask, normalize: bool = True) -> torch.Tensor:
         """Video-only encoding, mean-pooled over frames and projected into the text space -> (B, H)."""
@@ -278,6 +276,12 @@ class VideoBertModel(VideoBertPreTrainedModel):
         frames = hidden[:, 1:1 + frame_mask.shape[1]]                # skip [CLS]
         pooled = self.video_proj(_masked_mean(frames, frame_mask))
         return F.normalize(pooled, dim=-1) if normalize else pooled
+
+
+def video_state_mask(frame_mask: torch.Tensor) -> torch.Tensor:
+    """The mask (B, T + 2) of video-only hidden states `[CLS] frames [SEP]` for frames `frame_mask` (B, T)."""
+    ones = torch.ones(frame_mask.shape[0], 1, dtype=torch.bool, device=frame_mask.device)
+    return torch.cat([ones, frame_mask.bool(), ones], 1)
 
 
 def _moving_rows(frame_mask: torch.Tensor) -> torch.Tensor:
