@@ -121,7 +121,7 @@ class VideoSearchModel:
 
     def _video_pass(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """VideoBERT's video-only pass over a `_video_batch`: (clip embeddings (B, H), hidden states `[CLS] frames
-        [SEP]` (B, T + 2, H)), through ONNX Runtime on the CPU."""
+        [SEP]` (B, T + 2, H)); on ONNX Runtime where the model runs there (the CPU), else in torch."""
         if not self._onnx:
             hidden = self.model.videobert(**batch)
             return self.model.videobert.pool_video(hidden, batch["frame_mask"]), hidden
