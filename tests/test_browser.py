@@ -100,8 +100,8 @@ def test_search_open_and_play_from_clip_start(server, browser, tiny_store_dir, t
     else:
         card.first.click()
     page.wait_for_selector("#player")
-    page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30_000)
-    page.wait_for_function(f"document.getElementById('player').currentTime >= {target['start']}", timeout=30_000)
+    wait_until(page, "document.getElementById('player').readyState >= 1")
+    wait_until(page, f"document.getElementById('player').currentTime >= {target['start']}")
     current = page.evaluate("document.getElementById('player').currentTime")
     assert current >= target["start"]
     assert current < target["end"] + 1.0
@@ -112,9 +112,20 @@ def test_search_open_and_play_from_clip_start(server, browser, tiny_store_dir, t
     page.close()
 
 
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll `expression` from here until it is true. Playwright's wait_for_function evaluates a string predicate
+    with eval inside the page whenever its first check is false, which the app's Content-Security-Policy (no
+    'unsafe-eval') refuses; page.evaluate is not subject to the page's policy."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout:.0f} s: {expression}")
+        page.wait_for_timeout(100)
+
+
 def assert_images_load(page) -> None:
     """Every image of the page loads (lazy ones are asked for now): a broken thumbnail fails the test."""
     page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
+    wait_until(page, "Array.from(document.images).every(i => i.complete)")
     broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.src)")
     assert broken == [], broken
