@@ -275,8 +275,9 @@ def halved(index: VectorIndex) -> VectorIndex:
     """A reader's copy of an exact index with its vectors in float16 (same ids, same spec); other types as they
     are. An exact search reads every vector, and a query's text tower streams tens of megabytes of weights
     through the caches first, so the search runs at memory speed: half the bytes, half the time, and half a
-    reader's memory. Scores move by about 1e-3 at most, so only near-ties can swap."""
-    if type(index) is not VectorIndex:  # an on-disk index keeps its own layout
+    reader's memory. Scores move by about 1e-3 at most, so only near-ties can swap. Where FAISS sees a GPU, the
+    exact index is searched there (`to_gpu`) and stays as it is."""
+    if type(index) is not VectorIndex or num_gpus() > 0:  # an on-disk index keeps its layout; a GPU searches
         return index
     base = faiss.downcast_index(index.index.index)
     if not isinstance(base, faiss.IndexFlat):

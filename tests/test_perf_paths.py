@@ -164,7 +164,7 @@ def test_a_forked_child_spreads_its_queries_on_a_thread_of_its_own(store):  # no
     assert proc.exitcode == 0 and out.get(timeout=5) == first[:3]    # it answered instead of waiting forever
 
 
-def test_a_reader_searches_exact_indexes_in_half_precision(tmp_path):
+def test_a_reader_searches_exact_indexes_in_half_precision(tmp_path, monkeypatch):
     import faiss
 
     from indexer.faiss_index import VectorIndex, halved
@@ -183,6 +183,9 @@ def test_a_reader_searches_exact_indexes_in_half_precision(tmp_path):
     assert half.remove([1000, 1001]) == 2 and half.ntotal == 198           # a reader's catch-up still removes
     half.add([5000], vectors[:1])
     assert half.search(vectors[:1], 1)[1][0, 0] == 5000
+    with monkeypatch.context() as m:                  # where FAISS sees a GPU, the exact index is searched there
+        m.setattr("indexer.faiss_index.num_gpus", lambda: 1)
+        assert halved(exact) is exact
     # A store's reader gets the half copy; its writer keeps, and writes, the exact index.
     model = FakeModel()
     video = make_mp4(tmp_path / "v.mp4", seconds=4.0)
