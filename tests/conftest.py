@@ -7,14 +7,19 @@ pytest_plugins = [
     "tests.fixtures.ray_cluster",
 ]
 
+import atexit as _atexit
 import os as _os
+import shutil as _shutil
 import tempfile as _tempfile
 
 import pytest as _pytest
 
 # Exported ONNX encoders (and default-placed feature caches) go to a cache of this test session, never the
-# user's; subprocesses inherit it.
-_os.environ["VIDSEARCH_CACHE"] = _tempfile.mkdtemp(prefix="vidsearch-test-cache-")
+# user's; subprocesses inherit it. Each pytest process (and each xdist worker) removes its own when it exits:
+# a run leaves hundreds of megabytes there, and runs would otherwise fill the disk.
+_CACHE = _tempfile.mkdtemp(prefix="vidsearch-test-cache-")
+_os.environ["VIDSEARCH_CACHE"] = _CACHE
+_atexit.register(_shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
