@@ -123,8 +123,7 @@ class VideoSearchModel:
         """VideoBERT's video-only pass over a `_video_batch`: (clip embeddings (B, H), hidden states `[CLS] frames
         [SEP]` (B, T + 2, H)); on ONNX Runtime where the model runs there (the CPU), else in torch."""
         if not self._onnx:
-            hidden = self.model.videobert(**batch)
-            return self.model.videobert.pool_video(hidden, batch["frame_mask"]), hidden
+            return self.model.videobert.video_pass(**batch)
         with self._video_lock:
             if self._video_tower is None:
                 self._video_tower = _VideoTower.runner(self.model.videobert)
@@ -268,8 +267,7 @@ class _VideoTower(torch.nn.Module):
         self.videobert = videobert
 
     def forward(self, visual_ids: torch.Tensor, features: torch.Tensor, frame_mask: torch.Tensor):
-        hidden = self.videobert(visual_ids=visual_ids, features=features, frame_mask=frame_mask)
-        return self.videobert.pool_video(hidden, frame_mask), hidden
+        return self.videobert.video_pass(visual_ids, features, frame_mask)
 
     @classmethod
     def runner(cls, videobert):

@@ -94,7 +94,7 @@ def drop_memory(decoder: Captioner, mask: torch.Tensor, frames: int, p: float,
     Trained on a few hundred clips, a decoder learns to name a clip's colour from the look of the shape it was seen
     with, which the other slots carry; with them hidden, only the colour slots can answer. `mask` itself when `p`
     is 0 or the decoder has no colour slots (nothing is drawn from `generator` then)."""
-    if p <= 0 or decoder.frames is None or not decoder.frames.colour_dim:
+    if p <= 0 or not decoder.colour_slots(frames):
         return mask
     hide = (torch.rand(mask.shape[0], generator=generator) < p).to(mask.device)
     return decoder.colour_only(mask, frames, hide)

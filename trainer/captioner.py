@@ -146,10 +146,15 @@ class Captioner(torch.nn.Module):
         slots = self.frames(features, frame_mask.bool()).to(self.dtype)
         return torch.cat([states, slots], 1), torch.cat([state_mask.bool(), self.frames.slot_mask(frame_mask.bool())], 1)
 
+    def colour_slots(self, frames: int) -> int:
+        """How many of `memory`'s slots, for clips of `frames` frames, are colour slots (the last ones); 0 for a
+        decoder without them."""
+        return frames * self.frames.colour_cells if self.frames is not None and self.frames.colour_dim else 0
+
     def colour_only(self, memory_mask: torch.Tensor, frames: int, rows: torch.Tensor) -> torch.Tensor:
-        """`memory`'s mask for clips of `frames` frames, with every slot but the colour slots (the last
-        `frames * colour_cells`) hidden in the clips `rows` (B,) bool."""
-        colour = frames * self.frames.colour_cells if self.frames is not None and self.frames.colour_dim else 0
+        """`memory`'s mask for clips of `frames` frames, with every slot but the colour slots (`colour_slots`)
+        hidden in the clips `rows` (B,) bool."""
+        colour = self.colour_slots(frames)
         if not colour:
             raise ValueError("this caption decoder's memory has no colour slots")
         mask = memory_mask.clone()

@@ -271,6 +271,12 @@ class VideoBertModel(VideoBertPreTrainedModel):
         hidden = self(visual_ids=visual_ids, features=features, frame_mask=frame_mask)
         return self.pool_video(hidden, frame_mask, normalize)
 
+    def video_pass(self, visual_ids, features, frame_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """One video-only pass -> (the clip embeddings (B, H) of `get_video_embeddings`, the hidden states
+        (B, T + 2, H) of `video_states`): what indexing and describing a clip both read."""
+        hidden = self(visual_ids=visual_ids, features=features, frame_mask=frame_mask)
+        return self.pool_video(hidden, frame_mask), hidden
+
     def pool_video(self, hidden, frame_mask, normalize: bool = True) -> torch.Tensor:
         """Video-only hidden states `[CLS] frames [SEP]` (B, T + 2, H) -> the clip's embedding (B, H)."""
         frames = hidden[:, 1:1 + frame_mask.shape[1]]                # skip [CLS]
