@@ -142,22 +142,25 @@ class Database:
 
     # ---- keyword search ----------------------------------------------------------------------------
 
-    def keyword_sql(self, query: str):
-        """(SQL, params) for full-text search over clip_text, best first, with `:k` to bind; None for no words.
+    def keyword_sql(self, words: list[str]):
+        """(SQL, params) for full-text search over clip_text, best first, with `:k` to bind (PostgreSQL).
 
         Every word counts on its own (ORed), captions weigh twice what concept tags do, on both databases.
+        SQLite scores one word at a time instead (`word_sql`; indexer.keywords adds the words up).
         """
-        words = list(dict.fromkeys(_WORD.findall(query.lower())))
-        if not words:
-            return None
-        if not self.postgres:
-            match = " OR ".join(f'"{w}"' for w in words)  # quoted: no word is FTS5 syntax
-            return (text("SELECT rowid, -bm25(clip_text, 1.0, 0.5) AS rank FROM clip_text "
-                         "WHERE clip_text MATCH :q ORDER BY rank DESC LIMIT :k"), {"q": match})
         # websearch_to_tsquery never raises on user text; "or" between the words makes it an OR query.
         return (text("SELECT rowid, ts_rank('{0, 0, 0.5, 1.0}', tsv, q) AS rank "
                      "FROM clip_text, websearch_to_tsquery('english', :q) AS q "
                      "WHERE tsv @@ q ORDER BY rank DESC, rowid LIMIT :k"), {"q": " or ".join(words)})
+
+    def word_sql(self):
+        """SQLite: (rowid, BM25 score) of every clip_text row matching `:q`, one quoted word."""
+        return text("SELECT rowid, -bm25(clip_text, 1.0, 0.5) FROM clip_text WHERE clip_text MATCH :q")
+
+
+def keyword_words(query: str) -> list[str]:
+    """The distinct lower-case words of a keyword query, in order."""
+    return list(dict.fromkeys(_WORD.findall(query.lower())))
 
 
 def locate(store_dir, url: str | None = None, create: bool = False) -> Database:

@@ -23,8 +23,9 @@ from .config import (
     StoreConfig,
     StoreError,
 )
-from .db import locate
+from .db import keyword_words, locate
 from .faiss_index import EXACT, SearchParams, VectorIndex, halved
+from .keywords import WordPostings
 from .schema import (
     FAILED,
     GENERATED,
@@ -280,6 +281,7 @@ class Store:
         self._state = None
         self._removals: str | None = None  # the writer's removal counter when the indexes were loaded
         self._owners = CaptionOwners()
+        self._words = WordPostings(self.db.word_sql())
         self._load()
 
     @classmethod
@@ -472,6 +474,7 @@ class Store:
             self.engine = self.db.engine(readonly=self.readonly)
             self.Session = sessionmaker(self.engine, expire_on_commit=False)
             self._db_ino, self._state = ino, None  # no state: everything is loaded afresh
+            self._words = WordPostings(self.db.word_sql())
             old.dispose()
         elif self._disk_state() == self._state:
             return False
@@ -601,10 +604,13 @@ class Store:
     def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
         """Full-text search over clip captions and concept tags: (clip_id, score) best first (BM25 on SQLite,
         ts_rank on PostgreSQL)."""
-        query_sql = self.db.keyword_sql(query)
-        if query_sql is None or k <= 0:
+        words = keyword_words(query)
+        if not words or k <= 0:
             return []
-        sql, params = query_sql
+        if not self.db.postgres:
+            with self.engine.connect() as conn:  # one read transaction: one snapshot for all the words
+                return self._words.top(conn, words, int(k))
+        sql, params = self.db.keyword_sql(words)
         with self.Session() as s:
             rows = s.execute(sql, {**params, "k": int(k)}).all()
         return [(int(r[0]), float(r[1])) for r in rows]
