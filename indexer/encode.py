@@ -356,8 +356,6 @@ class VideoAssembler:
         if video.error is not None:
             return Encoded(job, error=video.error)
         video.info = info
-        if self.settings.keep_features is not None:
-            self.settings.keep_features.keep(job.state.hash, video.clips, info.duration)
         return video
 
 

@@ -264,10 +264,12 @@ def _encode_batch(batch: list, assembler: VideoAssembler) -> list:
 # ---- the writer ----------------------------------------------------------------------------------------
 
 class _WriteStage:
-    """Applies results to the sink in order, commits in batches, and keeps the report and the progress bar."""
+    """Applies results to the sink in order, commits in batches, and keeps the report and the progress bar.
+    With a `shelf` (indexer.features.FeatureShelf), each encoded video's frame features are written there
+    first, by the process that writes the store: on Ray, the driver, not an actor on another machine."""
 
-    def __init__(self, sink, report: IndexReport, bar, commit_every: int, commit_seconds: float):
-        self.sink, self.report, self.bar = sink, report, bar
+    def __init__(self, sink, report: IndexReport, bar, commit_every: int, commit_seconds: float, shelf=None):
+        self.sink, self.report, self.bar, self.shelf = sink, report, bar, shelf
         self.commit_every, self.commit_seconds = commit_every, commit_seconds
         self.uncommitted = 0
         self.busy = False
@@ -332,6 +334,8 @@ class _WriteStage:
                 self.sink.add_failure(a, reason)
                 self.report.failed.append((a.path, reason))
             return
+        if self.shelf is not None:
+            self.shelf.keep(st.hash, e.clips, e.info.duration)
         existing = self.sink.find_content(st.hash)
         if existing is not None:
             self.sink.add_captions(existing, e.captions)
@@ -390,7 +394,7 @@ def run_pipeline(jobs: Iterable[Job], reader: Callable, encoder, sink, settings:
 
     report = report or IndexReport()
     bar = tqdm(total=total, unit="video", disable=not progress, dynamic_ncols=True) if progress else None
-    writer = _WriteStage(sink, report, bar, commit_every, commit_seconds)
+    writer = _WriteStage(sink, report, bar, commit_every, commit_seconds, settings.keep_features)
     started = time.monotonic()
     stream = encode_stream(jobs, reader, encoder, settings, queue_size=queue_size)
     try:

@@ -236,9 +236,8 @@ class _Video:
     def complete(self) -> bool:
         return self.end is not None and len(self.parts) == self.end + 1
 
-    def encoded(self, settings: EncodeSettings) -> Encoded:
-        """The video's Encoded, its chunks and captions in order; an error anywhere fails it whole. Its frame
-        features are kept, as the in-process VideoAssembler keeps them."""
+    def encoded(self) -> Encoded:
+        """The video's Encoded, its chunks and captions in order; an error anywhere fails it whole."""
         clips, info, captions, vectors, warnings = [], None, [], [], []
         for seq in range(self.end + 1):
             kind, payload, meta, texts = self.parts[seq]
@@ -253,8 +252,6 @@ class _Video:
         if not clips:
             return Encoded(self.job, error="no frames could be decoded")
         e = Encoded(self.job, info=info, clips=clips, warnings=warnings)
-        if settings.keep_features is not None:
-            settings.keep_features.keep(e.job.state.hash, e.clips, e.info.duration)
         add_captions(e, captions, vectors)
         return e
 
@@ -353,7 +350,7 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
     ray = connect(address)
     plan = (plan or RayPlan()).resolve(ray)
     report = report or IndexReport()
-    write = _WriteStage(writer, report, None, commit_every, 5.0)
+    write = _WriteStage(writer, report, None, commit_every, 5.0, settings.keep_features)
     started, wall = time.monotonic(), time.time()
     try:
         todo = _split(jobs, write)
@@ -363,7 +360,7 @@ def run_on_ray(jobs: Iterable[Job], model, writer, settings: EncodeSettings, *, 
             ds = build_dataset(ray, todo, blocks, model, settings, plan, timeout=timeout,
                                chunk_seconds=chunk_seconds, reader=decode)
             gather = _gather_videos if plan.decode == "actors" else _gather_chunks
-            done = gather(ds, {k: todo[k] for block in blocks for k in block}, settings, write)
+            done = gather(ds, {k: todo[k] for block in blocks for k in block}, write)
             stats.append(f"decode={plan.decode}, {plan.actors} actor(s), {len(blocks)} block(s) of "
                          f"{len(todo)} file(s); first actor ready after {_since(done.ready, wall)}, first "
                          f"result back after {_since(done.first, wall)}\n{ds.stats()}")
@@ -401,7 +398,7 @@ class _Pass:
         self.ready = min(float(row["ready"]), self.ready or float("inf"))
 
 
-def _gather_videos(ds, todo: dict[int, Job], settings: EncodeSettings, write: _WriteStage) -> _Pass:
+def _gather_videos(ds, todo: dict[int, Job], write: _WriteStage) -> _Pass:
     """Write each video row of an "actors" run as it comes (under this process's own Job, which holds the
     aliases); the pass's `lost` are the keys of `todo` that never came."""
     done = _Pass(set(todo))
@@ -415,7 +412,7 @@ def _gather_videos(ds, todo: dict[int, Job], settings: EncodeSettings, write: _W
     return done
 
 
-def _gather_chunks(ds, todo: dict[int, Job], settings: EncodeSettings, write: _WriteStage) -> _Pass:
+def _gather_chunks(ds, todo: dict[int, Job], write: _WriteStage) -> _Pass:
     """Stream a "tasks" run's chunk rows into per-video parts and write each video as soon as all its parts
     came; the pass's `lost` are the keys of `todo` whose video never completed."""
     videos, done = {k: _Video(job) for k, job in todo.items()}, _Pass(set())
@@ -430,6 +427,6 @@ def _gather_chunks(ds, todo: dict[int, Job], settings: EncodeSettings, write: _W
         if kind == "error" or (meta and meta[0]):
             video.end = seq
         if video.complete():
-            write.handle(videos.pop(key).encoded(settings))
+            write.handle(videos.pop(key).encoded())
     done.lost = set(videos)
     return done
