@@ -28,6 +28,9 @@ STARTUP_SECONDS = 60.0  # how long a new worker may take to get ready, on top of
 # Runs in the worker: take the parent's import path, then serve jobs on the inherited socket.
 _BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
               "from trainer.media.workers import _worker_main; _worker_main(int(sys.argv[2]))")
+# A worker does no linear algebra; at import, OpenBLAS would start (and spin up) a thread per core all the same,
+# about 0.1 s of CPU per worker taken from the encoder that the workers feed.
+_WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _worker_main(fd: int) -> None:
@@ -134,7 +137,7 @@ class _Worker:
         with theirs:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env={**os.environ, **_WORKER_ENV},
                 stdout=2,  # anything a decoder prints must not mix with the caller's stdout (JSON lines)
             )
         self.conn = multiprocessing.connection.Connection(ours.detach())
