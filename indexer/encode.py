@@ -374,7 +374,7 @@ def given_captions(e: Encoded, settings: EncodeSettings) -> list[tuple[object, s
     if settings.sidecars:
         from trainer.captions import read_timed_text
 
-        found, warnings = read_timed_text(e.job.state.path)
+        found, warnings = read_timed_text(e.job.state.path, getattr(e.info, "subtitle_streams", None))
         caps += found
         e.warnings += warnings
     return [c if isinstance(c, tuple) else (c, "manifest") for c in caps]

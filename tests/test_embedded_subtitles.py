@@ -109,3 +109,22 @@ def test_watch_page_lists_the_videos_subtitles(subtitled, tmp_path):
     page = client.get(f"/watch/{clip_id}").get_data(as_text=True)
     assert "a heron lands" in page and "the kettle whistles loudly" in page
     assert "embedded · eng" in page
+
+
+def test_the_decoder_counts_subtitle_streams_and_a_file_without_any_is_not_opened_again(subtitled, tmp_path,
+                                                                                      monkeypatch):
+    import trainer.media.workers
+    from trainer.media import decode
+
+    lib, files = subtitled
+    plain = make_mp4(tmp_path / "plain.mp4", seconds=4.0)
+    assert decode(files["subrip"]).info.subtitle_streams == 1 and decode(plain).info.subtitle_streams == 0
+    opened = []
+    real = trainer.media.workers.run_in_worker
+    monkeypatch.setattr(trainer.media.workers, "run_in_worker", lambda func, path, **kw: (
+        opened.append(str(path)), real(func, path, **kw))[1])
+    index_paths([plain, files["subrip"]], tmp_path / "store", FakeModel(), workers=1, timeout=60)
+    assert opened == [str(files["subrip"])]  # only the file whose decoder saw a subtitle stream
+    with Store(tmp_path / "store") as store:
+        assert [c.text for c in store.video_captions(store.video_by_path(files["subrip"]).id)] == [
+            "the kettle whistles loudly", "a heron lands"]

@@ -290,11 +290,12 @@ def read_embedded(video_path, timeout: float = 60.0) -> tuple[list[Caption], lis
     return captions, warnings
 
 
-def read_timed_text(video_path) -> tuple[list[tuple[Caption, str]], list[str]]:
+def read_timed_text(video_path, subtitle_streams: int | None = None) -> tuple[list[tuple[Caption, str]], list[str]]:
     """A video's own captions with their source ("sidecar" or "embedded"), and warnings for what was skipped.
 
     A readable sidecar file wins over subtitle streams inside the video; a sidecar that cannot be read is
-    skipped with a warning naming it, and the embedded streams are used instead.
+    skipped with a warning naming it, and the embedded streams are used instead. `subtitle_streams` is how
+    many the container holds, where its decoder already counted them: with none, the file is not opened again.
     """
     warnings = []
     try:
@@ -303,5 +304,7 @@ def read_timed_text(video_path) -> tuple[list[tuple[Caption, str]], list[str]]:
             return [(c, "sidecar") for c in sidecar], warnings
     except CaptionError as err:
         warnings.append(f"sidecar captions skipped ({err})")
+    if subtitle_streams == 0:
+        return [], warnings
     embedded, more = read_embedded(video_path)
     return [(c, "embedded") for c in embedded], warnings + more

@@ -81,6 +81,7 @@ class _Header:
     frames: int  # 0 when the container does not record it (Matroska, WebM)
     duration: float | None
     rotation: int = 0  # degrees counter-clockwise from coded to displayed (phone videos: 90 or 270)
+    subtitles: int = 0  # subtitle streams in the container
 
 
 def _stream_header(path: str) -> _Header:
@@ -102,7 +103,8 @@ def _stream_header(path: str) -> _Header:
                 duration = None
             rotation = _rotation(container, stream)
             width, height = (ctx.height, ctx.width) if rotation in (90, 270) else (ctx.width, ctx.height)
-            return _Header(codec, width, height, stream.frames or 0, duration, rotation)
+            return _Header(codec, width, height, stream.frames or 0, duration, rotation,
+                           len(container.streams.subtitles))
     except MediaError:
         raise
     except Exception as e:  # PyAV raises many FFmpeg error types; all mean "not a readable container"
@@ -178,7 +180,8 @@ def _decord_open(path: str, header: _Header, sampling: SamplingConfig, threads: 
     picked = [p for i, t in enumerate(starts) for p in sampler.push(i, t)] + sampler.finish(duration)
     indices = [p[0] for p in picked]
     fps = round(float(reader.get_avg_fps()), 6)
-    info = VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord")
+    info = VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord",
+                     header.subtitles)
     return reader, indices, starts[indices], info
 
 
@@ -240,7 +243,7 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     _check_complete(path, header, count, duration)
     yield from _to_rgb(sampler.finish(duration), out_w, out_h, turns)
     fps = round(rate or count / duration, 6)
-    return VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav")
+    return VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav", header.subtitles)
 
 
 def _keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
@@ -304,7 +307,7 @@ def _frames_keyframes(path: str, header: _Header, sampling: SamplingConfig, thre
     if count < len(plan):
         raise MediaError(path, f"truncated or corrupt: decoded {count} of {len(plan)} keyframes")
     return VideoInfo(path, round(float(header.duration), 6), round(rate, 6), header.width, header.height,
-                     count, header.codec, "pyav-keyframes")
+                     count, header.codec, "pyav-keyframes", header.subtitles)
 
 
 def _to_rgb(picked, width: int, height: int, turns: int = 0) -> list[tuple[float, np.ndarray]]:
@@ -433,7 +436,7 @@ def _window_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     if not stack:
         raise MediaError(path, f"no frames between {start:g} s and {end:g} s")
     info = VideoInfo(path, float(header.duration or times[-1]), 0.0, header.width, header.height, len(stack),
-                     header.codec, "pyav")
+                     header.codec, "pyav", header.subtitles)
     return DecodedVideo(info, np.array(times, np.float64), np.stack(stack))
 
 

@@ -38,6 +38,7 @@ class VideoInfo:
     frame_count: int
     codec: str
     backend: str
+    subtitle_streams: int | None = None  # in the container; None where the reader did not look
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict of the fields."""
