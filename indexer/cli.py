@@ -202,10 +202,13 @@ def _store_examples(args):
     store = check_store(args.store)
     stored = StoreConfig.load(store)
     cfg = train_config(args)
-    # The store's sampling unless a flag says otherwise: its clips, and the features kept for them, are cut so.
+    # The store's sampling and frame encoder unless a flag says otherwise: its clips, and the features kept for
+    # them, are cut and encoded so.
     d = defaults()
     cfg = dataclasses.replace(cfg, size=stored.size, **{k: getattr(stored, k) for k in ("fps", "clip_seconds")
                                                         if getattr(cfg, k) == d[k]})
+    if stored.frame_encoder and cfg.frame_encoder == d["frame_encoder"]:
+        cfg = dataclasses.replace(cfg, frame_encoder=stored.frame_encoder)
     manifest_rows = [c for m in args.manifests for c in read_manifest(m)]
     given = {(c.video, c.text.strip(), c.start, c.end) for c in manifest_rows}
     pairs = store_pairs(store, cfg.frame_encoder, cfg.sampling(), decode=_decoder(cfg), skip=given)

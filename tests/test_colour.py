@@ -65,7 +65,38 @@ def test_the_colour_encoder_appends_histograms_to_the_same_network_features():
     assert hist[0].argmax() == 0 * CHROMA_LEVELS + 1 and hist[1].argmax() == 8 * CHROMA_LEVELS + 1
     assert coloured.label_probs(out).shape == (2, 1000)
     with pytest.raises(ValueError, match="colour"):
-        load_frame_encoder("efficientnet-lite0:colour=2", device="cpu")
+        load_frame_encoder("efficientnet-lite0:colour=3", device="cpu")
+
+
+def test_centred_sectors_give_each_named_hue_a_sector_of_its_own():
+    import colorsys
+
+    def sector(degrees, centred):
+        r, g, b = colorsys.hsv_to_rgb(degrees / 360.0, 1.0, 1.0)
+        return int(bins(rgb((r * 255, g * 255, b * 255)), centred)[0, 0, 0]) // CHROMA_LEVELS
+
+    for name, hue in {"red": 0, "orange": 30, "yellow": 60, "green": 120, "blue": 240, "magenta": 300}.items():
+        around = {sector((hue + d) % 360, True) for d in (-14, -5, 0, 5, 14)}
+        assert around == {hue // 30}, name        # 14 degrees either side stays in the hue's own sector
+    # Sectors that start at the named hues split each of them: a red either side of 0 degrees, an orange either
+    # side of 30, land in two sectors, and a yellowish orange shares a sector with an orangey yellow.
+    assert sector(359, False) != sector(1, False) and sector(29, False) != sector(31, False)
+    assert sector(35, False) == sector(55, False) and sector(35, True) != sector(55, True)
+
+
+def test_the_centred_colour_encoder_differs_only_in_its_histograms():
+    old = load_frame_encoder("efficientnet-lite0:colour=1", device="cpu")
+    new = load_frame_encoder("efficientnet-lite0:colour=2", device="cpu")
+    assert new.spec == "efficientnet-lite0:colour=2" and new.dim == old.dim
+    assert load_frame_encoder(new.spec, device="cpu").spec == new.spec
+    frames = np.zeros((1, 64, 64, 3), np.uint8)
+    frames[0, :, :32] = (250, 140, 30)                # orange, 30 degrees: on a border of the first sectors
+    frames[0, :, 32:] = (245, 215, 40)                # yellow, 51 degrees
+    a, b = old.encode(frames), new.encode(frames)
+    assert np.allclose(a[:, :6400], b[:, :6400])
+    orange, yellow = 1 * CHROMA_LEVELS + 1, 2 * CHROMA_LEVELS + 1
+    whole = b[0, 6400:6400 + BINS]
+    assert whole[orange] == pytest.approx(0.5 ** 0.5, abs=0.02) and whole[yellow] == pytest.approx(0.5 ** 0.5, abs=0.02)
 
 
 def test_a_spec_says_how_wide_its_colour_block_is_and_how_many_cells_it_has():

@@ -84,6 +84,23 @@ def test_train_from_sidecar_subtitles_reuses_kept_features(captioned_store, tmp_
 
 
 @pytest.mark.slow
+def test_a_store_made_with_another_frame_encoder_trains_a_model_on_its_kept_features(tmp_path, capsys):
+    from indexer.offline import OfflineEncoders
+
+    lib = tmp_path / "lib"
+    _library(lib, 8)
+    older = "efficientnet-lite0:colour=1"    # the first colour histograms: not the default any more
+    report = index_paths([lib], tmp_path / "store", OfflineEncoders(frame_encoder=older), workers=1)
+    assert report.exit_code == 0, report.summary()
+    cache = tmp_path / "cache"
+    code, _, err = _train(["--store", str(tmp_path / "store"), "--out", str(tmp_path / "model"), "--cache-dir",
+                           str(cache), *TINY_FLAGS], capsys)
+    assert code == 0, err
+    assert "decoded again" not in err and (not cache.exists() or not any(cache.rglob("*.npz")))
+    assert json.loads((tmp_path / "model" / "frame_encoder.json").read_text())["spec"] == older
+
+
+@pytest.mark.slow
 def test_a_broken_subtitle_file_is_skipped_by_name_and_the_rest_train(captioned_store, tmp_path, capsys):
     lib, store, rows = captioned_store
     copy = tmp_path / "store"

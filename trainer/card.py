@@ -20,8 +20,9 @@ LITE0_CHANNELS = 1280
 LITE0_CLASSES = 1000
 LITE0_COLOUR_BINS = 27  # trainer.encoders.colour.BINS: hue-chroma bins per histogram
 # The frame encoder of new models and of stores indexed without one: EfficientNet-Lite0's features and colour
-# histograms, which only the caption decoder reads (trainer.encoders.colour).
-DEFAULT_FRAME_ENCODER = "efficientnet-lite0:colour=1"
+# histograms with hue sectors centred on the named hues, which only the caption decoder reads
+# (trainer.encoders.colour).
+DEFAULT_FRAME_ENCODER = "efficientnet-lite0:colour=2"
 
 
 def check_model_dir(model_dir) -> Path:

@@ -7,7 +7,10 @@ small copy of the pixels.
 
 Each pixel falls in one bin, by its chroma (max(R, G, B) - min(R, G, B), in [0, 1]):
 
-* chromatic (chroma >= 1/3): one of HUES hue sectors, split into moderate (< 2/3) and strong chroma;
+* chromatic (chroma >= 1/3): one of HUES hue sectors, split into moderate (< 2/3) and strong chroma. With
+  `centred`, each sector is centred on one of the twelve hues 30 degrees apart that colours are named by (red at
+  0, orange at 30, yellow at 60, ... magenta at 300); without, the sectors start at those hues, so each named
+  hue lies on a border, and compression noise spreads a plain orange over the sectors of red and of yellow;
 * achromatic (chroma < 1/3): one of three value levels (dark, mid, light), where hue means little.
 
 Chroma rather than HSV saturation, because a dark muted colour (navy: saturation 0.75, chroma 0.24) is not a
@@ -39,21 +42,22 @@ def _hue(rgb: torch.Tensor, top: torch.Tensor, chroma: torch.Tensor) -> torch.Te
     return hue / 6.0
 
 
-def bins(rgb: torch.Tensor) -> torch.Tensor:
+def bins(rgb: torch.Tensor, centred: bool = False) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1] -> (B, H, W) bin index of every pixel, in [0, BINS)."""
     top, low = rgb.amax(dim=1), rgb.amin(dim=1)
     chroma = top - low
-    hue = (_hue(rgb, top, chroma) * HUES).long().clamp_(0, HUES - 1)
+    hue = _hue(rgb, top, chroma) * HUES
+    hue = (torch.remainder(hue + 0.5, HUES) if centred else hue).long().clamp_(0, HUES - 1)
     level = (chroma * 3).long().clamp_(1, 2) - 1                      # chroma in [1/3, 2/3) -> 0, [2/3, 1] -> 1
     chromatic = hue * CHROMA_LEVELS + level
     achromatic = HUES * CHROMA_LEVELS + (top * VALUE_LEVELS).long().clamp_(0, VALUE_LEVELS - 1)
     return torch.where(chroma >= 1.0 / 3.0, chromatic, achromatic)
 
 
-def colour_histograms(rgb: torch.Tensor, grid: int) -> torch.Tensor:
+def colour_histograms(rgb: torch.Tensor, grid: int, centred: bool = False) -> torch.Tensor:
     """(B, 3, H, W) RGB in [0, 1] -> (B, BINS * (1 + grid*grid)): the square root of the whole frame's bin
     shares, then of each grid cell's (row-major, as the network's grid pooling orders its cells). Frames
-    larger than SIDE are averaged down to about SIDE first."""
+    larger than SIDE are averaged down to about SIDE first. `centred`: hue sectors centred on the named hues."""
     if min(rgb.shape[-2:]) >= 2 * SIDE:
         rgb = F.avg_pool2d(rgb, min(rgb.shape[-2:]) // SIDE)
     n, _, h, w = rgb.shape
@@ -62,7 +66,7 @@ def colour_histograms(rgb: torch.Tensor, grid: int) -> torch.Tensor:
     cols = torch.arange(w, device=rgb.device) * g // w
     cell = (rows[:, None] * g + cols[None, :]).expand(n, h, w)                  # (B, H, W) cell of each pixel
     image = torch.arange(n, device=rgb.device)[:, None, None]
-    key = (image * (g * g) + cell) * BINS + bins(rgb)
+    key = (image * (g * g) + cell) * BINS + bins(rgb, centred)
     counts = torch.bincount(key.reshape(-1), minlength=n * g * g * BINS).view(n, g * g, BINS).to(torch.float32)
     shares = [counts.sum(dim=1) / (h * w)]
     if grid > 0:

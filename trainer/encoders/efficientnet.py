@@ -94,7 +94,9 @@ class EfficientNetLite0Encoder(FrameEncoder):
     The first 1280 values are exactly what the ImageNet classifier sees, so labels can be read from stored features.
 
     With `colour`, hue-chroma histograms of the frame and of the same grid cells follow (`colour.BINS` values
-    each; trainer.encoders.colour): the network's features name things whatever their colour.
+    each; trainer.encoders.colour): the network's features name things whatever their colour. colour=2 centres
+    the hue sectors on the named hues; colour=1, their first version, starts them there (kept for the models
+    trained on it).
     """
 
     input_size = 224
@@ -110,12 +112,12 @@ class EfficientNetLite0Encoder(FrameEncoder):
         super().__init__(device, batch_size)
         if int(grid) < 0 or int(grid) > 7:
             raise ValueError(f"grid must be between 0 and 7 (the final feature map is 7x7), got {grid}")
-        if int(colour) not in (0, 1):
-            raise ValueError(f"colour must be 0 or 1, got {colour}")
+        if int(colour) not in (0, 1, 2):
+            raise ValueError(f"colour must be 0, 1 or 2, got {colour}")
         self.grid, self.colour = int(grid), int(colour)
         self.channels = CHANNELS
-        self.dim = (CHANNELS + BINS * self.colour) * (1 + self.grid * self.grid)
-        options = [f"grid={self.grid}"] * (self.grid != 2) + ["colour=1"] * self.colour
+        self.dim = (CHANNELS + BINS * bool(self.colour)) * (1 + self.grid * self.grid)
+        options = [f"grid={self.grid}"] * (self.grid != 2) + [f"colour={self.colour}"] * bool(self.colour)
         self.spec = "efficientnet-lite0" + (":" + ",".join(options) if options else "")
         # frozen feature extractor: BN folding etc. roughly doubles CPU throughput with the same outputs
         model = optimise_for_inference(build_lite0(weights))
@@ -138,7 +140,8 @@ class EfficientNetLite0Encoder(FrameEncoder):
             return pooled
         # back to [0, 1] (the same scaling on every channel), in place on one copy
         rgb = pixels.float().mul(self.std[0]).add_(self.mean[0]).clamp_(0.0, 1.0)
-        return torch.cat([pooled, colour_histograms(rgb, self.grid).to(pooled.device)], dim=1)
+        return torch.cat([pooled, colour_histograms(rgb, self.grid, centred=self.colour == 2).to(pooled.device)],
+                         dim=1)
 
     def labels(self, frames: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
         """Top ImageNet labels of each frame as (name, probability), most probable first."""

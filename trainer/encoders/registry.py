@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..card import DEFAULT_FRAME_ENCODER, LITE0_OPTIONS, spec_options
 from .base import FrameEncoder
 
-KNOWN_SPECS = ("'efficientnet-lite0', 'efficientnet-lite0:grid=N,colour=0|1' or "
+KNOWN_SPECS = ("'efficientnet-lite0', 'efficientnet-lite0:grid=N,colour=0|1|2' or "
                "'clip:<hf id or local dir>'")
 
 
