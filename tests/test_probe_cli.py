@@ -34,7 +34,7 @@ def test_probe_good_files(videos, capsys):
     assert main(["probe", str(videos["good"]), str(videos["webm"])]) == 0
     good, webm = _lines(capsys.readouterr().out)
     assert good == {"path": str(videos["good"]), "duration": 3.0, "fps": 8.0, "width": 64, "height": 48,
-                    "frame_count": 24, "codec": "h264", "backend": "decord"}
+                    "frame_count": 24, "codec": "h264", "backend": "decord", "subtitle_streams": 0}
     assert (webm["codec"], webm["frame_count"], webm["duration"], webm["width"]) == ("vp9", 12, 3.0, 32)
 
 
