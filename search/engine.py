@@ -265,8 +265,10 @@ class Engine:
             raise QueryError("rerank needs a trained model, and this store has none")
         with self._flight() as alone:
             beside = self._beside(spread=alone and len(use) > 1)
-            cached = (q, bool(rewrite)) in self._text_cache   # a later page: nothing to hand over
-            later = (_now if cached else beside)(self._text_vector, q, rewrite) if DENSE in use else None
+            later = None
+            if DENSE in use:
+                cached = self._cached_text(q, rewrite)    # a later page: nothing to hand over
+                later = (lambda: cached) if cached is not None else beside(self._text_vector, q, rewrite)
             with stage("concept read"):
                 weights = self._concept_reader().read(q).weights if CONCEPT in use else None
             clip_vector = self._encoders().clip_text_vectors([q]) if CLIP in use else None
@@ -372,21 +374,27 @@ class Engine:
             reading = replace(reading, concepts=self._concept_reader().read(q).matches)
         return reading
 
-    def _text_vector(self, q: str, rewrite: bool) -> tuple[Reading, np.ndarray]:
-        """The query's reading and (1, dim) vector, remembered for the next pages of the same query."""
+    def _cached_text(self, q: str, rewrite: bool) -> tuple[Reading, np.ndarray] | None:
+        """The remembered reading and vector of the query, if an earlier page made them."""
         key = (q, bool(rewrite))
         with self._text_lock:
             cached = self._text_cache.get(key)
             if cached is not None:
                 self._text_cache.move_to_end(key)
-                return cached
+            return cached
+
+    def _text_vector(self, q: str, rewrite: bool) -> tuple[Reading, np.ndarray]:
+        """The query's reading and (1, dim) vector, remembered for the next pages of the same query."""
+        cached = self._cached_text(q, rewrite)
+        if cached is not None:
+            return cached
         with stage("read"):
             text, subs = self.reader.read(q) if rewrite and self.reader is not None else (q, [])
         with stage("encode"):
             vector = np.asarray(self.model.embed_text([text]), dtype=np.float32).reshape(1, -1)
         entry = (Reading(q, text, tuple(subs)), vector)
         with self._text_lock:
-            self._text_cache[key] = entry
+            self._text_cache[(q, bool(rewrite))] = entry
             while len(self._text_cache) > TEXT_CACHE:
                 self._text_cache.popitem(last=False)
         return entry

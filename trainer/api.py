@@ -130,6 +130,10 @@ class VideoSearchModel:
         emb, hidden = self._video_tower.run(*(batch[k].numpy() for k in _VideoTower.inputs))
         return torch.from_numpy(emb), torch.from_numpy(hidden)
 
+    def _video_states(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden states `[CLS] frames [SEP]` of a `_video_batch` and their mask: what the decoder reads."""
+        return self._video_pass(batch)[1], video_state_mask(batch["frame_mask"])
+
     def embed_clips(self, clips, features: bool = False) -> np.ndarray:
         """Clips as (T, H, W, 3) uint8 frame stacks (or (T, F) features with features=True) -> (N, dim) unit vectors."""
         feats = self._clip_features(clips, features)
@@ -177,7 +181,7 @@ class VideoSearchModel:
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(feats), self.batch_size):
                 batch = self._video_batch(feats[s:s + self.batch_size])
-                states, mask = self._video_pass(batch)[1], video_state_mask(batch["frame_mask"])
+                states, mask = self._video_states(batch)
                 memory, memory_mask = self.captioner.memory(states, mask, batch["features"], batch["frame_mask"])
                 ids = generate_captions(self.captioner, memory, memory_mask, num_beams=num_beams,
                                         max_length=max_length, **generation)
@@ -191,8 +195,7 @@ class VideoSearchModel:
         out: list[np.ndarray] = []
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(feats), self.batch_size):
-                batch = self._video_batch(feats[s:s + self.batch_size])
-                states, mask = self._video_pass(batch)[1], video_state_mask(batch["frame_mask"])
+                states, mask = self._video_states(self._video_batch(feats[s:s + self.batch_size]))
                 states = states.float().cpu().numpy()
                 out += [row[m] for row, m in zip(states, mask.cpu().numpy())]
         return out
