@@ -126,7 +126,7 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
     report = IndexReport(notes=list(found.notes), model_added=added)
     if kept is not None and kept.why is not None:
         report.warnings.append((str(store_dir), f"kept frame features not reused: {kept.why}"))
-    pool = None
+    pool = shelf = None
     try:
         if prune:
             report.removed += writer.prune()
@@ -134,11 +134,10 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
         jobs = plan_jobs(found.files, writer, found.problems, writer.pending_paths())
         if kept is not None:
             jobs = kept_jobs(jobs, kept)
+        shelf = _feature_shelf(store_dir, model, writer.config) if keep_features else None
         settings = EncodeSettings(writer.config.sampling(), batch_size=batch_size,
                                   thumb_size=writer.config.thumb_size, concept_top=writer.config.concept_top,
-                                  looks=writer.config.look_dim > 0,
-                                  keep_features=_feature_shelf(store_dir, model, writer.config) if keep_features else None,
-                                  describe=describe)
+                                  looks=writer.config.look_dim > 0, keep_features=shelf, describe=describe)
         if ray is not None:
             from .ray_index import RayPlan, run_on_ray
 
@@ -155,9 +154,13 @@ def index_paths(paths: Iterable[str | os.PathLike], store_dir: str | os.PathLike
             run_pipeline(jobs, reader, model, writer, settings, report=report, progress=progress,
                          total=len(found.files) + len(found.problems), commit_every=commit_every)
     except BaseException:
+        if shelf is not None:  # the features of the batch the store rolls back go too
+            shelf.close(commit=False)
         _close_after_error(writer)
         raise
     finally:
+        if shelf is not None:
+            shelf.close()
         if pool is not None:
             pool.close()
         if kept is not None:

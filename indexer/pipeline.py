@@ -291,6 +291,8 @@ class _WriteStage:
         self._progress()
 
     def commit(self) -> None:
+        if self.shelf is not None:  # first: a crash between the two leaves features the store may drop
+            self.shelf.commit()
         self.sink.commit()
         self.uncommitted = 0
         self.last_commit = time.monotonic()

@@ -131,8 +131,9 @@ def test_ray_run_of_the_real_model_matches_the_in_process_store(ray_cluster, syn
     assert f"decode={decode}" in stats and "first actor ready after" in stats
     _same(_content(tiny_store_dir), _content(tmp_path / "ray"))
     # The frame features are kept as in-process (for training on the store, adding a model later).
-    kept = lambda store: sorted(p.name for p in (store / "features").rglob("*.npz"))  # noqa: E731
-    assert kept(tmp_path / "ray") == kept(tiny_store_dir) and kept(tiny_store_dir)
+    from indexer.features import kept_keys
+
+    assert kept_keys(tmp_path / "ray") == kept_keys(tiny_store_dir) and kept_keys(tiny_store_dir)
 
 
 @pytest.mark.slow
