@@ -1,11 +1,12 @@
 """indexer: build and read a video store (SQLite or PostgreSQL + FAISS); the names below are its front door.
 
 A store is one directory:
-    store.db          SQLite, WAL, foreign keys on: videos, video_paths, clips, captions, meta, clip_text (FTS5)
+    store.db          SQLite, WAL, foreign keys on: videos, video_paths, clips, thumbnails (a JPEG per clip),
+                      captions, meta, clip_text (FTS5)
     clips.faiss       IndexIDMap2 of clip embeddings; FAISS id == clips.id
     captions.faiss    IndexIDMap2 of caption embeddings; FAISS id == captions.id (no model: neither file)
     looks.faiss       IndexIDMap2 of look-alike vectors (pooled frame features); FAISS id == clips.id
-    thumbs/<id>.jpg   one JPEG per clip (its middle sampled frame)
+    features/         features.sqlite: each video's kept frame features (indexer.features)
     store.json        StoreConfig: model path + hash + dim, offline encoders, channels' data, sampling, index type
     .lock             held by the one process writing (flock; on PostgreSQL an advisory lock)
 With --db the tables live in a PostgreSQL schema of their own (indexer.db); `--ray` decodes and embeds on a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import StoreError
+from .config import THUMB_DIR, StoreError
 
 
 def check_store(store_dir: str | os.PathLike) -> list[str]:
@@ -16,6 +16,7 @@ def check_store(store_dir: str | os.PathLike) -> list[str]:
     and has its thumbnail, and no content, path or clip is stored twice.
     """
     from .db import locate
+    from .schema import has_thumbnails
     from .store import Store
 
     store_dir = Path(store_dir)
@@ -49,10 +50,12 @@ def check_store(store_dir: str | os.PathLike) -> list[str]:
                             ("clip", "SELECT video_id, start FROM clips GROUP BY video_id, start HAVING count(*) > 1")]:
             if rows(query):
                 problems.append(f"{len(rows(query))} {what} entries are stored twice")
+        thumbs = {r[0] for r in rows("SELECT clip_id FROM thumbnails")} if has_thumbnails(conn) else set()
     finally:
         conn.close()
         engine.dispose()
-    thumbs = {int(p.stem) for p in (store_dir / "thumbs").glob("*.jpg") if p.stem.isdigit()}
+    # a store written before keeps a file per clip
+    thumbs |= {int(p.stem) for p in (store_dir / THUMB_DIR).glob("*.jpg") if p.stem.isdigit()}
     if not clips <= thumbs:
         problems.append(f"{len(clips - thumbs)} clips have no thumbnail")
     with Store.open(store_dir) as reader:        # what a reader searches after reconciling with SQLite

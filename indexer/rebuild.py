@@ -4,8 +4,8 @@ An index run keeps each video's frame features (indexer.features). When the rebu
 frames as the old one did, with the same frame encoder, everything a fresh index run computes from a video's
 frames follows from those features (clip vectors, concepts, tags, look-alike vectors, descriptions), except
 the thumbnails and the video's decoded properties. Before the store is wiped, `gather` notes those of every
-indexed video whose kept features fit, with the manifest captions the store holds, and links the thumbnails
-aside (hard links: the files are not copied). The index run then rebuilds such a video from its features
+indexed video whose kept features fit, with the manifest captions the store holds, and writes the thumbnails
+aside, a file per clip in a folder of the store (the wipe drops the database they are in). The index run then rebuilds such a video from its features
 (`rebuild`), reads its sidecar and embedded subtitles from the file as a fresh run does, and decodes only the
 videos it has nothing kept for.
 """
@@ -28,7 +28,7 @@ from .features import FeatureShelf, encoder_spec
 # old and the rebuilt store, kept features and old clip windows are what a fresh run would compute.
 CUT_FIELDS = ("fps", "size", "square", "clip_seconds", "stride_seconds", "frame_encoder", "look_dim",
               "concept_classes")
-HELD_THUMBS = "thumbs.reindex"  # thumbnails linked aside while the store is rebuilt
+HELD_THUMBS = "thumbs.reindex"  # thumbnails held aside while the store is rebuilt
 
 
 @dataclass
@@ -101,9 +101,10 @@ def gather(store_dir: Path, model, new: StoreConfig, decode_all: bool = False) -
             if kept.why is None:
                 _read_videos(s, kept)
             _read_captions(s, kept)
+        with engine.connect() as conn:
+            kept.held = _hold_thumbs(conn, store_dir, kept)
     finally:
         engine.dispose()
-    kept.held = _hold_thumbs(store_dir, kept)
     return kept
 
 
@@ -115,11 +116,10 @@ def _read_videos(s, kept: Kept) -> None:
     for vid, content, duration, fps, width, height, codec in rows:
         if not kept.shelf.has(content):
             continue
-        clips = s.execute(select(Clip.id, Clip.start, Clip.end, Clip.thumbnail).where(Clip.video_id == vid)
+        clips = s.execute(select(Clip.id, Clip.start, Clip.end).where(Clip.video_id == vid)
                           .order_by(Clip.start)).all()
         kept.videos[content] = KeptVideo(float(duration or 0.0), float(fps or 0.0), int(width or 0),
-                                         int(height or 0), codec or "",
-                                         [(float(a), float(b), (cid, t)) for cid, a, b, t in clips])
+                                         int(height or 0), codec or "", [(float(a), float(b), cid) for cid, a, b in clips])
 
 
 def _read_captions(s, kept: Kept) -> None:
@@ -136,24 +136,25 @@ def _read_captions(s, kept: Kept) -> None:
         kept.captions[path] += [Cap(path, t, a, b) for t, a, b in rows]
 
 
-def _hold_thumbs(store_dir: Path, kept: Kept) -> Path:
-    """Link each kept clip's thumbnail into the held folder (named by its old clip id), so the wipe keeps it.
-    A video missing any thumbnail is not kept: decoding it makes them."""
+def _hold_thumbs(conn, store_dir: Path, kept: Kept) -> Path:
+    """Write each kept clip's thumbnail into the held folder (named by its old clip id), so that the wipe keeps
+    it. A video missing any thumbnail is not kept: decoding it makes them."""
+    from .schema import has_thumbnails
+    from .store import clip_jpeg
+
     held = store_dir / HELD_THUMBS
     shutil.rmtree(held, ignore_errors=True)  # left by a rebuild that was stopped
     held.mkdir()
+    in_database = has_thumbnails(conn)
     for content, video in list(kept.videos.items()):
-        sources = [store_dir / rel if rel else None for _, _, (_, rel) in video.clips]
-        if not video.clips or not all(src is not None and src.is_file() for src in sources):
+        jpegs = [clip_jpeg(conn, store_dir, cid, in_database) for _, _, cid in video.clips]
+        if not video.clips or any(j is None for j in jpegs):
             del kept.videos[content]
             continue
         clips = []
-        for (start, end, (cid, _)), src in zip(video.clips, sources):
+        for (start, end, cid), jpeg in zip(video.clips, jpegs):
             dst = held / f"{cid}.jpg"
-            try:
-                os.link(src, dst)
-            except OSError:  # a file system without hard links
-                shutil.copyfile(src, dst)
+            dst.write_bytes(jpeg)
             clips.append((start, end, dst))
         video.clips = clips
     return held

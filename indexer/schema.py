@@ -92,7 +92,7 @@ class VideoPath(Base):
 
 
 class Clip(Base):
-    """A time window of a video; its id is its FAISS id in clips.faiss and its thumbnail's file name."""
+    """A time window of a video; its id is its FAISS id in clips.faiss."""
 
     __tablename__ = "clips"
     __table_args__ = (UniqueConstraint("video_id", "start"), {"sqlite_autoincrement": True})
@@ -101,7 +101,8 @@ class Clip(Base):
     video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     start: Mapped[float] = mapped_column(Float)
     end: Mapped[float] = mapped_column(Float)
-    thumbnail: Mapped[str | None] = mapped_column(Text)  # relative to the store directory
+    # A thumbnail file relative to the store directory: how stores written before `Thumbnail` kept them.
+    thumbnail: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[str] = mapped_column(Text, default="[]")  # JSON [[label, score], ...] best first
     # The embedding (float32 bytes) is the source of truth that clips.faiss is rebuilt from; deferred so
     # that reading clip rows never loads it. NULL in a store without a model.
@@ -115,6 +116,17 @@ class Clip(Base):
     look: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
 
     video: Mapped[Video] = relationship(back_populates="clips")
+
+
+class Thumbnail(Base):
+    """A clip's thumbnail JPEG (its middle sampled frame), a row beside the clip's: written and rolled back in the
+    clip's own transaction, gone with it (ON DELETE CASCADE), and no file per clip, whose creation cost up to
+    a millisecond of kernel time on some file systems (BENCHMARKS.md, "Indexing")."""
+
+    __tablename__ = "thumbnails"
+
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Caption(Base):
@@ -189,15 +201,26 @@ def missing_columns(conn) -> list[tuple[str, str, str]]:
     return out
 
 
+def has_thumbnails(conn) -> bool:
+    """Whether the store keeps thumbnails in its database (`Thumbnail`): stores written before keep files."""
+    from sqlalchemy import inspect
+
+    return inspect(conn).has_table(Thumbnail.__tablename__)
+
+
 def migrate(engine: Engine) -> bool:
-    """Add the columns of newer store formats to an older store (existing rows get NULL); True if any."""
+    """Add the tables and columns of newer store formats to an older store (existing rows get NULL); True if
+    any."""
     with engine.begin() as conn:
         missing = missing_columns(conn)
         for table, name, kind in missing:
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        created = not has_thumbnails(conn)
+        if created:
+            Thumbnail.__table__.create(conn)
         if conn.execute(select(Meta.key).where(Meta.key == REMOVALS_KEY)).first() is None:
             conn.execute(Meta.__table__.insert(), [{"key": REMOVALS_KEY, "value": "0"}])
-    return bool(missing)
+    return bool(missing) or created
 
 
 def create_schema(engine: Engine, meta: list[dict] = ()) -> None:

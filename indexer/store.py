@@ -20,6 +20,7 @@ from .config import (
     DB_FILE,
     FORMAT_VERSION,
     LOOK_INDEX_FILE,
+    THUMB_DIR,
     StoreConfig,
     StoreError,
 )
@@ -34,8 +35,10 @@ from .schema import (
     Caption,
     Clip,
     Meta,
+    Thumbnail,
     Video,
     VideoPath,
+    has_thumbnails,
     missing_columns,
 )
 from .shards import OnDiskIndex, is_ondisk
@@ -58,7 +61,6 @@ class ClipRecord:
     end: float
     caption: str | None
     tags: list[tuple[str, float]]
-    thumbnail: str | None  # absolute path of the JPEG, None if the clip has none
     description: str | None = None  # the model's generated description of the clip, if it has one
 
 
@@ -226,9 +228,25 @@ def _clip_records():
     own = first((Caption.clip_id == Clip.id, Caption.source != GENERATED), Caption.start, Caption.id)
     whole = first((Caption.video_id == Clip.video_id, Caption.start.is_(None)), Caption.id)
     description = first((Caption.clip_id == Clip.id, Caption.source == GENERATED), Caption.id)
-    return (select(Clip.id, Clip.video_id, Video.path, Clip.start, Clip.end, Clip.tags, Clip.thumbnail,
+    return (select(Clip.id, Clip.video_id, Video.path, Clip.start, Clip.end, Clip.tags,
                    own.label("own"), whole.label("whole"), description.label("description"))
             .join(Video, Video.id == Clip.video_id).where(Clip.id.in_(bindparam("ids", expanding=True))))
+
+
+def clip_jpeg(conn, store_dir: Path, clip_id: int, in_database: bool) -> bytes | None:
+    """A clip's thumbnail JPEG from its `thumbnails` row (`in_database`: the store has that table), else from
+    the file a store written before names in the clip's row, read only from the store's own `thumbs/`
+    folder (never a file that a link there points elsewhere)."""
+    if in_database:
+        jpeg = conn.execute(select(Thumbnail.jpeg).where(Thumbnail.clip_id == clip_id)).scalar()
+        if jpeg is not None:
+            return bytes(jpeg)
+    rel = conn.execute(select(Clip.thumbnail).where(Clip.id == clip_id)).scalar()
+    if not rel:
+        return None
+    folder = (Path(store_dir) / THUMB_DIR).resolve()
+    path = (Path(store_dir) / rel).resolve()
+    return path.read_bytes() if path.is_relative_to(folder) and path.is_file() else None
 
 
 def _top_order(scores: np.ndarray, k: int) -> np.ndarray:
@@ -346,6 +364,7 @@ class Store:
         """The vector kinds this store keeps: model vectors if it has a model, looks if it keeps them."""
         with self.engine.connect() as conn:
             columns_missing = {c for _, c, _ in missing_columns(conn)}
+            self._has_thumbnails = has_thumbnails(conn)
             conn.rollback()
         self._has_added_columns = not columns_missing
         active = {"clips", "captions"} if config.has_model else set()
@@ -629,10 +648,9 @@ class Store:
             if i not in rows:
                 continue
             r = rows[i]
-            thumb = str(self.dir / r.thumbnail) if r.thumbnail else None
             out.append(ClipRecord(r.id, r.video_id, r.path, r.start, r.end,
                                   r.own if r.own is not None else r.whole,
-                                  [tuple(t) for t in json.loads(r.tags or "[]")], thumb, r.description))
+                                  [tuple(t) for t in json.loads(r.tags or "[]")], r.description))
         return out
 
     def caption_clip(self, caption_ids) -> dict[int, int | None]:
@@ -661,6 +679,13 @@ class Store:
         if row is None or row[0] is None:
             raise KeyError(f"no clip {clip_id} in store {self.dir}")
         return bytes_vector(row[0]).copy()
+
+    def thumbnail(self, clip_id: int) -> bytes | None:
+        """A clip's thumbnail JPEG; None if there is no such clip or it has none."""
+        with self.engine.connect() as conn:
+            # a store written before gains the table when a writer opens it, maybe after this reader did
+            self._has_thumbnails = self._has_thumbnails or has_thumbnails(conn)
+            return clip_jpeg(conn, self.dir, int(clip_id), self._has_thumbnails)
 
     def clip_concepts(self, clip_id: int) -> list[tuple[int, float]]:
         """A clip's stored (class index, probability) pairs, best first; empty if it has none."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 
 from .config import (
     CAPTION_INDEX_FILE,
@@ -32,6 +32,7 @@ from .schema import (
     Caption,
     Clip,
     Meta,
+    Thumbnail,
     Video,
     VideoPath,
     create_schema,
@@ -180,7 +181,6 @@ class StoreWriter(Store):
         try:
             if reindex or not database.initialised():
                 _wipe(database)
-                (store_dir / THUMB_DIR).mkdir()
                 _init_db(database, config)
             else:
                 _migrate(database)
@@ -229,10 +229,9 @@ class StoreWriter(Store):
             self.flush(force=True)
 
     def _remove_orphan_thumbs(self) -> None:
-        """Thumbnails of clips whose transaction never committed (a crash) are deleted."""
+        """Thumbnail files (of a store written before `Thumbnail`) whose clips are gone are deleted."""
         thumbs = self.dir / THUMB_DIR
         if not thumbs.is_dir():
-            thumbs.mkdir()
             return
         names = {e.name: e.path for e in os.scandir(thumbs)}
         ids = {int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()}
@@ -383,11 +382,9 @@ class StoreWriter(Store):
             tags=json.dumps([[t, round(float(p), 4)] for t, p in c.tags]),
             concepts=json.dumps([[int(k), round(float(p), 5)] for k, p in c.concepts]) if c.concepts else None)
             for c in clips])
-        thumbs = [dict(b_id=i, b_thumb=self._write_thumb(i, c.thumbnail))
-                  for i, c in zip(clip_ids, clips) if c.thumbnail is not None]
+        thumbs = [dict(clip_id=i, jpeg=c.thumbnail) for i, c in zip(clip_ids, clips) if c.thumbnail is not None]
         if thumbs:
-            self.session.execute(update(Clip.__table__).where(Clip.__table__.c.id == bindparam("b_id"))
-                                 .values(thumbnail=bindparam("b_thumb")), thumbs)
+            self.session.execute(insert(Thumbnail), thumbs)
         cap_ids = self._insert_ids(Caption, [dict(
             video_id=vid, clip_id=clip_ids[c.clip] if c.clip is not None else None, start=c.start, end=c.end,
             text=c.text, source=c.source, lang=c.lang, vector=_blob(c.vector)) for c in captions])
@@ -445,14 +442,6 @@ class StoreWriter(Store):
             self._tx_remove["looks"] += gone
             self._tx_remove["captions"] += list(self.session.scalars(select(Caption.id).where(Caption.video_id == vid)))
             self.session.execute(delete(Video).where(Video.id == vid))
-
-    def _write_thumb(self, clip_id: int, jpeg: bytes) -> str:
-        rel = f"{THUMB_DIR}/{clip_id}.jpg"
-        tmp = self.dir / f"{rel}.tmp"
-        tmp.write_bytes(jpeg)
-        os.replace(tmp, self.dir / rel)
-        self._tx_new_thumbs.append(self.dir / rel)
-        return rel
 
     def _add_fts(self, clip_ids: list[int], clips: list[ClipData], captions: list[CaptionData]) -> None:
         """One FTS row per clip: its captions' text (untimed video captions go to the first clip) and its
@@ -553,14 +542,11 @@ class StoreWriter(Store):
     def _clear_tx(self) -> None:
         self._tx_add = {"clips": [], "captions": [], "looks": []}
         self._tx_remove = {"clips": [], "captions": [], "looks": []}
-        self._tx_thumbs = []  # thumbnails of deleted clips, removed once the deletion commits
-        self._tx_new_thumbs = []  # thumbnails written by this transaction, removed if it rolls back
+        self._tx_thumbs = []  # thumbnail files (of a store written before) of deleted clips, removed once it commits
 
     def rollback(self) -> None:
-        """Drop the open transaction's changes, and the thumbnails it wrote."""
+        """Drop the open transaction's changes."""
         self.session.rollback()
-        for p in self._tx_new_thumbs:
-            p.unlink(missing_ok=True)
         self._touched = False
         self._clear_tx()
 

@@ -434,6 +434,12 @@ class Engine:
             raise UnknownId(f"unknown clip id {clip_id}")
         return records[0]
 
+    def thumbnail(self, clip_id: int) -> bytes | None:
+        """One clip's thumbnail JPEG, None if it has none; raises `UnknownId`."""
+        self.clip(clip_id)
+        with self._reading():
+            return self.store.thumbnail(clip_id)
+
     def videos(self, offset: int = 0, limit: int = 50) -> list:
         """A page of the store's video records."""
         with self._reading():

@@ -171,6 +171,8 @@ def test_thumbnails(client, library):
     clip = library["hits"][0]
     r = client.get(f"/thumbs/{clip['clip_id']}.jpg")
     assert r.status_code == 200 and r.mimetype == "image/jpeg" and r.data[:3] == b"\xff\xd8\xff"
+    again = client.get(f"/thumbs/{clip['clip_id']}.jpg", headers={"If-None-Match": r.headers["ETag"]})
+    assert again.status_code == 304 and not again.data            # the browser's copy is still good
 
 
 def test_openapi_documents_every_endpoint(client, app):

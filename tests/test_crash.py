@@ -44,7 +44,7 @@ def check_store(store: Path) -> dict:
     assert _faiss_ids(store / "captions.faiss") == caption_ids
     assert _rows(db, "SELECT count(*) FROM clips WHERE vector IS NULL")[0][0] == 0
     assert {r[0] for r in _rows(db, "SELECT rowid FROM clip_text")} == clip_ids
-    assert {int(p.stem) for p in (store / "thumbs").glob("*.jpg")} == clip_ids
+    assert {r[0] for r in _rows(db, "SELECT clip_id FROM thumbnails")} == clip_ids
     # No duplicate videos (by content or by path) and no duplicate clips.
     assert not _rows(db, "SELECT hash FROM videos WHERE status='indexed' GROUP BY hash HAVING count(*) > 1")
     assert not _rows(db, "SELECT path FROM video_paths GROUP BY path HAVING count(*) > 1")

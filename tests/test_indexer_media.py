@@ -77,7 +77,7 @@ def test_hostile_files_fail_with_reasons_and_awkward_ones_index(hostile_library,
         assert (large.width, large.height) == (3840, 2160) and large.clips >= 1
         assert rows[str(lib / "vfr.mp4")].clips >= 1
         clip = store.clips(store.video_clips(rows[str(lib / "name with spaces é 视频.mp4")].id))[0]
-        assert os.path.isfile(clip.thumbnail)
+        assert store.thumbnail(clip.id)[:3] == b"\xff\xd8\xff"  # JPEG
     # A second run retries the failed files and skips the good ones; nothing is duplicated.
     again = index_paths([lib], tmp_path / "store", model, workers=2, timeout=60)
     assert sorted(again.skipped) == sorted(report.indexed)

@@ -48,7 +48,7 @@ class MemoryStore:
         self.config = None
 
     def add(self, clip_id, video_id, path, start, vector, caption=None, caption_vector=None):
-        self.clip_recs[clip_id] = ClipRecord(clip_id, video_id, path, start, start + 4.0, caption, tags=[], thumbnail=None)
+        self.clip_recs[clip_id] = ClipRecord(clip_id, video_id, path, start, start + 4.0, caption, tags=[])
         self.vectors[clip_id] = np.asarray(vector, np.float32)
         if caption is not None:
             vec = caption_vector if caption_vector is not None else vector

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 
@@ -66,13 +65,41 @@ def test_layout_pragmas_and_config(tmp_path, store_db):
             with store.engine.connect() as conn:
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert store.meta["format_version"] == FORMAT_VERSION and store.meta["clip_index"] == "Flat"
-        thumbs = sorted((store_dir / "thumbs").iterdir())
-        assert len(thumbs) == store.counts()["clips"] == 12
-        assert thumbs[0].read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+        thumbs = [store.thumbnail(i) for i in range(1, 20)]
+        assert len([t for t in thumbs if t]) == store.counts()["clips"] == 12
+        assert thumbs[0][:3] == b"\xff\xd8\xff"  # JPEG
+        assert not (store_dir / "thumbs").exists()  # in the database: no file per clip
     from indexer import check_store
     assert check_store(store_dir) == []  # the store's own check, on either database
     # FAISS ids are the SQLite clip ids.
     assert faiss_ids(store_dir / "clips.faiss") == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
+
+
+def test_a_store_with_thumbnail_files_is_still_read_and_gains_the_table(tmp_path):
+    """Stores written before kept a file per clip under thumbs/, named in the clip's row: readers still serve
+    them (only from that folder), and the next writer adds the thumbnails table for the clips it writes."""
+    from indexer import check_store
+
+    store_dir, _, _, _ = build(tmp_path)
+    ids = [r[0] for r in sql(store_dir, "SELECT id FROM clips ORDER BY id")]
+    jpegs = {i: bytes(j) for i, j in sql(store_dir, "SELECT clip_id, jpeg FROM thumbnails")}
+    (store_dir / "thumbs").mkdir()
+    for i in ids:  # the older layout: a file per clip, no table
+        (store_dir / "thumbs" / f"{i}.jpg").write_bytes(jpegs[i])
+        sql(store_dir, "UPDATE clips SET thumbnail = ? WHERE id = ?", f"thumbs/{i}.jpg", i)
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"not the store's")
+    sql(store_dir, "UPDATE clips SET thumbnail = ? WHERE id = ?", str(secret), ids[1])
+    sql(store_dir, "DROP TABLE thumbnails")
+    with Store.open(store_dir) as store:
+        assert store.thumbnail(ids[0]) == jpegs[ids[0]]
+        assert store.thumbnail(ids[1]) is None      # a row naming a file outside thumbs/ is not followed
+        assert store.thumbnail(10 ** 6) is None
+    assert check_store(store_dir) == []               # every clip has its file (the second one too)
+    StoreWriter.open(store_dir).close()               # what the next index run does first
+    assert sql(store_dir, "SELECT count(*) FROM thumbnails")[0][0] == 0
+    with Store.open(store_dir) as store:
+        assert store.thumbnail(ids[0]) == jpegs[ids[0]]
 
 
 def test_read_api(tmp_path):
@@ -83,7 +110,7 @@ def test_read_api(tmp_path):
     assert scores.shape == ids.shape == (1, 3)
     records = store.clips(ids[0])
     assert [r.video_path for r in records] == [str(lib / "blue_2.mp4")] * 3
-    assert records[0].tags[0][0] == "blue" and os.path.isfile(records[0].thumbnail)
+    assert records[0].tags[0][0] == "blue" and store.thumbnail(records[0].id)[:3] == b"\xff\xd8\xff"
     # The stored vector is the exact one; the reader's index holds it in half precision (faiss_index.halved).
     assert np.allclose(store.clip_vector(int(ids[0, 0])) @ model.embed_text(["blue"])[0], scores[0, 0], atol=1e-3)
     # Past the end: -1 padding; unknown ids are left out of clips().
@@ -193,7 +220,7 @@ def test_remove_cascades_to_clips_captions_fts_and_vectors(tmp_path):
     assert sql(store_dir, "SELECT count(*) FROM captions")[0][0] == 0
     assert sql(store_dir, "SELECT count(*) FROM clip_text")[0][0] == 9
     assert faiss_ids(store_dir / "clips.faiss") == {r[0] for r in sql(store_dir, "SELECT id FROM clips")}
-    assert len(list((store_dir / "thumbs").iterdir())) == 9
+    assert sql(store_dir, "SELECT count(*) FROM thumbnails")[0][0] == 9  # the removed clips' went with them
     with Store.open(store_dir) as store:
         assert store.keyword("spinning", 5) == []
     assert remove_paths([lib], store_dir) == sorted(str(p) for p in lib.glob("*.mp4") if "red" not in p.name)
@@ -342,12 +369,12 @@ def test_each_clip_of_a_written_video_keeps_its_own_rows(tmp_path):
     info = SimpleNamespace(duration=12.0, fps=8.0, width=64, height=64, codec="h264")
     vid = writer.add_video(FileState("/elsewhere/three.mp4", 1, 1.0, "h-three"), info, clips, captions)
     writer.close()
-    rows = sql(store_dir, "SELECT id, start, tags, thumbnail, concepts FROM clips WHERE video_id = ? ORDER BY id", vid)
+    rows = sql(store_dir, "SELECT id, start, tags, concepts FROM clips WHERE video_id = ? ORDER BY id", vid)
     assert [r[1] for r in rows] == [0.0, 4.0, 8.0]
     with Store.open(store_dir) as store:
-        for (cid, _, tags, thumb, concepts), clip, i in zip(rows, clips, range(3)):
+        for (cid, _, tags, concepts), clip, i in zip(rows, clips, range(3)):
             assert json.loads(tags) == [[f"tag{i}", 0.5]] and json.loads(concepts) == [[i, 0.5]]
-            assert (store_dir / thumb).read_bytes() == clip.thumbnail
+            assert store.thumbnail(cid) == clip.thumbnail
             _, ids = store.search_clips(clip.vector[None], 1)
             assert ids[0, 0] == cid
         caps = sql(store_dir, "SELECT id, text, clip_id FROM captions WHERE video_id = ? ORDER BY id", vid)

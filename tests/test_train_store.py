@@ -192,7 +192,7 @@ def _snapshot(store: Path) -> tuple[dict, dict]:
             for clip in s.clips(s.video_clips(video.id)):
                 clips[(video.path, round(clip.start, 3))] = (
                     s.clip_vector(clip.id), s.clip_vector(clip.id, "look"), clip.tags,
-                    Path(clip.thumbnail).read_bytes(), clip.description)
+                    s.thumbnail(clip.id), clip.description)
     db = sqlite3.connect(store / "store.db")
     rows = db.execute("SELECT v.path, c.text, c.source, c.vector FROM captions c JOIN videos v ON v.id = c.video_id")
     captions = {(path, text, source): bytes_vector(vec) for path, text, source, vec in rows}

@@ -1,6 +1,8 @@
 """Media endpoints: indexed video files streamed by id with HTTP Range support, and clip thumbnails."""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import stat
 from pathlib import Path
@@ -133,22 +135,10 @@ def video_file(video_id: int):
 
 @media.get("/thumbs/<int:clip_id>.jpg")
 def thumbnail(clip_id: int):
-    """The JPEG thumbnail the indexer wrote for a clip."""
-    engine = current_app.extensions["vidsearch_engine"]
-    record = engine.clip(clip_id)
-    path = thumbnail_path(record, current_app.config["STORE_DIR"])
-    if path is None:
+    """The JPEG thumbnail the indexer made for a clip."""
+    jpeg = current_app.extensions["vidsearch_engine"].thumbnail(clip_id)
+    if jpeg is None:
         return error_response(404, f"clip {clip_id} has no thumbnail")
-    return send_file(path, mimetype="image/jpeg", max_age=3600)
-
-
-def thumbnail_path(record, store_dir: str) -> str | None:
-    """Where a clip's thumbnail lies: the path its record gives, else `thumbs/<clip_id>.jpg` in the store."""
-    thumbs = (Path(store_dir) / "thumbs").resolve()
-    candidates = [Path(v) for v in (getattr(record, n, None) for n in ("thumbnail", "thumbnail_path", "thumb")) if v]
-    for path in [*candidates, thumbs / f"{record.id}.jpg"]:
-        path = (path if path.is_absolute() else Path(store_dir) / path).resolve()
-        # Only the store's own thumbnails: never a file that a link in the store points elsewhere.
-        if path.is_relative_to(thumbs) and path.is_file():
-            return str(path)
-    return None
+    # Revalidated by content: a store rebuilt with --reindex gives its new clips the old ids again.
+    return send_file(io.BytesIO(jpeg), mimetype="image/jpeg", max_age=3600,
+                     etag=hashlib.sha1(jpeg).hexdigest(), conditional=True)
