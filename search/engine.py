@@ -436,9 +436,12 @@ class Engine:
 
     def thumbnail(self, clip_id: int) -> bytes | None:
         """One clip's thumbnail JPEG, None if it has none; raises `UnknownId`."""
-        self.clip(clip_id)
+        clip_id = _check_id(clip_id, "clip")
         with self._reading():
-            return self.store.thumbnail(clip_id)
+            jpeg = self.store.thumbnail(clip_id)
+        if jpeg is None:
+            self.clip(clip_id)  # an unknown id is the client's mistake, a clip without a thumbnail is not
+        return jpeg
 
     def videos(self, offset: int = 0, limit: int = 50) -> list:
         """A page of the store's video records."""
