@@ -62,11 +62,12 @@ def _describe(model, stacks: list, batch: int = 64) -> float:
 
     if not getattr(model, "can_describe", False):
         return 0.0
-    beams = EncodeSettings(model.sampling).describe_beams
+    settings = EncodeSettings(model.sampling)
     feats = [s[3] for s in stacks]
     start = time.perf_counter()
     for i in range(0, len(feats), batch):
-        model.describe(feats[i:i + batch], features=True, num_beams=beams)
+        model.describe(feats[i:i + batch], features=True, num_beams=settings.describe_beams,
+                       fast=settings.describe_fast)
     return time.perf_counter() - start
 
 

@@ -134,6 +134,9 @@ class EncodeSettings:
     # Index-time descriptions decode greedily: beam search's cost grows with the beams (greedy gave 1.8x to 3x
     # the captions/s of 4 beams, BENCHMARKS.md "Captioning"); `vidsearch caption` keeps the decoder's beams.
     describe_beams: int = 1
+    # ... and with the decoder's language model in bfloat16 where the CPU computes it natively (`describe`'s
+    # `fast`): 1.5x the captions/s, the same sentence for 94-98% of clips (BENCHMARKS.md, "Indexing").
+    describe_fast: bool = True
     # Clips per caption-decoder call when the pipeline gathers them across videos: a call costs about the same
     # whether it holds a few clips or this many (each generation step is one pass), so describing every short
     # video's few clips alone paid that cost per video.
@@ -208,7 +211,8 @@ def describe_clips(encoder, feature_stacks: list[np.ndarray], settings: EncodeSe
     `settings.describe` off."""
     if not wants_descriptions(encoder, settings) or not feature_stacks:
         return [None] * len(feature_stacks)
-    return list(encoder.describe(feature_stacks, features=True, num_beams=settings.describe_beams))
+    return list(encoder.describe(feature_stacks, features=True, num_beams=settings.describe_beams,
+                                 fast=settings.describe_fast))
 
 
 def describe_held(encoder, videos: list[Encoded], settings: EncodeSettings, limit: int | None = None) -> None:

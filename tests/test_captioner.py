@@ -315,6 +315,38 @@ def test_a_trained_decoder_writes_with_its_shortlist_what_the_full_layer_writes_
         full.describe(feats, features=True, num_beams=1, suppress_tokens=others)
 
 
+def test_fast_descriptions_run_a_bfloat16_decoder_only_where_the_cpu_computes_it(tiny_captioner_dir, monkeypatch):
+    """`describe(fast=True)`, as indexing asks for it: the language model in bfloat16 on a CPU with bfloat16
+    arithmetic (made once, beside the float32 decoder, which stays), scoring each next token as the float32
+    one does within bfloat16's precision; on any other CPU, the float32 decoder and the same sentences."""
+    import trainer
+
+    model = trainer.load(tiny_captioner_dir, device="cpu")
+    rng = np.random.default_rng(5)
+    feats = [rng.random((4, model.model.config.feature_dim), dtype=np.float32) for _ in range(6)]
+    plain = model.describe(feats, features=True, num_beams=1)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert model._fast_captioner() is model.captioner
+    assert model.describe(feats, features=True, num_beams=1, fast=True) == plain
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    fast = model._fast_captioner()
+    assert fast is not model.captioner and model._fast_captioner() is fast
+    assert fast.lm.dtype == torch.bfloat16 and model.captioner.lm.dtype == torch.float32
+    texts = model.describe(feats, features=True, num_beams=1, fast=True)
+    assert len(texts) == len(feats) and all(isinstance(t, str) and t for t in texts)
+    # Each next token scored by both from the same memory, teacher-forced on the float32 decoder's sentences.
+    with torch.inference_mode():
+        batch = model._video_batch(model._clip_features(feats, True))
+        states, mask = model._video_states(batch)
+        ids = model.tokenizer(plain, return_tensors="pt", padding=True)["input_ids"]
+        logp = [caption_logits(d, *d.memory(states, mask, batch["features"], batch["frame_mask"]), ids,
+                               torch.ones_like(ids)).float().log_softmax(-1) for d in (model.captioner, fast)]
+    scored = torch.isfinite(logp[0])          # the shortlist's tokens (the others are -inf in both)
+    assert torch.equal(scored, torch.isfinite(logp[1]))
+    assert (logp[0] - logp[1])[scored].abs().max() < 0.05
+    assert (logp[0].argmax(-1) == logp[1].argmax(-1)).float().mean() > 0.9
+
+
 def test_model_without_decoder_loads_and_refuses_to_describe(tiny_model_dir):
     """A model trained without a decoder (as every model before captioning was) still loads and embeds."""
     import trainer

@@ -91,7 +91,7 @@ class DescribingModel(FakeModel):
         super().__init__()
         self.describe_calls, self.fail_colour = [], fail_colour
 
-    def describe(self, stacks, features=False, num_beams=None):
+    def describe(self, stacks, features=False, num_beams=None, fast=False):
         from tests.fixtures.store import COLOURS
 
         self.describe_calls.append(len(stacks))
