@@ -49,7 +49,10 @@ def _connect(folder: Path, create: bool) -> sqlite3.Connection | None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
-    db.execute("PRAGMA journal_mode=WAL")      # readers (training from the store) never wait for an index run
+    # Readers never wait for an index run, whose transaction may outgrow SQLite's page cache and lock the file
+    # until the store commits; among them a reindex's own reads of the features it rebuilds from. A write-ahead
+    # log works among the processes of one machine only (README, "Scale-out").
+    db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(_SCHEMA)
     db.commit()
