@@ -5,9 +5,9 @@ frames as the old one did, with the same frame encoder, everything a fresh index
 frames follows from those features (clip vectors, concepts, tags, look-alike vectors, descriptions), except
 the thumbnails and the video's decoded properties. Before the store is wiped, `gather` notes those of every
 indexed video whose kept features fit, with the manifest captions the store holds, and writes the thumbnails
-aside, a file per clip in a folder of the store (the wipe drops the database they are in). The index run then rebuilds such a video from its features
-(`rebuild`), reads its sidecar and embedded subtitles from the file as a fresh run does, and decodes only the
-videos it has nothing kept for.
+aside, a file per clip in a folder of the store (the wipe drops the database they are in). The index run then
+rebuilds such a video from its features (`rebuild`), reads its sidecar and embedded subtitles from the file as a
+fresh run does, and decodes only the videos it has nothing kept for.
 """
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ def _read_videos(s, kept: Kept) -> None:
         clips = s.execute(select(Clip.id, Clip.start, Clip.end).where(Clip.video_id == vid)
                           .order_by(Clip.start)).all()
         kept.videos[content] = KeptVideo(float(duration or 0.0), float(fps or 0.0), int(width or 0),
-                                         int(height or 0), codec or "", [(float(a), float(b), cid) for cid, a, b in clips])
+                                         int(height or 0), codec or "",
+                                         [(float(a), float(b), cid) for cid, a, b in clips])
 
 
 def _read_captions(s, kept: Kept) -> None:
