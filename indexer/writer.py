@@ -327,14 +327,16 @@ class StoreWriter(Store):
         if other is not None:
             self.session.execute(update(Video).where(Video.id == vid, Video.path == path).values(path=other))
             return True
-        clip_ids = list(self.session.scalars(select(Clip.id).where(Clip.video_id == vid)))
+        clips = self.session.execute(select(Clip.id, Clip.thumbnail).where(Clip.video_id == vid)).all()
+        clip_ids = [i for i, _ in clips]
         cap_ids = list(self.session.scalars(select(Caption.id).where(Caption.video_id == vid)))
-        # Clips, captions and their FTS rows go by ON DELETE CASCADE and the clip_text trigger.
+        # Clips, captions, thumbnails and FTS rows go by ON DELETE CASCADE and the clip_text trigger.
         self.session.execute(delete(Video).where(Video.id == vid))
         self._tx_remove["clips"] += clip_ids
         self._tx_remove["looks"] += clip_ids
         self._tx_remove["captions"] += cap_ids
-        self._tx_thumbs += [self.dir / THUMB_DIR / f"{i}.jpg" for i in clip_ids]
+        # A store written before names a file per clip, always thumbs/<id>.jpg; the row's text is not followed.
+        self._tx_thumbs += [self.dir / THUMB_DIR / f"{i}.jpg" for i, rel in clips if rel]
         return True
 
     def add_failure(self, state: FileState | str, reason: str) -> int:

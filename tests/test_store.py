@@ -100,6 +100,14 @@ def test_a_store_with_thumbnail_files_is_still_read_and_gains_the_table(tmp_path
     assert sql(store_dir, "SELECT count(*) FROM thumbnails")[0][0] == 0
     with Store.open(store_dir) as store:
         assert store.thumbnail(ids[0]) == jpegs[ids[0]]
+    # Removing a video of that layout deletes its clips' files once the removal commits.
+    path, = sql(store_dir, "SELECT v.path FROM videos v JOIN clips c ON c.video_id = v.id WHERE c.id = ?", ids[0])[0]
+    gone = [r[0] for r in sql(store_dir, "SELECT c.id FROM clips c JOIN videos v ON v.id = c.video_id "
+                                         "WHERE v.path = ?", path)]
+    assert remove_paths([path], store_dir) == [path]
+    assert not any((store_dir / "thumbs" / f"{i}.jpg").exists() for i in gone)
+    assert (store_dir / "thumbs" / f"{ids[-1]}.jpg").exists() or ids[-1] in gone
+    assert secret.read_bytes() == b"not the store's"  # a row naming a file elsewhere deletes nothing there
 
 
 def test_read_api(tmp_path):

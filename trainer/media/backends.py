@@ -83,6 +83,11 @@ class _Header:
     rotation: int = 0  # degrees counter-clockwise from coded to displayed (phone videos: 90 or 270)
     subtitles: int = 0  # subtitle streams in the container
 
+    def info(self, path: str, duration: float, fps: float, frame_count: int, backend: str) -> VideoInfo:
+        """The VideoInfo of what a reader made of this stream: its own duration, rate and frame count."""
+        return VideoInfo(path, duration, fps, self.width, self.height, frame_count, self.codec, backend,
+                         self.subtitles)
+
 
 def _stream_header(path: str) -> _Header:
     """Read the first video stream's header with PyAV (no decoding)."""
@@ -180,9 +185,7 @@ def _decord_open(path: str, header: _Header, sampling: SamplingConfig, threads: 
     picked = [p for i, t in enumerate(starts) for p in sampler.push(i, t)] + sampler.finish(duration)
     indices = [p[0] for p in picked]
     fps = round(float(reader.get_avg_fps()), 6)
-    info = VideoInfo(path, duration, fps, header.width, header.height, len(reader), header.codec, "decord",
-                     header.subtitles)
-    return reader, indices, starts[indices], info
+    return reader, indices, starts[indices], header.info(path, duration, fps, len(reader), "decord")
 
 
 def _decord_batches(reader, indices: list[int]):
@@ -243,7 +246,7 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     _check_complete(path, header, count, duration)
     yield from _to_rgb(sampler.finish(duration), out_w, out_h, turns)
     fps = round(rate or count / duration, 6)
-    return VideoInfo(path, duration, fps, header.width, header.height, count, header.codec, "pyav", header.subtitles)
+    return header.info(path, duration, fps, count, "pyav")
 
 
 def _keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
@@ -306,8 +309,7 @@ def _frames_keyframes(path: str, header: _Header, sampling: SamplingConfig, thre
                 yield from _to_rgb([(count, t, frame)], out_w, out_h, turns)
     if count < len(plan):
         raise MediaError(path, f"truncated or corrupt: decoded {count} of {len(plan)} keyframes")
-    return VideoInfo(path, round(float(header.duration), 6), round(rate, 6), header.width, header.height,
-                     count, header.codec, "pyav-keyframes", header.subtitles)
+    return header.info(path, round(float(header.duration), 6), round(rate, 6), count, "pyav-keyframes")
 
 
 def _to_rgb(picked, width: int, height: int, turns: int = 0) -> list[tuple[float, np.ndarray]]:
@@ -435,8 +437,7 @@ def _window_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     frames.close()
     if not stack:
         raise MediaError(path, f"no frames between {start:g} s and {end:g} s")
-    info = VideoInfo(path, float(header.duration or times[-1]), 0.0, header.width, header.height, len(stack),
-                     header.codec, "pyav", header.subtitles)
+    info = header.info(path, float(header.duration or times[-1]), 0.0, len(stack), "pyav")
     return DecodedVideo(info, np.array(times, np.float64), np.stack(stack))
 
 
