@@ -40,6 +40,8 @@ def test_lite0_onnx_matches_torch():
     frames = np.stack([disc_scene(60), disc_scene(170), disc_scene(110, radius=60)])
     ref, got = torch_enc.encode(frames), onnx_enc.encode(frames)     # 3 frames: batches of 2 and of 1
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-4)
+    onnx_enc.batch_size, onnx_enc.ORT_FRAMES_PER_RUN = 3, 2     # one batch of 3, run as 2 frames and 1
+    np.testing.assert_allclose(onnx_enc.encode(frames), got, rtol=1e-5, atol=1e-6)
     img = photo()[None]
     np.testing.assert_allclose(onnx_enc.encode(img), torch_enc.encode(img), rtol=1e-4, atol=2e-4)
     assert onnx_enc.labels(img, top=1)[0][0][0] == torch_enc.labels(img, top=1)[0][0][0] == "military uniform"

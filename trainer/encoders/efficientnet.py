@@ -106,6 +106,10 @@ class EfficientNetLite0Encoder(FrameEncoder):
     std = (0.5, 0.5, 0.5)
     resize_mode = "bilinear"
     center_crop = False
+    # ONNX Runtime runs the trunk a few frames at a time: the early layers' outputs for 4 frames stay within the
+    # CPU's caches, while for 32 or 64 frames each is tens of megabytes, and the depthwise convolutions, which do
+    # little arithmetic per byte, then wait on memory (BENCHMARKS.md, Indexing: about a fifth more frames/s).
+    ORT_FRAMES_PER_RUN = 4
 
     def __init__(self, device="auto", batch_size: int = 32, grid: int = 2, weights: str | None = None,
                  runtime: str = "auto", colour: int = 0):
@@ -132,7 +136,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, 224, 224) -> (B, dim) global + grid pooled features."""
         if self._ort is not None:
-            fmap = torch.from_numpy(self._ort.run(pixels.contiguous().cpu().numpy())[0])  # (B, 1280, 7, 7)
+            fmap = torch.from_numpy(self._run_ort(pixels.contiguous().cpu().numpy()))  # (B, 1280, 7, 7)
         else:
             fmap = self.model.extract_features(pixels)  # (B, 1280, 7, 7)
         pooled = grid_pool(fmap, self.grid)
@@ -142,6 +146,11 @@ class EfficientNetLite0Encoder(FrameEncoder):
         rgb = pixels.float().mul(self.std[0]).add_(self.mean[0]).clamp_(0.0, 1.0)
         return torch.cat([pooled, colour_histograms(rgb, self.grid, centred=self.colour == 2).to(pooled.device)],
                          dim=1)
+
+    def _run_ort(self, pixels: np.ndarray) -> np.ndarray:
+        """The trunk's (B, 1280, h, w) map, run `ORT_FRAMES_PER_RUN` frames at a time."""
+        step = self.ORT_FRAMES_PER_RUN
+        return np.concatenate([self._ort.run(pixels[s:s + step])[0] for s in range(0, len(pixels), step)])
 
     def labels(self, frames: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
         """Top ImageNet labels of each frame as (name, probability), most probable first."""
