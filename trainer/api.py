@@ -70,8 +70,8 @@ class VideoSearchModel:
         self._onnx = resolve_runtime(runtime, device) == "onnx"
         self._text_tower = _TextTower.runner(model.videobert) if self._onnx else None
         self._video_tower = None            # made on first use: a search process may never embed a clip
-        self._video_lock = threading.Lock()
         self._bf16_captioner = None         # describe(fast=True)'s copy of the decoder, made on first use
+        self._lazy_lock = threading.Lock()  # guards making those two, once, from any thread
 
     @property
     def can_describe(self) -> bool:
@@ -126,7 +126,7 @@ class VideoSearchModel:
         [SEP]` (B, T + 2, H)); on ONNX Runtime where the model runs there (the CPU), else in torch."""
         if not self._onnx:
             return self.model.videobert.video_pass(**batch)
-        with self._video_lock:
+        with self._lazy_lock:
             if self._video_tower is None:
                 self._video_tower = _VideoTower.runner(self.model.videobert)
         emb, hidden = self._video_tower.run(*(batch[k].numpy() for k in _VideoTower.inputs))
@@ -199,7 +199,7 @@ class VideoSearchModel:
         native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
         if self.device.type != "cpu" or not native():
             return self.captioner
-        with self._video_lock:
+        with self._lazy_lock:
             if self._bf16_captioner is None:
                 fast = copy.deepcopy(self.captioner)
                 fast.lm = fast.lm.to(torch.bfloat16)    # the frame memory's projection stays in float32
