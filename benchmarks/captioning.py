@@ -19,11 +19,11 @@ ATTRS = ("shape", "colour", "motion", "background")
 BEAMS = (1, 2)          # beam widths measured beside the default's (4)
 
 
-def caption_eval(test: Path, model: Path, train: Path, cache: Path, num_beams: int | None = None) -> dict:
-    """`vidsearch eval --captions --references attrs --json` with both baselines."""
-    beams = [] if num_beams is None else ["--num-beams", str(num_beams)]
+def caption_eval(test: Path, model: Path, train: Path, cache: Path, *options: str) -> dict:
+    """`vidsearch eval --captions --references attrs --json` with both baselines, and `options`
+    (e.g. `--num-beams 2`)."""
     proc = vidsearch("eval", str(test), "--model", str(model), "--captions", "--train", str(train),
-                     "--references", "attrs", "--json", "--cache-dir", str(cache), *beams)
+                     "--references", "attrs", "--json", "--cache-dir", str(cache), *options)
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
@@ -104,7 +104,8 @@ def run(quick: bool, workdir: str) -> Section:
 def _variants(model: Path, train: Path, test: Path, cache: Path) -> tuple[list, dict]:
     """Every scored row: the default decoder at each beam width, the states-only and BART decoders, baselines."""
     ours = caption_eval(test, model, train, cache)
-    beams = {n: caption_eval(test, model, train, cache, num_beams=n) for n in BEAMS}
+    beams = {n: caption_eval(test, model, train, cache, "--num-beams", str(n)) for n in BEAMS}
+    likeliest = caption_eval(test, model, train, cache, "--likeliest")
     plain_dir, plain_s = other_decoder(model, "states-only", ["--no-caption-frames"], train, cache)
     plain = caption_eval(test, plain_dir, train, cache)
     bart_dir, bart_s = other_decoder(model, "bart", ["--captioner", "bart"], train, cache)
@@ -114,11 +115,12 @@ def _variants(model: Path, train: Path, test: Path, cache: Path) -> tuple[list, 
     rows = [("BERT decoder, video states + frame features (default), 4 beams", ours["model"], speed(ours)),
             *((f"same, {n} beam{'s' if n > 1 else ''}" + (" (greedy)" if n == 1 else ""), beams[n]["model"],
                speed(beams[n])) for n in BEAMS),
+            ("same, 4 beams, the likeliest sentence kept (`--likeliest`)", likeliest["model"], speed(likeliest)),
             ("BERT decoder, video states only, 4 beams", plain["model"], speed(plain)),
             ("BART decoder (random init), video states + frame features, 4 beams", bart["model"], speed(bart)),
             ("nearest-neighbour caption", base["nearest_neighbour"], "n/a"),
             ("most frequent caption", base["most_frequent"], "n/a")]
-    data = {"eval": ours, "beams": beams, "states_only": plain, "bart": bart,
+    data = {"eval": ours, "beams": beams, "likeliest": likeliest, "states_only": plain, "bart": bart,
             "train_seconds": {"states_only": plain_s, "bart": bart_s}}
     return rows, data
 
@@ -143,13 +145,15 @@ def measure(section: Section, train: Path, test: Path, videos: Path, model_info:
         f"`--captioner bart` ({data['train_seconds']['states_only'] / 60:.1f} and "
         f"{data['train_seconds']['bart'] / 60:.1f} min).",
         f"`vidsearch eval {test.name} --model DIR --captions --train {train.name} --references attrs --json "
-        f"[--num-beams N]`: the {ours['clips']} test clips hold (shape, colour, motion) combinations never seen in "
-        "training; each clip's references are every training-phrasing rendering of its attrs "
+        f"[--num-beams N] [--likeliest]`: the {ours['clips']} test clips hold (shape, colour, motion) combinations "
+        "never seen in training; each clip's references are every training-phrasing rendering of its attrs "
         f"({ours['references_per_clip']:.1f} on average). Attribute accuracy reads the description back against "
         "the clip's attrs: the share of clips whose description names exactly the right shapes, colours, motion "
         "(with its direction) and background (only some training templates name the background). Baselines "
         "from the same run: the training caption of the nearest training clip in the model's embedding space, "
-        "and the most frequent training caption. captions/s: describing the test clips from cached frame "
+        "and the most frequent training caption. With more than one beam, the description is the beam whose "
+        "text embedding is closest to the clip's, unless `--likeliest` keeps the beam search's own first. "
+        "captions/s: describing the test clips from cached frame "
         "features, in batches of 64, on CPU.",
     ]
     section.table_notes["Linear probes: do the decoder's inputs carry the attributes?"] = (

@@ -347,6 +347,33 @@ def test_fast_descriptions_run_a_bfloat16_decoder_only_where_the_cpu_computes_it
     assert (logp[0].argmax(-1) == logp[1].argmax(-1)).float().mean() > 0.9
 
 
+def test_descriptions_keep_the_beam_closest_to_the_clip(tiny_captioner_dir):
+    """With several beams, `describe` keeps, of the beam search's finished sentences, the one whose text embedding
+    is closest to the clip's embedding; `rerank=False` keeps the likeliest, as `generate()` ranks them."""
+    import trainer
+    from trainer.captioner import decode_text
+
+    model = trainer.load(tiny_captioner_dir, device="cpu")
+    rng = np.random.default_rng(7)
+    feats = [rng.random((4, model.model.config.feature_dim), dtype=np.float32) for _ in range(8)]
+    with torch.inference_mode():
+        batch = model._video_batch(model._clip_features(feats, True))
+        states, mask = model._video_states(batch)
+        memory, memory_mask = model.captioner.memory(states, mask, batch["features"], batch["frame_mask"])
+        ids = generate(model.captioner, memory, memory_mask, num_beams=3, num_return_sequences=3)
+    beams = [decode_text(model.tokenizer, ids)[i:i + 3] for i in range(0, 3 * len(feats), 3)]
+    likeliest = model.describe(feats, features=True, num_beams=3, rerank=False)
+    assert likeliest == [b[0] for b in beams]
+    closest = model.describe(feats, features=True, num_beams=3)
+    clip_vecs = model.embed_clips(feats, features=True)
+    for text, options, clip in zip(closest, beams, clip_vecs):
+        assert text in options
+        assert model.embed_text([text])[0] @ clip >= (model.embed_text(options) @ clip).max() - 1e-6
+    assert closest != likeliest                     # the similarity picked another beam for some clip
+    assert model.describe(feats, features=True, num_beams=1) == model.describe(feats, features=True, num_beams=1,
+                                                                                rerank=False)
+
+
 def test_model_without_decoder_loads_and_refuses_to_describe(tiny_model_dir):
     """A model trained without a decoder (as every model before captioning was) still loads and embeds."""
     import trainer

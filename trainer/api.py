@@ -167,31 +167,46 @@ class VideoSearchModel:
         return out
 
     def describe(self, clips, features: bool = False, num_beams: int | None = None, max_length: int | None = None,
-                 fast: bool = False, **generation) -> list[str]:
+                 fast: bool = False, rerank: bool = True, **generation) -> list[str]:
         """One generated sentence per clip (frame stacks, or (T, F) features with features=True).
 
         Beam search through `generate()`; num_beams, max_length and other generation settings (e.g.
-        no_repeat_ngram_size, length_penalty) override those saved with the decoder. `fast`: on a CPU that
-        computes bfloat16 itself (AVX512-BF16), the decoder's language model runs in bfloat16, about 1.5x the
-        captions/s with the same sentence for 94-98% of clips (BENCHMARKS.md, "Indexing"); elsewhere it changes
-        nothing. Raises ValueError for a model trained without a caption decoder.
+        no_repeat_ngram_size, length_penalty) override those saved with the decoder. With more than one beam and
+        `rerank`, the beam search's finished sentences are ranked by the model's own text-video similarity (their
+        `embed_text` against the clip's `embed_clips`), and the closest is kept: the decoder's likeliest sentence
+        leans on the phrasings it saw most, while the retrieval model reads motion and colour from the whole clip
+        (BENCHMARKS.md, "Captioning"). `fast`: on a CPU that computes bfloat16 itself (AVX512-BF16), the decoder's
+        language model runs in bfloat16, about 1.5x the captions/s with the same sentence for 94-98% of clips
+        (BENCHMARKS.md, "Indexing"); elsewhere it changes nothing. Raises ValueError for a model trained without a
+        caption decoder.
         """
         if self.captioner is None:
             raise ValueError(f"model {self.identity['path']} has no caption decoder (it was trained with "
                              "--no-captioner or before captioning existed); add one with `vidsearch train "
                              "MANIFEST --out MODEL --caption-only`")
         decoder = self._fast_captioner() if fast else self.captioner
+        beams = num_beams or decoder.generation_config.num_beams or 1
+        candidates = beams if rerank and beams > 1 else 1
         feats = self._clip_features(clips, features)
         out: list[str] = []
         with torch.inference_mode(), _autocast(self.device):
             for s in range(0, len(feats), self.batch_size):
                 batch = self._video_batch(feats[s:s + self.batch_size])
-                states, mask = self._video_states(batch)
-                memory, memory_mask = decoder.memory(states, mask, batch["features"], batch["frame_mask"])
-                ids = generate_captions(decoder, memory, memory_mask, num_beams=num_beams,
-                                        max_length=max_length, **generation)
-                out += decode_text(self.tokenizer, ids)
+                clip_vecs, states = self._video_pass(batch)
+                memory, memory_mask = decoder.memory(states, video_state_mask(batch["frame_mask"]), batch["features"],
+                                                     batch["frame_mask"])
+                ids = generate_captions(decoder, memory, memory_mask, num_beams=num_beams, max_length=max_length,
+                                        num_return_sequences=candidates, **generation)
+                texts = decode_text(self.tokenizer, ids)
+                out += self._closest(texts, clip_vecs.float().cpu().numpy()) if candidates > 1 else texts
         return out
+
+    def _closest(self, texts: list[str], clip_vecs: np.ndarray) -> list[str]:
+        """Of each clip's candidate sentences (`texts`, the same number per clip, clip by clip), the one whose text
+        embedding is closest to the clip's embedding (`clip_vecs`, (B, dim) unit vectors)."""
+        per_clip = len(texts) // len(clip_vecs)
+        similarity = np.einsum("bkd,bd->bk", self.embed_text(texts).reshape(len(clip_vecs), per_clip, -1), clip_vecs)
+        return [texts[row * per_clip + int(best)] for row, best in enumerate(similarity.argmax(1))]
 
     def _fast_captioner(self):
         """The caption decoder with its language model in bfloat16 (made once), on a CPU with bfloat16

@@ -253,9 +253,10 @@ def nearest_neighbour_captions(model, clip_feats, train) -> list[str]:
 
 def evaluate_captions(model, manifest, train_manifest=None, cache_dir=None, workers: int = 2,
                       progress: bool = False, references: str = "manifest", num_beams: int | None = None,
-                      max_length: int | None = None) -> dict:
+                      max_length: int | None = None, rerank: bool = True) -> dict:
     """Describe every clip of a manifest with `model` (a trainer.VideoSearchModel with a caption decoder) and
-    score the descriptions; with `train_manifest`, the two baselines are scored the same way."""
+    score the descriptions (`rerank`: as `describe` picks among its beams); with `train_manifest`, the two
+    baselines are scored the same way."""
     if references not in ("manifest", "attrs"):
         raise ValueError(f"references={references!r}: choose 'manifest' or 'attrs'")
     if not model.can_describe:
@@ -269,7 +270,8 @@ def evaluate_captions(model, manifest, train_manifest=None, cache_dir=None, work
     else:
         refs = [[t for t, j in zip(data.texts, data.clip_of) if j == k] for k in range(len(data.clip_feats))]
     start = time.perf_counter()
-    hyps = model.describe(data.clip_feats, features=True, num_beams=num_beams, max_length=max_length)
+    hyps = model.describe(data.clip_feats, features=True, num_beams=num_beams, max_length=max_length,
+                          rerank=rerank)
     seconds = time.perf_counter() - start
     from pycocoevalcap.meteor.meteor import Meteor
 

@@ -150,6 +150,9 @@ def _add_eval(sub) -> None:
                         "rendering of its generated attrs (default manifest)")
     p.add_argument("--num-beams", type=int, default=None,
                    help="with --captions: beam width of the descriptions (default: the model's, 4)")
+    p.add_argument("--likeliest", action="store_true",
+                   help="with --captions: keep the beam search's likeliest sentence, not the beam the model finds "
+                        "closest to the clip")
     p.set_defaults(func=run_eval)
 
 
@@ -162,7 +165,8 @@ def run_eval(args: argparse.Namespace) -> int:
         from trainer.caption_eval import evaluate_captions, format_caption_report
 
         result = evaluate_captions(model, args.manifest, args.train, cache_dir=args.cache_dir,
-                                   workers=args.workers, references=args.references, num_beams=args.num_beams)
+                                   workers=args.workers, references=args.references, num_beams=args.num_beams,
+                                   rerank=not args.likeliest)
         print(json.dumps(result) if args.json else format_caption_report(result))
         return 0
     from trainer.evaluate import evaluate, format_report
@@ -183,6 +187,9 @@ def _add_caption(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per clip")
     p.add_argument("--num-beams", type=int, default=None, help="beam width (default: the model's, 4)")
     p.add_argument("--max-length", type=int, default=None, help="longest description in tokens (default 32)")
+    p.add_argument("--likeliest", action="store_true",
+                   help="keep the beam search's likeliest sentence, not the beam the model finds closest to "
+                        "the clip")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed to decode each file")
     p.set_defaults(func=run_caption)
@@ -203,7 +210,8 @@ def run_caption(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             clips = decode(path, model.sampling, timeout=args.timeout).clips(model.sampling)
-            texts = model.describe([c.frames for c in clips], num_beams=args.num_beams, max_length=args.max_length)
+            texts = model.describe([c.frames for c in clips], num_beams=args.num_beams, max_length=args.max_length,
+                                   rerank=not args.likeliest)
         except MediaError as e:
             print(f"vidsearch caption: {e}", file=sys.stderr, flush=True)
             failed += 1
