@@ -153,8 +153,7 @@ def measure(section: Section, train: Path, test: Path, videos: Path, model_info:
         "from the same run: the training caption of the nearest training clip in the model's embedding space, "
         "and the most frequent training caption. With more than one beam, the description is the beam whose "
         "text embedding is closest to the clip's, unless `--likeliest` keeps the beam search's own first. "
-        "captions/s: describing the test clips from cached frame "
-        "features, in batches of 64, on CPU.",
+        "captions/s: describing the test clips from cached frame features, in batches of 64, on CPU.",
     ]
     section.table_notes["Linear probes: do the decoder's inputs carry the attributes?"] = (
         "Logistic regression (standardised inputs, C=0.1) fitted on the training clips and scored on the test "
