@@ -198,12 +198,13 @@ class VideoSearchModel:
                 ids = generate_captions(decoder, memory, memory_mask, num_beams=num_beams, max_length=max_length,
                                         num_return_sequences=candidates, **generation)
                 texts = decode_text(self.tokenizer, ids)
-                out += self._closest(texts, clip_vecs.float().cpu().numpy()) if candidates > 1 else texts
+                out += self._closest(texts, clip_vecs) if candidates > 1 else texts
         return out
 
-    def _closest(self, texts: list[str], clip_vecs: np.ndarray) -> list[str]:
+    def _closest(self, texts: list[str], clip_vecs: torch.Tensor) -> list[str]:
         """Of each clip's candidate sentences (`texts`, the same number per clip, clip by clip), the one whose text
         embedding is closest to the clip's embedding (`clip_vecs`, (B, dim) unit vectors)."""
+        clip_vecs = clip_vecs.float().cpu().numpy()
         per_clip = len(texts) // len(clip_vecs)
         similarity = np.einsum("bkd,bd->bk", self.embed_text(texts).reshape(len(clip_vecs), per_clip, -1), clip_vecs)
         return [texts[row * per_clip + int(best)] for row, best in enumerate(similarity.argmax(1))]
