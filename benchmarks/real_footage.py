@@ -37,6 +37,24 @@ SUBJECTS = {
     "grass": (["photo:grass"], False, ["grass", "lawn", "a close-up of green grass"]),
     "gravel": (["photo:gravel"], False, ["gravel", "pebbles", "a gravel path"]),
 }
+# Everyday nouns that name no class of the table, each with the WordNet synset a person typing it means, written
+# before any reading of them was looked at: what ConSE reaches for words WordNet does not take to a class.
+UNREACHED_NOUNS = {
+    "mare": "horse.n.01", "pony": "horse.n.01", "foal": "horse.n.01", "stallion": "horse.n.01",
+    "colt": "horse.n.01", "puppy": "dog.n.01", "pup": "dog.n.01", "kitten": "cat.n.01", "kitty": "cat.n.01",
+    "tomcat": "cat.n.01", "piglet": "hog.n.03", "sow": "hog.n.03", "boar": "hog.n.03", "calf": "bovine.n.01",
+    "bull": "bovine.n.01", "heifer": "bovine.n.01", "cow": "bovine.n.01", "lamb": "sheep.n.01",
+    "ewe": "sheep.n.01", "duckling": "duck.n.01", "gosling": "goose.n.01", "chick": "chicken.n.02",
+    "rooster": "chicken.n.02", "sedan": "car.n.01", "coupe": "car.n.01", "hatchback": "car.n.01",
+    "automobile": "car.n.01", "lorry": "truck.n.01", "helicopter": "aircraft.n.01", "jet": "airplane.n.01",
+    "plane": "airplane.n.01", "kayak": "boat.n.01", "rowboat": "boat.n.01", "dinghy": "boat.n.01",
+    "sailboat": "boat.n.01", "armchair": "chair.n.01", "stool": "seat.n.03", "sparrow": "bird.n.01",
+    "pigeon": "bird.n.01", "crow": "bird.n.01", "seagull": "bird.n.01", "dolphin": "whale.n.02",
+    "puppy dog": "dog.n.01", "sneaker": "shoe.n.01", "spaghetti": "dish.n.02", "tabletop": "table.n.02",
+    "mug": "cup.n.01", "motorbike": "motorcycle.n.01", "scooter": "motorcycle.n.01", "bike": "bicycle.n.01",
+    "pickup": "truck.n.01", "minibus": "bus.n.01", "cellphone": "telephone.n.01", "smartphone": "telephone.n.01",
+    "kid": "child.n.01", "toddler": "child.n.01", "baby": "child.n.01",
+}
 DEPTH = 50          # results looked at per query, one per video; a subject not among them ranks DEPTH + 1
 AS_TYPED = "hybrid, as typed"
 
@@ -125,6 +143,33 @@ def reading_table(engine, ranks) -> tuple[Table, list[str]]:
     return table, worse
 
 
+def unreached_table(engine) -> tuple[Table, dict[str, int]]:
+    """ConSE's reading of each word of UNREACHED_NOUNS that WordNet takes to no class while a class lies under
+    what it means: its first classes, and whether the strongest is one of those."""
+    from trainer.classes import class_table
+    from trainer.senses import wordnet
+
+    wn = wordnet()
+    under = {}                                   # class label -> every synset at or above its synsets
+    for c in class_table()["classes"]:
+        syns = [wn.synset(name) for name in c["synsets"]]
+        under[c["label"]] = {s for syn in syns for s in [syn, *syn.closure(lambda x: x.hypernyms()
+                                                                              + x.instance_hypernyms())]}
+    table = Table(["word", "means", "first classes reached (* under what it means)", "strongest"])
+    counts = {"right": 0, "wrong": 0, "none": 0}
+    for word, meant in UNREACHED_NOUNS.items():
+        target = wn.synset(meant)
+        matches = engine.read(word).concepts
+        if not any(target in synsets for synsets in under.values()) or any(m.evidence != "similarity"
+                                                                             for m in matches):
+            continue                              # nothing to find, or WordNet reaches it
+        reached = [label for m in matches for label in m.classes]
+        verdict = "none" if not reached else "right" if target in under[reached[0]] else "wrong"
+        counts[verdict] += 1
+        table.add(word, meant, ", ".join(f"{x}*" if target in under[x] else x for x in reached[:3]), verdict)
+    return table, counts
+
+
 def latency(store: Path, model, queries: list[str], passes: int = 3) -> dict:
     """p50 ms of a hybrid text query with every text channel and with the concept channel left out (each pass
     on fresh engines, so no query vector is cached), and of reading a query alone."""
@@ -205,10 +250,19 @@ def run(quick: bool, workdir: str) -> Section:
     section.findings.append(
         f"Queries whose subject ranks worse with rewriting on than off (hybrid or dense): {len(worse)}"
         + (f" ({', '.join(repr(q) for q in worse)})." if worse else "."))
+    unreached, counts = unreached_table(engine)
+    section.table_notes["Everyday nouns WordNet takes to no class"] = (
+        "The words of `UNREACHED_NOUNS` under whose meaning a class lies and that no class name or WordNet "
+        "hyponym reaches, read by ConSE alone (`Engine.read`).")
+    section.tables.append(("Everyday nouns WordNet takes to no class", unreached))
+    section.findings.append(
+        f"ConSE's strongest class for those {sum(counts.values())} nouns: under what the word means for "
+        f"{counts['right']}, elsewhere for {counts['wrong']}, none for {counts['none']}.")
     section.findings.append(
         f"Latency (3 passes, fresh engine each): hybrid text query p50 {timing['hybrid_p50_ms']:.1f} ms; reading a "
         f"query alone p50 {timing['read_p50_ms']:.2f} ms (slowest {timing['read_max_ms']:.1f} ms); engine start-up "
         f"with its reader {startup:.1f} s; repeated queries (vectors cached) hybrid p50 {timing['warm_p50_ms']:.1f} ms with the concept channel, "
         f"{timing['no_concept_p50_ms']:.1f} ms without it.")
-    section.data = {"ranks": ranks, "worse": worse, "timing": timing, "startup_s": startup, "videos": len(paths)}
+    section.data = {"ranks": ranks, "worse": worse, "unreached": counts, "timing": timing, "startup_s": startup,
+                    "videos": len(paths)}
     return section

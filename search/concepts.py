@@ -10,10 +10,14 @@ Two readings, as the words allow:
 * ConSE (Norouzi et al., 2014, "Zero-Shot Learning by Convex Combination of Semantic Embeddings") for content
   words WordNet does not reach ("kitten", "puppy"), except words read only as adjectives or adverbs ("red",
   "old": they describe a subject and name none, so "red" reaches no red wine): the sentence-embedding cosine
-  between the word and each class's names and gloss. A class counts only when the word is closer to it than random letter strings get to
-  any class (`null_cosine`, measured on the class embeddings), and weighs what the cosine exceeds that by,
-  scaled to [0, 1]; the clip's score is then ConSE's convex combination of its class probabilities with those
-  similarities.
+  between the word and each class. Both sides are described alike (`sense_text`): a class by its names, what
+  it is a kind of and its gloss ("sorrel, a kind of horse: a horse of a brownish orange ..."), and a word usually
+  read as a noun by each of its noun senses the same way ("tomcat, a kind of domestic cat: male cat"), the closest sense
+  counting. A bare word is a poor sentence ("officer" alone lands nearest the admiral butterfly), and its
+  senses say what it names; other words (verbs, words WordNet lacks) are embedded as typed. A class counts only
+  when the word is closer to it than random letter strings get to any class (`null_cosine`, measured on the
+  class embeddings), and weighs what the cosine exceeds that by, scaled to [0, 1]; the clip's score is then
+  ConSE's convex combination of its class probabilities with those similarities.
 
 A clip counts as evidence only above chance (`chance_score`): more than a random set of classes with the same
 weights would score on average, sum(weights) / classes. The store keeps each clip's classes above 1 / classes
@@ -21,8 +25,8 @@ weights would score on average, sum(weights) / classes. The store keeps each cli
 
 Class embeddings and the chance level are computed once per sentence encoder. For the bundled MiniLM they ship
 in trainer/data (`python -m search.concepts --write`, see `write_shipped`); another encoder's are built on first
-use (`Engine.warm` does it) and kept in a cache file. A query then costs one lookup per word and, for words
-WordNet does not reach, one sentence embedding.
+use (`Engine.warm` does it) and kept in a cache file. A query then costs one lookup per word and, for the words
+WordNet does not reach that it has not met before, one encoder pass over their texts.
 """
 from __future__ import annotations
 
@@ -110,8 +114,8 @@ class ClassEmbeddings:
 
     @classmethod
     def build(cls, encode: Encode, classes: list[dict]) -> ClassEmbeddings:
-        names = [", ".join(c["names"]) for c in classes]
-        emb = np.asarray(encode(names + [f"{n}: {c['gloss']}" for n, c in zip(names, classes)]), np.float32)
+        names, described = _class_texts(classes)
+        emb = np.asarray(encode(names + described), np.float32)
         out = cls(emb[:len(classes)], emb[len(classes):], 0.0)
         probes = np.asarray(encode(random_strings(NULL_PROBES)), np.float32)
         out.null_cosine = float(out.similarity(probes).max())
@@ -124,7 +128,7 @@ class ClassEmbeddings:
         shipped = cls.shipped(encode, classes)
         if shipped is not None:
             return shipped
-        digest = hashlib.sha256((key + repr([(c["names"], c["gloss"]) for c in classes])).encode()).hexdigest()[:16]
+        digest = hashlib.sha256((key + repr(_class_texts(classes))).encode()).hexdigest()[:16]
         path = _cache_dir() / f"class-embeddings-{digest}.npz"
         try:
             return cls.load(path)
@@ -178,8 +182,31 @@ class ClassEmbeddings:
         return np.maximum(v @ self.names.T, v @ self.glossed.T)
 
 
+def sense_text(names: str, kinds, gloss: str) -> str:
+    """One sense put to the sentence encoder, a class's or a query word's alike: its names, what it is a kind
+    of, and its gloss."""
+    kind = f", a kind of {', '.join(kinds)}" if kinds else ""
+    return f"{names}{kind}: {gloss}"
+
+
+def word_texts(word: str) -> list[str]:
+    """What the sentence encoder reads for a query word: each noun sense of a word usually read as a noun
+    (`sense_text`), else the word as typed."""
+    from trainer.classes import kinds
+    from trainer.senses import pos_of, readings
+
+    nouns = [syn for syn in readings(word) if pos_of(syn) == "n"]
+    return [sense_text(word, kinds(syn), syn.definition()) for syn in nouns] or [word]
+
+
+def _class_texts(classes: list[dict]) -> tuple[list[str], list[str]]:
+    """Each class's names, and each class described (`sense_text`)."""
+    names = [", ".join(c["names"]) for c in classes]
+    return names, [sense_text(n, c.get("kinds", ()), c["gloss"]) for n, c in zip(names, classes)]
+
+
 def _class_texts_digest(classes: list[dict]) -> str:
-    return hashlib.sha256(repr([(c["names"], c["gloss"]) for c in classes]).encode()).hexdigest()[:16]
+    return hashlib.sha256(repr(_class_texts(classes)).encode()).hexdigest()[:16]
 
 
 def write_shipped(path: Path | None = None) -> Path:
@@ -282,14 +309,17 @@ class ConceptReader:
     def _similar(self, words: list[str]) -> dict[str, list[tuple[int, float]]]:
         """ConSE: for each word, (class, weight) of the classes it is closer to than chance, strongest first.
 
-        The words not yet cached go to the sentence encoder in one call: a query's new words cost one encoder
-        pass, not one each."""
+        The texts of the words not yet cached (`word_texts`) go to the sentence encoder in one call: a query's
+        new words cost one encoder pass, not one each."""
         out = {w: list(self._word_cache[w]) for w in words if w in self._word_cache}
         new = [w for w in words if w not in out]
         emb = self.embeddings() if new else None
         if emb is None:
             return {w: out.get(w, []) for w in words}
-        sims = emb.similarity(self._encode(new))
+        texts = [word_texts(w) for w in new]
+        rows = emb.similarity(self._encode([t for ts in texts for t in ts]))
+        ends = np.cumsum([len(ts) for ts in texts])
+        sims = [rows[end - len(ts):end].max(axis=0) for ts, end in zip(texts, ends)]  # the closest sense
         span = max(1.0 - emb.null_cosine, 1e-6)
         with self._lock:
             if len(self._word_cache) + len(new) > 4096:

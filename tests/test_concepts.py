@@ -83,9 +83,11 @@ def _reader(tmp_path, monkeypatch, encode):
 def test_a_querys_new_words_are_embedded_in_one_call_with_the_weights_of_one_at_a_time(tmp_path, monkeypatch):
     from trainer.classes import class_table
 
-    # Made-up words that the encoder places on two classes' names, so ConSE reaches those classes.
+    # Made-up words that the encoder places on two classes' names, so ConSE reaches those classes, and one it
+    # embeds as one of the meaningless strings that set the chance level, so it reaches none.
+    from search.concepts import random_strings
     names = [", ".join(c["names"]) for c in class_table()["classes"]]
-    alias = {"florp": names[3], "zandle": names[7]}
+    alias = {"florp": names[3], "zandle": names[7], "quibbet": random_strings(1)[0]}
     calls = []
 
     def aliased(encode):
@@ -121,6 +123,39 @@ def test_a_querys_new_words_are_embedded_in_one_call_with_the_weights_of_one_at_
             expect[c] = max(expect.get(c, 0.0), x)
     assert query.weights.keys() == expect.keys()
     assert all(query.weights[c] == pytest.approx(x, abs=1e-6) for c, x in expect.items())
+
+
+def test_conse_reads_a_noun_by_its_senses_as_the_classes_are_described(tmp_path, monkeypatch):
+    from search.concepts import ClassEmbeddings, word_texts
+    from trainer.classes import class_table
+
+    # A noun is put to the encoder as each of its senses: names, what it is a kind of, gloss; a word usually
+    # read as a verb, or one WordNet lacks, as typed.
+    assert word_texts("tomcat") == ["tomcat, a kind of domestic cat: male cat"]
+    assert word_texts("moves") == ["moves"] and word_texts("florp") == ["florp"]
+    assert len(word_texts("officer")) > 1 and all(t.startswith("officer, a kind of ") for t in word_texts("officer"))
+
+    texts = []
+
+    def recorded(batch):
+        texts.append(list(batch))
+        return _words_encoder()(batch)
+    classes = class_table()["classes"]
+    ClassEmbeddings.build(recorded, classes)
+    sorrel = next(c for c in classes if c["label"] == "sorrel")
+    assert sorrel["kinds"] == ["horse"]
+    assert "sorrel, a kind of horse: a horse of a brownish orange to light brown color" in texts[0]
+
+    # A query's new words: every sense of each in one encoder call, each word scored by its closest sense.
+    reader = _reader(tmp_path, monkeypatch, recorded)
+    reader.embeddings()
+    texts.clear()
+    got = reader._similar(["officer", "moves"])
+    assert texts == [word_texts("officer") + ["moves"]]
+    emb = reader.embeddings()
+    best = emb.similarity(_words_encoder()(word_texts("officer"))).max(axis=0)
+    closest = np.argsort(-best, kind="stable")[:10]
+    assert [c for c, _ in got["officer"]] == [c for c in closest if best[c] > emb.null_cosine]
 
 
 def test_the_class_table_files_a_class_under_a_word_only_in_a_sense_the_word_is_read_in():

@@ -12,6 +12,8 @@ loading WordNet at query time, which takes many seconds:
 * `broader`: the names of the synsets above them, nearest first, stopping below over-general nodes
   ("entity", "object", "whole", "artifact", "living thing": WordNet depth < `GENERAL_DEPTH`), so that "vehicle"
   reaches a sports car and "thing" reaches nothing.
+* `kinds`: what the class's synset is a kind of: the first name of each synset directly above it ("sorrel": horse),
+  for describing the class to a sentence encoder the way a query word's sense is (search.concepts).
 * `part_of`: the names of the things WordNet makes the class a part of (part holonyms, and what those are parts
   of): a seat belt is part of a car seat, which is part of a car. Frames often show a thing by a part of it (a
   car's interior is a seat belt to the classifier), so a part is evidence of its whole. Only classes whose name
@@ -96,6 +98,11 @@ def _broader(synsets) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def kinds(syn) -> list[str]:
+    """What noun synset `syn` is a kind of: the first name of each synset directly above it ("stallion": male horse)."""
+    return list(dict.fromkeys(_name(up.lemma_names()[0]) for up in syn.hypernyms() + syn.instance_hypernyms()))
+
+
 def _wholes(syn) -> list:
     """The synsets `syn` is a part of, directly or through a larger part, nearest first; not over-general."""
     return [w for w in syn.closure(lambda s: s.part_holonyms()) if w.min_depth() >= GENERAL_DEPTH]
@@ -117,7 +124,8 @@ def build_class_table(labels=None) -> dict:
         part_of = list(dict.fromkeys(n for w in wholes for n in _typed_names(w) if n not in names))
         classes.append({"label": label, "synsets": [s.name() for s in syns],
                         "wnids": [f"n{s.offset():08d}" for s in syns], "names": names,
-                        "broader": _broader(syns), "part_of": part_of, "gloss": syns[0].definition()})
+                        "broader": _broader(syns), "kinds": kinds(syns[0]), "part_of": part_of,
+                        "gloss": syns[0].definition()})
         above = set(syns)
         for syn in syns:
             above.update(h for h in syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms())
