@@ -25,8 +25,9 @@ weights would score on average, sum(weights) / classes. The store keeps each cli
 
 Class embeddings and the chance level are computed once per sentence encoder. For the bundled MiniLM they ship
 in trainer/data (`python -m search.concepts --write`, see `write_shipped`); another encoder's are built on first
-use (`Engine.warm` does it) and kept in a cache file. A query then costs one lookup per word and, for the words
-WordNet does not reach that it has not met before, one encoder pass over their texts.
+use (`Engine.warm` does it) and kept in a cache file. With the bundled MiniLM, the ConSE readings of the 11,000
+words SemCor tagged ship too (`shipped_words`). A query then costs one lookup per word and, for the words WordNet
+does not reach that neither ship nor were met before, one encoder pass over their texts.
 """
 from __future__ import annotations
 
@@ -107,10 +108,13 @@ def random_strings(n: int) -> list[str]:
 
 
 class ClassEmbeddings:
-    """Sentence embeddings of every class's names and of its names with its gloss, and the chance cosine."""
+    """Sentence embeddings of every class's names and of each class described, the chance cosine, and (shipped
+    for the bundled encoder) the ConSE readings of the words people use, so that reading them costs no encoder
+    pass: a noun's sense texts take 10 to 50 ms to embed on a CPU."""
 
-    def __init__(self, names: np.ndarray, glossed: np.ndarray, null_cosine: float):
+    def __init__(self, names: np.ndarray, glossed: np.ndarray, null_cosine: float, words: dict | None = None):
         self.names, self.glossed, self.null_cosine = names, glossed, float(null_cosine)
+        self.words: dict[str, tuple[tuple[int, float], ...]] = words or {}
 
     @classmethod
     def build(cls, encode: Encode, classes: list[dict]) -> ClassEmbeddings:
@@ -152,7 +156,7 @@ class ClassEmbeddings:
                 probes, texts = np.asarray(data["probes"], np.float32), str(data["texts"])
                 if texts != _class_texts_digest(classes):
                     return None
-                out = cls(data["names"], data["glossed"], float(data["null_cosine"]))
+                out = cls(data["names"], data["glossed"], float(data["null_cosine"]), _read_words(data))
         except (OSError, KeyError, ValueError):
             return None
         ours = np.asarray(encode(random_strings(len(probes))), np.float32)
@@ -169,6 +173,8 @@ class ClassEmbeddings:
         """Write atomically; with `probes` (the null probes' embeddings) and `classes`, as a shippable file."""
         extra = {} if probes is None else {"probes": np.asarray(probes, np.float16),
                                            "texts": np.array(_class_texts_digest(classes))}
+        if extra and self.words:
+            extra.update(_word_arrays(self.words))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             np.savez(fh, names=self.names.astype(np.float16 if extra else np.float32),
@@ -177,9 +183,69 @@ class ClassEmbeddings:
         os.replace(tmp, path)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
-        """(Q, D) unit vectors -> (Q, C) cosine to each class, the better of its names and its glossed names."""
+        """(Q, D) unit vectors -> (Q, C) cosine to each class, the better of its names and its description."""
         v = np.atleast_2d(np.asarray(vectors, np.float32))
         return np.maximum(v @ self.names.T, v @ self.glossed.T)
+
+    def conse(self, encode: Encode, words: list[str]) -> list[tuple[tuple[int, float], ...]]:
+        """ConSE: for each word, (class, weight) of the classes it is closer to than chance, strongest first. The
+        words' texts (`word_texts`) go to the encoder in one call; a word counts by its closest text."""
+        texts = [word_texts(w) for w in words]
+        rows = self.similarity(encode([t for ts in texts for t in ts]))
+        span = max(1.0 - self.null_cosine, 1e-6)
+        out = []
+        for ts, end in zip(texts, np.cumsum([len(ts) for ts in texts])):
+            row = rows[end - len(ts):end].max(axis=0)
+            top = np.argsort(-row, kind="stable")[:CONSE_TOP]
+            out.append(tuple((int(c), float((row[c] - self.null_cosine) / span)) for c in top
+                             if row[c] > self.null_cosine))
+        return out
+
+    def known(self, word: str) -> tuple[tuple[int, float], ...] | None:
+        """The shipped reading of `word`; for a word read by its noun senses, else that of its base form ("coins":
+        "coin", the same senses); None if none ships. A word read as typed has only its own."""
+        from trainer.senses import base_forms
+
+        if word in self.words:
+            return self.words[word]
+        if word_texts(word) == [word]:
+            return None
+        return next((self.words[form] for form in sorted(base_forms(word)) if form in self.words), None)
+
+
+def _word_arrays(words: dict) -> dict[str, np.ndarray]:
+    """The word readings as flat arrays: each word's (class, weight) pairs from starts[i] to starts[i + 1]."""
+    pairs = list(words.values())
+    return {"words": np.array(list(words), dtype=str),
+            "word_starts": np.cumsum([0] + [len(p) for p in pairs]).astype(np.int32),
+            "word_classes": np.array([c for p in pairs for c, _ in p], np.int16),
+            "word_weights": np.array([x for p in pairs for _, x in p], np.float16)}
+
+
+def _read_words(data) -> dict[str, tuple[tuple[int, float], ...]]:
+    if "words" not in data:
+        return {}
+    starts, classes, weights = data["word_starts"], data["word_classes"], data["word_weights"]
+    return {str(w): tuple((int(c), float(x)) for c, x in zip(classes[a:b], weights[a:b]))
+            for w, a, b in zip(data["words"], starts[:-1], starts[1:])}
+
+
+def shipped_words() -> list[str]:
+    """The words whose ConSE readings ship with the bundled encoder: every one-word lemma that SemCor tagged in
+    some sense (the words people use), except those the class table takes to a class and the describing ones."""
+    from trainer.classes import class_table
+    from trainer.senses import wordnet
+
+    table, wn = class_table(), wordnet()
+    skip = set(table["lexicon"]) | set(table["describing"])
+    out = set()
+    for pos in "nvar":
+        for name in wn.all_lemma_names(pos):
+            if name.isalpha() and name.islower() and name not in skip and name not in out and any(
+                    lemma.count() for syn in wn.synsets(name, pos) for lemma in syn.lemmas()
+                    if lemma.name().lower() == name):
+                out.add(name)
+    return sorted(out)
 
 
 def sense_text(names: str, kinds, gloss: str) -> str:
@@ -191,12 +257,19 @@ def sense_text(names: str, kinds, gloss: str) -> str:
 
 def word_texts(word: str) -> list[str]:
     """What the sentence encoder reads for a query word: each noun sense of a word usually read as a noun
-    (`sense_text`), else the word as typed."""
+    (`sense_text`, named by the sense's own lemma: "bricks" reads as "brick"), else the word as typed."""
     from trainer.classes import kinds
-    from trainer.senses import pos_of, readings
+    from trainer.senses import base_forms, pos_of, readings
 
+    forms = {word} | base_forms(word)
     nouns = [syn for syn in readings(word) if pos_of(syn) == "n"]
-    return [sense_text(word, kinds(syn), syn.definition()) for syn in nouns] or [word]
+    return [sense_text(_lemma_in(syn, forms, word), kinds(syn), syn.definition()) for syn in nouns] or [word]
+
+
+def _lemma_in(syn, forms: set, default: str) -> str:
+    """The name of `syn` that is one of `forms` (the word, then its base forms), else `default`."""
+    names = [n.replace("_", " ").lower() for n in syn.lemma_names()]
+    return default if default in names else next((n for n in names if n in forms), default)
 
 
 def _class_texts(classes: list[dict]) -> tuple[list[str], list[str]]:
@@ -217,6 +290,9 @@ def write_shipped(path: Path | None = None) -> Path:
     encode = OfflineEncoders().sentence_vectors
     classes = class_table()["classes"]
     out = ClassEmbeddings.build(encode, classes)
+    words = shipped_words()
+    for i in range(0, len(words), 1024):
+        out.words.update(zip(words[i:i + 1024], out.conse(encode, words[i:i + 1024])))
     path = path or SHIPPED
     out.save(path, probes=encode(random_strings(NULL_PROBES)), classes=classes)
     return path
@@ -309,26 +385,22 @@ class ConceptReader:
     def _similar(self, words: list[str]) -> dict[str, list[tuple[int, float]]]:
         """ConSE: for each word, (class, weight) of the classes it is closer to than chance, strongest first.
 
-        The texts of the words not yet cached (`word_texts`) go to the sentence encoder in one call: a query's
-        new words cost one encoder pass, not one each."""
+        A word whose reading ships with the encoder's class embeddings costs a lookup; the texts of the other
+        words not yet cached go to the sentence encoder in one call: a query's new words cost one encoder pass,
+        not one each."""
         out = {w: list(self._word_cache[w]) for w in words if w in self._word_cache}
         new = [w for w in words if w not in out]
         emb = self.embeddings() if new else None
         if emb is None:
             return {w: out.get(w, []) for w in words}
-        texts = [word_texts(w) for w in new]
-        rows = emb.similarity(self._encode([t for ts in texts for t in ts]))
-        ends = np.cumsum([len(ts) for ts in texts])
-        sims = [rows[end - len(ts):end].max(axis=0) for ts, end in zip(texts, ends)]  # the closest sense
-        span = max(1.0 - emb.null_cosine, 1e-6)
+        found = {w: emb.known(w) for w in new}
+        unknown = [w for w in new if found[w] is None]
+        found.update(zip(unknown, emb.conse(self._encode, unknown) if unknown else []))
         with self._lock:
             if len(self._word_cache) + len(new) > 4096:
                 self._word_cache.clear()
-            for word, row in zip(new, sims):
-                top = np.argsort(-row, kind="stable")[:CONSE_TOP]
-                self._word_cache[word] = tuple((int(c), float((row[c] - emb.null_cosine) / span))
-                                               for c in top if row[c] > emb.null_cosine)
-                out[word] = list(self._word_cache[word])
+            self._word_cache.update(found)
+        out.update((w, list(found[w])) for w in new)
         return {w: out[w] for w in words}
 
 

@@ -134,6 +134,7 @@ def test_conse_reads_a_noun_by_its_senses_as_the_classes_are_described(tmp_path,
     assert word_texts("tomcat") == ["tomcat, a kind of domestic cat: male cat"]
     assert word_texts("moves") == ["moves"] and word_texts("florp") == ["florp"]
     assert len(word_texts("officer")) > 1 and all(t.startswith("officer, a kind of ") for t in word_texts("officer"))
+    assert word_texts("bricks")[0].startswith("brick, a kind of building material")   # named by the sense's lemma
 
     texts = []
 
@@ -156,6 +157,48 @@ def test_conse_reads_a_noun_by_its_senses_as_the_classes_are_described(tmp_path,
     best = emb.similarity(_words_encoder()(word_texts("officer"))).max(axis=0)
     closest = np.argsort(-best, kind="stable")[:10]
     assert [c for c, _ in got["officer"]] == [c for c in closest if best[c] > emb.null_cosine]
+
+
+def test_shipped_word_readings_spare_the_encoder_and_match_reading_afresh(tmp_path, monkeypatch):
+    from search import concepts
+    from search.concepts import NULL_PROBES, ClassEmbeddings, ConceptReader, random_strings
+    from trainer.classes import class_table
+
+    classes = class_table()["classes"]
+    made_with = _words_encoder()
+    built = ClassEmbeddings.build(made_with, classes)
+    built.words = dict(zip(["officer", "brick", "zandle"], built.conse(made_with, ["officer", "brick", "zandle"])))
+    path = tmp_path / "class_embeddings.npz"
+    built.save(path, probes=made_with(random_strings(NULL_PROBES)), classes=classes)
+    monkeypatch.setattr(concepts, "SHIPPED", path)
+    monkeypatch.setenv("VIDSEARCH_CACHE", str(tmp_path / "cache"))
+
+    encode = _words_encoder()
+    reader = ConceptReader(encode, "test")
+    assert len(reader.embeddings().words) == 3
+    before = encode.calls
+    words = ["officer", "bricks", "zandle"]          # "bricks" by its base form: the same senses
+    got = reader._similar(words)
+    assert encode.calls == before                    # no encoder pass
+    for word, fresh in zip(words, built.conse(_words_encoder(), words)):
+        assert [c for c, _ in got[word]] == [c for c, _ in fresh]
+        assert np.allclose([x for _, x in got[word]], [x for _, x in fresh], atol=2e-3)
+    reader._similar(["moves", "wugget"])             # not shipped ("moves" is read as typed): read afresh
+    assert encode.calls == before + 2
+
+
+def test_the_shipped_word_readings_are_those_the_bundled_encoder_gives_now():
+    from indexer.offline import OfflineEncoders
+    from search.concepts import ClassEmbeddings
+    from trainer.classes import class_table
+
+    encode = OfflineEncoders().sentence_vectors
+    emb = ClassEmbeddings.shipped(encode, class_table()["classes"])
+    assert emb is not None and len(emb.words) > 10_000
+    words = ["officer", "meadow", "running", "coin", "kitchen"]
+    for word, fresh in zip(words, emb.conse(encode, words)):
+        assert [c for c, _ in emb.words[word]] == [c for c, _ in fresh], word
+        assert np.allclose([x for _, x in emb.words[word]], [x for _, x in fresh], atol=5e-3), word
 
 
 def test_the_class_table_files_a_class_under_a_word_only_in_a_sense_the_word_is_read_in():
