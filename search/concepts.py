@@ -329,6 +329,12 @@ class ConceptReader:
                 self._embeddings = ClassEmbeddings.cached(self._encode, self.classes, self._key)
             return self._embeddings
 
+    def warm(self) -> None:
+        """Load what reading needs on first use: the class embeddings and, for the words whose readings do not
+        ship, WordNet (over a second, which would otherwise fall on the first query holding such a word)."""
+        if self.embeddings() is not None:
+            word_texts("video")
+
     def read(self, text: str) -> ConceptQuery:
         """The concept weights of a query and the words that reached them (remembered for repeated queries)."""
         cached = self._query_cache.get(text)

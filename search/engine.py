@@ -356,9 +356,10 @@ class Engine:
         """Run one query through every stage, so that what they load on first use (the query reader's
         dictionary, tokenizer, ONNX sessions, index pages) is loaded now and the first user query is no slower
         than the tenth. Its words are everyday ones, likely outside a training vocabulary, so reading runs. The
-        concept channel's class embeddings are loaded (or, for a sentence encoder they do not ship for, built)."""
+        concept channel's class embeddings are loaded (or, for a sentence encoder they do not ship for, built), and
+        WordNet with them."""
         if CONCEPT in self._text_channels("hybrid"):
-            self._concept_reader().embeddings()
+            self._concept_reader().warm()
         self.text("someone walks outside with a small dog", k=1)
         with self._text_lock:
             self._text_cache.clear()

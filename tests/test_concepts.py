@@ -187,6 +187,15 @@ def test_shipped_word_readings_spare_the_encoder_and_match_reading_afresh(tmp_pa
     assert encode.calls == before + 2
 
 
+def test_warming_a_reader_loads_wordnet_for_the_words_whose_readings_do_not_ship(tmp_path, monkeypatch):
+    from trainer import senses
+
+    reader = _reader(tmp_path, monkeypatch, _words_encoder())
+    senses.wordnet.cache_clear()
+    reader.warm()
+    assert reader._embeddings is not None and senses.wordnet.cache_info().currsize == 1
+
+
 def test_the_shipped_word_readings_are_those_the_bundled_encoder_gives_now():
     from indexer.offline import OfflineEncoders
     from search.concepts import ClassEmbeddings
