@@ -333,7 +333,10 @@ class ConceptReader:
         """Load what reading needs on first use: the class embeddings and, for the words whose readings do not
         ship, WordNet (over a second, which would otherwise fall on the first query holding such a word)."""
         if self.embeddings() is not None:
-            word_texts("video")
+            from trainer.senses import wordnet
+
+            wordnet()
+            word_texts("video")      # and the first parse behind a word's senses
 
     def read(self, text: str) -> ConceptQuery:
         """The concept weights of a query and the words that reached them (remembered for repeated queries)."""
