@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
 from itertools import combinations
+from pathlib import Path
 
 import av
 import numpy as np
@@ -58,6 +61,24 @@ def test_pool_output_matches_in_process_output_and_larger_counts_extend_smaller(
     for row in map(json.loads, serial.read_text().splitlines()):
         assert (tmp_path / "serial" / row["video"]).read_bytes() == (tmp_path / "pooled" / row["video"]).read_bytes()
     assert plan_clips(replace(spec, count=4)) == plan_clips(spec)[:4]
+
+
+def test_pool_workers_finish_without_a_signal_whatever_sigterm_handler_the_caller_has(tmp_path):
+    # A forked worker keeps the caller's SIGTERM handler; one that does not exit at once (the benchmark runner's
+    # raises SystemExit) could leave a worker waiting on the task queue's lock and the pool's join hung. Workers
+    # that are sent no signal cannot be caught that way: each one that gets SIGTERM here leaves a mark.
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from trainer.synth import SynthSpec, generate
+signal.signal(signal.SIGTERM, lambda *_: (open({str(tmp_path)!r} + f"/termed-{{os.getpid()}}", "w").close(),
+                                           sys.exit(143)))
+generate({str(tmp_path / "out")!r}, SynthSpec(count=16, seed=1, seconds=1.0, fps=4, size=64, workers=2))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "out" / "videos").iterdir())) == 16
+    assert not list(tmp_path.glob("termed-*"))
 
 
 def test_every_codec_writes_a_decodable_file_of_the_planned_length(tmp_path):

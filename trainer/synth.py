@@ -530,6 +530,11 @@ def render_all(plans: list[ClipPlan], root, workers: int | None = None) -> None:
     with multiprocessing.get_context(method).Pool(workers) as pool:
         for _ in pool.imap_unordered(_render_job, jobs, chunksize=4):
             pass
+        # Let the workers finish on the pool's own end-of-work message. Leaving the block without it terminates
+        # them by SIGTERM, and a forked worker keeps the caller's SIGTERM handler (the benchmark runner's raises
+        # SystemExit): a worker waiting on the task queue's lock could then outlive the signal and hang the join.
+        pool.close()
+        pool.join()
 
 
 def write_manifest(path, plans: list[ClipPlan], phrasing: str = "train", seed: int = 0,
