@@ -138,6 +138,56 @@ def test_by_default_a_frame_is_one_slot_and_its_colour_cells_are_slots_of_their_
         FrameMemory(18, 16, 4, colour_dim=6, colour_cells=4)
     decoder = load_captioner(tiny_captioner_dir, "cpu")
     assert decoder.frames.colour_cells == 5
+    # Trained by default with each cell's look in its colour slot, colour erased from the looks.
+    assert decoder.frames.cell_looks and decoder.frames.look_erase.abs().sum() > 0
+
+
+def test_cell_looks_share_their_cells_colour_slot_and_carry_no_linear_colour(tmp_path):
+    from trainer.captioner import FrameMemory
+
+    look, bins, cells = 4, 3, 2
+    width = (look + bins) * cells
+    spec = frame_memory_spec(width, 4, colour_dim=bins * cells, colour_cells=cells, cell_looks=True)
+    assert spec["cell_looks"] and "cell_looks" not in frame_memory_spec(width, 4, bins * cells, cells)
+    torch.manual_seed(0)
+    memory = FrameMemory(width, 16, 4, colour_dim=bins * cells, colour_cells=cells, cell_looks=True).eval()
+    feats, fmask = torch.randn(2, 3, width), torch.ones(2, 3, dtype=torch.bool)
+    slots = memory(feats, fmask)
+    assert slots.shape == (2, 3 + 3 * cells, 16)                     # no slots added: looks join colour slots
+    moved = feats.clone()
+    moved[0, 2, look:2 * look] = torch.randn(look)                   # frame 2, block 1's network features
+    again = memory(moved, fmask)
+    assert [i for i in range(9) if not torch.allclose(again[0, i], slots[0, i])] == [2, 3 + 2 * cells + 1]
+
+    # Training frames whose looks hold their colour along two directions: fit_eraser removes them.
+    gen = torch.Generator().manual_seed(1)
+    colour = torch.rand(500, cells, bins, generator=gen)
+    mix = torch.zeros(bins, look)
+    mix[0, 0], mix[1, 3] = 2.0, -1.5
+    looks = torch.randn(500, cells, look, generator=gen) + colour @ mix
+    train = torch.cat([looks.reshape(500, -1), colour.reshape(500, -1)], 1)
+
+    def cross(x):
+        x, z = x.reshape(-1, look), colour.reshape(-1, bins)
+        return ((x - x.mean(0)).T @ (z - z.mean(0)) / len(x)).abs().max().item()
+
+    assert cross(memory._looks(train)) > 0.1                          # nothing erased before fitting
+    assert 2 <= memory.fit_eraser(train) <= bins                      # the sample's chance covariance too
+    assert cross(memory._looks(train)) < 1e-5
+    planted = memory.look_erase.T @ torch.eye(look)[:, [0, 3]]         # the two directions colour was put in
+    assert (planted.norm(dim=0) > 0.99).all()
+    assert FrameMemory(width, 16, 4, bins * cells, cells).fit_eraser(train) == 0     # no cell looks: nothing
+    with pytest.raises(ValueError, match="cell_looks"):
+        FrameMemory(width, 16, 4, cell_looks=True)
+
+    # The erased directions are saved with the decoder and come back with it.
+    video = VideoBertConfig(vocab_size=50, **{k: v for k, v in TINY_MODEL.items()})
+    decoder = new_captioner(decoder_config("bert", video, bos=1, eos=2, pad=0, frame_memory=spec)).eval()
+    decoder.frames.fit_eraser(train)
+    save_captioner(decoder, tmp_path)
+    again = load_captioner(tmp_path, "cpu")
+    assert again.frames.cell_looks and torch.equal(again.frames.look_erase, decoder.frames.look_erase)
+    assert torch.allclose(again.frames(feats, fmask), decoder.frames(feats, fmask))
 
 
 def test_memory_drop_hides_all_but_the_colour_slots_of_the_clips_it_draws():

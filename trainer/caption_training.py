@@ -40,9 +40,10 @@ def build_captioner(cfg: TrainConfig, video_config, tokenizer, text_dir: str):
         text_cfg, state = text.config, text.state_dict()
     overrides = dict(cfg.caption_model)
     if cfg.caption_frames:
+        cells = frame_cells(video_config.frame_encoder)
         overrides["frame_memory"] = frame_memory_spec(video_config.feature_dim, video_config.max_frames,
-                                                      colour_width(video_config.frame_encoder),
-                                                      colour_cells=frame_cells(video_config.frame_encoder))
+                                                      colour_width(video_config.frame_encoder), colour_cells=cells,
+                                                      cell_looks=cells > 1)
     config = decoder_config(cfg.captioner, video_config, bos=tokenizer.cls_token_id, eos=tokenizer.sep_token_id,
                             pad=tokenizer.pad_token_id, text_config=text_cfg, **overrides)
     torch.manual_seed(cfg.seed)
@@ -107,6 +108,8 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
 
     decoder = build_captioner(cfg, model.config, tokenizer, text_dir).to(device)
     states, smask, frames, fmask = encode_states(model, feats, visual_ids, device)
+    if decoder.frames is not None:
+        decoder.frames.fit_eraser(frames[fmask.bool()])
     ids, mask = (t.to(device) for t in caption_tokens(tokenizer, texts))
     per_epoch = max(1, -(-len(texts) // cfg.batch_size))
     opt = torch.optim.AdamW([p for p in decoder.parameters() if p.requires_grad], lr=cfg.caption_lr,

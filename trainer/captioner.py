@@ -75,9 +75,17 @@ class FrameMemory(torch.nn.Module):
     cell's, trainer.encoders.colour), each a slot of its own with a learned cell position: which colour is
     where, so that two objects' colours can be told apart. The network's features stay one slot per frame,
     which keeps motion legible (BENCHMARKS.md, "Captioning": in cell slots too, they raised shape but motion fell
-    from 0.908 to 0.633)."""
+    from 0.908 to 0.633).
 
-    def __init__(self, feature_dim: int, hidden: int, max_frames: int, colour_dim: int = 0, colour_cells: int = 1):
+    With `cell_looks`, each colour slot also carries the network's features of the same block (the whole frame's
+    pool, or a grid cell's), with their own norm and map: a cell's shape and colour in one slot, so that the
+    decoder can tell which shape is which colour. Before they are read, the directions in which those features
+    covary with the colour histograms over the training clips are projected out (`fit_eraser`, least-squares
+    concept erasure): left in, the decoder learns each training clip's colour from its cells' look and names an
+    unseen yellow star orange (BENCHMARKS.md, "Captioning", "What each grid cell looks like")."""
+
+    def __init__(self, feature_dim: int, hidden: int, max_frames: int, colour_dim: int = 0, colour_cells: int = 1,
+                 cell_looks: bool = False):
         super().__init__()
         if not 0 <= colour_dim < feature_dim:
             raise ValueError(f"colour_dim must be in [0, {feature_dim}), got {colour_dim}")
@@ -92,6 +100,18 @@ class FrameMemory(torch.nn.Module):
             self.colour_proj = torch.nn.Linear(self.colour_dim // self.colour_cells, hidden)
             if self.colour_cells > 1:
                 self.cell = torch.nn.Embedding(self.colour_cells, hidden)
+        self.cell_looks = bool(cell_looks)
+        if self.cell_looks:
+            if not self.colour_dim or (feature_dim - self.colour_dim) % self.colour_cells:
+                raise ValueError(f"cell_looks needs colour histograms whose {self.colour_cells} blocks divide the "
+                                 f"network features ({feature_dim - self.colour_dim})")
+            look, bins = (feature_dim - self.colour_dim) // self.colour_cells, self.colour_dim // self.colour_cells
+            self.look_norm = torch.nn.LayerNorm(look)
+            self.look_proj = torch.nn.Linear(look, hidden)
+            # The erased directions (orthonormal columns; zero columns erase nothing) and the mean they are
+            # measured from, set by fit_eraser and saved with the weights.
+            self.register_buffer("look_erase", torch.zeros(look, bins))
+            self.register_buffer("look_mean", torch.zeros(look))
 
     def forward(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         b, t = features.shape[:2]
@@ -102,9 +122,39 @@ class FrameMemory(torch.nn.Module):
         if self.colour_dim:
             colour = features[..., -self.colour_dim:].reshape(b, t, self.colour_cells, -1)
             place = where[:, None] + (self.cell.weight[None] if self.colour_cells > 1 else 0)  # (T, cells, H)
-            colour = (self.colour_proj(self.colour_norm(colour)) + place).reshape(b, t * self.colour_cells, -1)
+            colour = self.colour_proj(self.colour_norm(colour)) + place
+            if self.cell_looks:
+                colour = colour + self.look_proj(self.look_norm(self._looks(features)))
+            colour = colour.reshape(b, t * self.colour_cells, -1)
             slots = torch.cat([slots, colour], 1)                          # (B, T + T * cells, H)
         return slots * self.slot_mask(frame_mask).unsqueeze(-1).to(slots.dtype)
+
+    def _looks(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., F) frame features -> (..., cells, look) network features of each block, colour erased."""
+        looks = features[..., :features.shape[-1] - self.colour_dim]
+        looks = looks.reshape(*looks.shape[:-1], self.colour_cells, -1)
+        return looks - ((looks - self.look_mean) @ self.look_erase) @ self.look_erase.T
+
+    @torch.no_grad()
+    def fit_eraser(self, features: torch.Tensor) -> int:
+        """Set the directions `cell_looks` erases from the training frames' features (n, F): those spanned by the
+        cross-covariance of each block's network features with its colour histogram, so that no linear read of
+        what is left predicts colour. Returns how many directions are erased (0 without `cell_looks`)."""
+        if not self.cell_looks or not len(features):
+            return 0
+        features = features.to(self.look_mean.device, torch.float32)
+        cut = features.shape[-1] - self.colour_dim
+        looks = features[:, :cut].reshape(-1, cut // self.colour_cells)
+        colour = features[:, cut:].reshape(-1, self.colour_dim // self.colour_cells)
+        mean = looks.mean(0)
+        cov = (looks - mean).T @ (colour - colour.mean(0)) / len(looks)
+        basis, strength, _ = torch.linalg.svd(cov.double(), full_matrices=False)
+        keep = strength > strength[0] * 1e-6   # none when nothing covaries
+        erase = torch.zeros_like(self.look_erase)
+        erase[:, :int(keep.sum())] = basis[:, keep].to(erase.dtype)
+        self.look_erase.copy_(erase)
+        self.look_mean.copy_(mean)
+        return int(keep.sum())
 
     def slot_mask(self, frame_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) frame mask -> the mask of this memory's slots."""
@@ -162,11 +212,16 @@ class Captioner(torch.nn.Module):
         return mask
 
 
-def frame_memory_spec(feature_dim: int, max_frames: int, colour_dim: int = 0, colour_cells: int = 1) -> dict:
+def frame_memory_spec(feature_dim: int, max_frames: int, colour_dim: int = 0, colour_cells: int = 1,
+                      cell_looks: bool = False) -> dict:
     """The `frame_memory` config field of a decoder that also reads frame features (the last `colour_dim` of
-    them colour histograms, `colour_cells` blocks read in a slot each)."""
+    them colour histograms, `colour_cells` blocks read in a slot each; with `cell_looks`, each block's network
+    features in the same slot)."""
     spec = {"feature_dim": int(feature_dim), "max_frames": int(max_frames)}
-    return {**spec, "colour_dim": int(colour_dim), "colour_cells": int(colour_cells)} if colour_dim else spec
+    if not colour_dim:
+        return spec
+    spec.update(colour_dim=int(colour_dim), colour_cells=int(colour_cells))
+    return {**spec, "cell_looks": True} if cell_looks else spec
 
 
 def new_captioner(config, text_state: dict | None = None) -> Captioner:
@@ -182,7 +237,8 @@ def new_frame_memory(config) -> FrameMemory | None:
     if not spec:
         return None
     return FrameMemory(spec["feature_dim"], config.hidden_size if config.model_type == "bert" else config.d_model,
-                       spec["max_frames"], spec.get("colour_dim", 0), spec.get("colour_cells", 1))
+                       spec["max_frames"], spec.get("colour_dim", 0), spec.get("colour_cells", 1),
+                       spec.get("cell_looks", False))
 
 
 def new_language_model(config, text_state: dict | None = None):

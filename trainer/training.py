@@ -524,7 +524,7 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist, concepts) ->
     visual_ids = [vocab.quantize(f) for f in feats]
     tokenizer = AutoTokenizer.from_pretrained(_text_model_dir(cfg))
     model = build_model(cfg, tokenizer, vocab.size, feats[0].shape[1]).to(dist.device)
-    decoder = _joint_decoder(cfg, model, tokenizer, dist)
+    decoder = _joint_decoder(cfg, model, tokenizer, dist, feats)
     batcher = Batcher(tokenizer, texts, feats, visual_ids, cfg.mask_prob, word_dropout=cfg.word_dropout,
                       captions=decoder is not None)
     n_batches = len(epoch_batches(len(texts), cfg.batch_size, 0, dist, cfg.seed))
@@ -551,8 +551,9 @@ def _fit(texts, feats, out_dir: Path, cfg: TrainConfig, dist: Dist, concepts) ->
     return out_dir
 
 
-def _joint_decoder(cfg: TrainConfig, model, tokenizer, dist: Dist):
-    """The caption decoder to train with VideoBERT's objectives (`caption_weight` > 0), else None."""
+def _joint_decoder(cfg: TrainConfig, model, tokenizer, dist: Dist, feats: list[np.ndarray]):
+    """The caption decoder to train with VideoBERT's objectives (`caption_weight` > 0), else None; `feats`, the
+    training clips' frame features, set what its frame memory erases."""
     if not (cfg.captioner and cfg.caption_weight > 0):
         return None
     if dist.world > 1:
@@ -560,7 +561,10 @@ def _joint_decoder(cfg: TrainConfig, model, tokenizer, dist: Dist):
                          "leave it at 0 to train the decoder after VideoBERT")
     from .caption_training import build_captioner
 
-    return build_captioner(cfg, model.config, tokenizer, _text_model_dir(cfg)).to(dist.device)
+    decoder = build_captioner(cfg, model.config, tokenizer, _text_model_dir(cfg)).to(dist.device)
+    if decoder.frames is not None:
+        decoder.frames.fit_eraser(torch.from_numpy(np.concatenate(feats)))
+    return decoder
 
 
 def _caption_stage(state: _State, tokenizer, data, cfg: TrainConfig, dist: Dist, out_dir: Path) -> None:
