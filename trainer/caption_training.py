@@ -29,9 +29,10 @@ from .train_config import TrainConfig
 FRAME_MEMORY_FILE = "frame_memory.safetensors"     # the frame projection, beside the language model's weights
 
 
-def build_captioner(cfg: TrainConfig, video_config, tokenizer, text_dir: str):
+def build_captioner(cfg: TrainConfig, video_config, tokenizer, text_dir: str, frames: torch.Tensor | None = None):
     """The decoder `cfg.captioner` names, as wide as VideoBERT; a `bert` one starts from the text model, and
-    with `cfg.caption_frames` it also reads the clip's frame features."""
+    with `cfg.caption_frames` it also reads the clip's frame features. `frames`, the training clips' frame
+    features (n, F), set what its frame memory erases from the cells' looks (`FrameMemory.fit_eraser`)."""
     from transformers import AutoModel
 
     text_cfg, state = None, None
@@ -47,7 +48,10 @@ def build_captioner(cfg: TrainConfig, video_config, tokenizer, text_dir: str):
     config = decoder_config(cfg.captioner, video_config, bos=tokenizer.cls_token_id, eos=tokenizer.sep_token_id,
                             pad=tokenizer.pad_token_id, text_config=text_cfg, **overrides)
     torch.manual_seed(cfg.seed)
-    return new_captioner(config, state)
+    decoder = new_captioner(config, state)
+    if decoder.frames is not None and frames is not None:
+        decoder.frames.fit_eraser(frames)
+    return decoder
 
 
 @torch.no_grad()
@@ -106,10 +110,8 @@ def fit_captioner(model, tokenizer, texts: list[str], feats, visual_ids, cfg: Tr
     """Train a caption decoder on (caption, clip) pairs over the frozen `model`; returns the decoder."""
     from .training import make_scheduler
 
-    decoder = build_captioner(cfg, model.config, tokenizer, text_dir).to(device)
     states, smask, frames, fmask = encode_states(model, feats, visual_ids, device)
-    if decoder.frames is not None:
-        decoder.frames.fit_eraser(frames[fmask.bool()])
+    decoder = build_captioner(cfg, model.config, tokenizer, text_dir, frames[fmask.bool()]).to(device)
     ids, mask = (t.to(device) for t in caption_tokens(tokenizer, texts))
     per_epoch = max(1, -(-len(texts) // cfg.batch_size))
     opt = torch.optim.AdamW([p for p in decoder.parameters() if p.requires_grad], lr=cfg.caption_lr,

@@ -129,10 +129,15 @@ class FrameMemory(torch.nn.Module):
             slots = torch.cat([slots, colour], 1)                          # (B, T + T * cells, H)
         return slots * self.slot_mask(frame_mask).unsqueeze(-1).to(slots.dtype)
 
+    def _blocks(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., F) frame features -> each block's network features (..., cells, look) and colour histogram
+        (..., cells, bins)."""
+        cut, shape = features.shape[-1] - self.colour_dim, (*features.shape[:-1], self.colour_cells, -1)
+        return features[..., :cut].reshape(shape), features[..., cut:].reshape(shape)
+
     def _looks(self, features: torch.Tensor) -> torch.Tensor:
         """(..., F) frame features -> (..., cells, look) network features of each block, colour erased."""
-        looks = features[..., :features.shape[-1] - self.colour_dim]
-        looks = looks.reshape(*looks.shape[:-1], self.colour_cells, -1)
+        looks = self._blocks(features)[0]
         return looks - ((looks - self.look_mean) @ self.look_erase) @ self.look_erase.T
 
     @torch.no_grad()
@@ -142,10 +147,7 @@ class FrameMemory(torch.nn.Module):
         what is left predicts colour. Returns how many directions are erased (0 without `cell_looks`)."""
         if not self.cell_looks or not len(features):
             return 0
-        features = features.to(self.look_mean.device, torch.float32)
-        cut = features.shape[-1] - self.colour_dim
-        looks = features[:, :cut].reshape(-1, cut // self.colour_cells)
-        colour = features[:, cut:].reshape(-1, self.colour_dim // self.colour_cells)
+        looks, colour = (x.flatten(0, 1) for x in self._blocks(features.to(self.look_mean.device, torch.float32)))
         mean = looks.mean(0)
         cov = (looks - mean).T @ (colour - colour.mean(0)) / len(looks)
         basis, strength, _ = torch.linalg.svd(cov.double(), full_matrices=False)

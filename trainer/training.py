@@ -561,10 +561,8 @@ def _joint_decoder(cfg: TrainConfig, model, tokenizer, dist: Dist, feats: list[n
                          "leave it at 0 to train the decoder after VideoBERT")
     from .caption_training import build_captioner
 
-    decoder = build_captioner(cfg, model.config, tokenizer, _text_model_dir(cfg)).to(dist.device)
-    if decoder.frames is not None:
-        decoder.frames.fit_eraser(torch.from_numpy(np.concatenate(feats)))
-    return decoder
+    frames = torch.from_numpy(np.concatenate(feats))
+    return build_captioner(cfg, model.config, tokenizer, _text_model_dir(cfg), frames).to(dist.device)
 
 
 def _caption_stage(state: _State, tokenizer, data, cfg: TrainConfig, dist: Dist, out_dir: Path) -> None:
