@@ -29,16 +29,17 @@ from trainer.media.backends import decode_chunks_file, decode_file
 # Quiet the encoders' own banners in test output (SVT-AV1 reads this at encoder start).
 os.environ.setdefault("SVT_LOG", "1")
 
-# (file suffix, PyAV encoder, expected codec name, backend that should decode it)
+# (file suffix, PyAV encoder, expected codec name, backend that should decode it): PyAV, skipping what sampling does
+# not need, reads every container here.
 CODECS = [
-    (".mp4", "h264", "h264", "decord"),
-    (".webm", "libvpx-vp9", "vp9", "decord"),
-    (".avi", "mpeg4", "mpeg4", "decord"),
-    (".mkv", "h264", "h264", "decord"),
-    (".mp4", "libx265", "hevc", "decord"),
-    (".mkv", "libsvtav1", "av1", "pyav"),  # decord's FFmpeg 4.1 has no AV1 decoder
-    (".mov", "libx265", "hevc", "decord"),
-    (".m4v", "h264", "h264", "decord"),
+    (".mp4", "h264", "h264", "pyav-sampled"),
+    (".webm", "libvpx-vp9", "vp9", "pyav-sampled"),
+    (".avi", "mpeg4", "mpeg4", "pyav-sampled"),
+    (".mkv", "h264", "h264", "pyav-sampled"),
+    (".mp4", "libx265", "hevc", "pyav-sampled"),
+    (".mkv", "libsvtav1", "av1", "pyav-sampled"),
+    (".mov", "libx265", "hevc", "pyav-sampled"),
+    (".m4v", "h264", "h264", "pyav-sampled"),
 ]
 SRC_FPS = 8
 SECONDS = 6
@@ -160,6 +161,42 @@ def test_backends_agree(codec_videos):
     assert (a.info.duration, a.info.frame_count) == (b.info.duration, b.info.frame_count)
 
 
+def write_bframes_video(path: Path, seconds: int = 9) -> Path:
+    """H.264 with B-frames, some of them references, and open GOPs (frames before a keyframe in display order
+    that refer across it): what cameras and encoders at their defaults write, unlike `write_video`'s."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size=96x64:rate=24:duration={seconds}", "-c:v", "libx264", "-bf", "3",
+                    "-x264-params", "keyint=30:open-gop=1:b-pyramid=normal", "-pix_fmt", "yuv420p", str(path)],
+                   check=True)
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_skipping_unneeded_frames_changes_no_sampled_frame(tmp_path, codec_videos):
+    """The default decode skips every frame that sampling does not pick and no other frame refers to. Its
+    frames, times, duration and counts are the plain decode's, to the bit, whole and in windows."""
+    from trainer.media.backends import _sample_plan, decode_window_file
+
+    bframes = write_bframes_video(tmp_path / "bframes.mp4")
+    plan = _sample_plan(str(bframes), SamplingConfig(fps=1.0))
+    assert len(plan.keep) == 9 and plan.count == 9 * 24 and len(plan.keyframes) >= 8
+    for path in [bframes, codec_videos["libx265.mp4"], codec_videos["libvpx-vp9.webm"], codec_videos["h264.mp4"]]:
+        for fps in (0.5, 1.0, 3.0):
+            sampling = SamplingConfig(fps=fps, size=32)
+            plain, sampled = decode_file(path, sampling, "pyav"), decode_file(path, sampling, "auto")
+            assert (plain.info.backend, sampled.info.backend) == ("pyav", "pyav-sampled")
+            np.testing.assert_array_equal(sampled.times, plain.times)
+            np.testing.assert_array_equal(sampled.frames, plain.frames)
+            assert sampled.info.to_dict() == {**plain.info.to_dict(), "backend": "pyav-sampled"}
+            end = plain.info.duration
+            for start, stop in [(2.0, 4.0), (end / 2, end / 2 + 2.5), (end - 2.0, end + 1.0)]:
+                part = decode_window_file(path, sampling, "auto", start=start, end=stop)
+                inside = (plain.times >= start) & (plain.times < stop)
+                assert part.info.backend == "pyav-sampled" and inside.any()
+                np.testing.assert_array_equal(part.times, plain.times[inside])
+                np.testing.assert_array_equal(part.frames, plain.frames[inside])
+
+
 @pytest.mark.timeout(60)
 def test_source_slower_than_target_fps(tmp_path):
     # 2 fps source sampled at 4 fps: every source frame once, never duplicated.
@@ -218,7 +255,7 @@ def test_rotated_video_decodes_as_displayed(tmp_path, degrees):
     path, coded = write_rotated(tmp_path / f"rot{degrees}.mp4", degrees)
     shown = np.rot90(coded, degrees // 90)                     # how a player shows it
     video = decode(path, SamplingConfig(size=24))
-    assert video.info.backend == "pyav"                        # decord mis-sizes rotated frames
+    assert video.info.backend == "pyav-sampled"
     assert [c.frames.shape for c in decode_chunks_file(path, SamplingConfig(size=24), chunk_seconds=4.0)] == [
         video.frames[:4].shape]
     with pytest.raises(MediaError, match="rotated"):
@@ -427,8 +464,8 @@ def hang_decoder(path, sampling, backend, threads):
     return decode_file(path, sampling, backend, threads)
 
 
-def crash_decord_decoder(path, sampling, backend, threads):
-    """Segfaults while the default backend is tried, decodes when retried with PyAV."""
+def crash_default_decoder(path, sampling, backend, threads):
+    """Segfaults while the default backend is tried, decodes when retried with plain PyAV."""
     if backend != "pyav":
         ctypes.string_at(0)
     return decode_file(path, sampling, backend, threads)
@@ -442,7 +479,7 @@ def test_segfault_is_contained(codec_videos):
 
 @pytest.mark.timeout(60)
 def test_crash_in_default_backend_falls_back_to_pyav(codec_videos):
-    video = decode(codec_videos["h264.mp4"], decoder=crash_decord_decoder, timeout=20)
+    video = decode(codec_videos["h264.mp4"], decoder=crash_default_decoder, timeout=20)
     assert video.info.backend == "pyav" and len(video.times) == SECONDS
 
 
@@ -456,7 +493,8 @@ def test_pool_survives_hangs_and_crashes(tmp_path, codec_videos, hostile):
         results = list(pool.imap(paths))
         assert [p for p, _ in results] == [str(p) for p in paths]
         kinds = [type(r).__name__ if isinstance(r, MediaError) else r.info.backend for _, r in results]
-        assert kinds == ["decord", "MediaError", "MediaError", "decord", "MediaError", "MediaError", "pyav"]
+        assert kinds == ["pyav-sampled", "MediaError", "MediaError", "pyav-sampled", "MediaError", "MediaError",
+                         "pyav-sampled"]
         assert "timed out" in results[1][1].reason and "no video stream" in results[4][1].reason
         # Replaced workers serve the next run.
         assert [r.info.frame_count for _, r in pool.imap([good])] == [48]

@@ -34,7 +34,7 @@ def test_probe_good_files(videos, capsys):
     assert main(["probe", str(videos["good"]), str(videos["webm"])]) == 0
     good, webm = _lines(capsys.readouterr().out)
     assert good == {"path": str(videos["good"]), "duration": 3.0, "fps": 8.0, "width": 64, "height": 48,
-                    "frame_count": 24, "codec": "h264", "backend": "decord", "subtitle_streams": 0}
+                    "frame_count": 24, "codec": "h264", "backend": "pyav-sampled", "subtitle_streams": 0}
     assert (webm["codec"], webm["frame_count"], webm["duration"], webm["width"]) == ("vp9", 12, 3.0, 32)
 
 
@@ -62,16 +62,19 @@ def test_probe_console_script(videos):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     webm, missing = _lines(proc.stdout)
-    assert webm["path"] == str(videos["webm"]) and webm["backend"] == "decord"
+    assert webm["path"] == str(videos["webm"]) and webm["backend"] == "pyav-sampled"
     assert missing["error"] == "file not found"
 
 
-def _flip_frame_bytes(good: Path, out: Path, flips: int = 20, seed: int = 2) -> Path:
-    """A copy of an MP4 with bytes flipped inside its frame data (mdat), the headers left intact."""
+def _flip_keyframe_bytes(good: Path, out: Path, flips: int = 20, seed: int = 1) -> Path:
+    """A copy of an MP4 with bytes flipped inside its first keyframe, which every decode reads, the headers left
+    intact (a flip in a frame that sampling skips and nothing refers to harms no sampled frame)."""
+    import av
+
+    with av.open(str(good)) as container:
+        key = next(p for p in container.demux(container.streams.video[0]) if p.is_keyframe)
     data = bytearray(good.read_bytes())
-    lo, hi = data.find(b"mdat") + 8, data.find(b"moov")
-    assert 8 <= lo < hi, "expected an MP4 with mdat before moov"
-    for pos in np.random.default_rng(seed).integers(lo, hi, flips):
+    for pos in np.random.default_rng(seed).integers(key.pos + 8, key.pos + key.size, flips):
         data[pos] ^= 0xFF
     out.write_bytes(bytes(data))
     return out
@@ -83,7 +86,7 @@ def test_probe_agrees_with_the_indexer_on_a_corrupt_file(tmp_path, capsys):
     from tests.fixtures.store import FakeModel, make_mp4
 
     good = make_mp4(tmp_path / "good.mp4", seconds=2.0)
-    bad = _flip_frame_bytes(good, tmp_path / "bitflip.mp4")
+    bad = _flip_keyframe_bytes(good, tmp_path / "bitflip.mp4")
     assert main(["probe", str(good), str(bad)]) == 1
     ok, refused = _lines(capsys.readouterr().out)
     assert ok["frame_count"] == 16 and "error" not in ok

@@ -1,4 +1,4 @@
-"""In-process probing and decoding with decord (default) and PyAV (fallback); run inside worker processes."""
+"""In-process probing and decoding with PyAV (decord when asked for); run inside worker processes."""
 from __future__ import annotations
 
 import os
@@ -209,6 +209,13 @@ def _frames_decord(path: str, header: _Header, sampling: SamplingConfig, threads
     return info
 
 
+def _coded_size(header: _Header, sampling: SamplingConfig) -> tuple[int, int, int]:
+    """(width, height, quarter turns) for PyAV: frames are resized in coded orientation, then turned for display."""
+    out_w, out_h = sampling.frame_size(header.width, header.height)
+    turns = header.rotation // 90
+    return (out_h, out_w, turns) if turns % 2 else (out_w, out_h, turns)
+
+
 def _frame_seconds(frame, tb: float, prev: float | None, step: float) -> float:
     if frame.pts is not None:
         return frame.pts * tb
@@ -221,10 +228,7 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     Generator of sampled (time, frame) pairs; returns the VideoInfo when exhausted."""
     import av
 
-    out_w, out_h = sampling.frame_size(header.width, header.height)
-    turns = header.rotation // 90
-    if turns % 2:
-        out_w, out_h = out_h, out_w          # converted in coded orientation, then turned for display
+    out_w, out_h, turns = _coded_size(header, sampling)
     sampler = NearestSampler(sampling.fps)
     count, first, t, last_dur = 0, None, None, 0.0
     with av.open(path, metadata_errors="ignore") as container:
@@ -247,6 +251,93 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     yield from _to_rgb(sampler.finish(duration), out_w, out_h, turns)
     fps = round(rate or count / duration, 6)
     return header.info(path, duration, fps, count, "pyav")
+
+
+@dataclass
+class _SamplePlan:
+    """Which frames sampling picks, read from packet timestamps before anything is decoded."""
+
+    keep: dict[int, float]  # pts -> time of each picked frame, as a whole decode times it
+    keyframes: list[int]    # pts of the keyframes, ascending (where a window's decode may start)
+    count: int              # frames in the stream (one packet each)
+    duration: float
+    fps: float
+
+
+def _sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
+    """The frames a whole PyAV decode would pick, from one pass over the packets (no decoding): the same
+    NearestSampler over the same times (`t = round(pts * tb - first * tb, 6)`). None where packets lack a
+    timestamp or repeat one, whose handling only a decode shows."""
+    import av
+
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        tb, rate = float(stream.time_base), float(stream.average_rate or stream.guessed_rate or 0)
+        packets = [(p.pts, p.duration or 0, p.is_keyframe) for p in container.demux(stream) if p.size]
+    pts = sorted(p for p, _, _ in packets if p is not None)
+    if not pts or len(pts) < len(packets) or len(set(pts)) < len(pts):
+        return None
+    sampler, first = NearestSampler(sampling.fps), pts[0] * tb
+    times = [round(p * tb - first, 6) for p in pts]
+    picked = [q for i, (p, t) in enumerate(zip(pts, times)) for q in sampler.push(i, t, p)]
+    last_duration = max(packets)[1] * tb or (1 / rate if rate else 1 / 25)
+    duration = round(times[-1] + last_duration, 6)
+    picked += sampler.finish(duration)
+    fps = round(rate or len(pts) / duration, 6)
+    return _SamplePlan({p: t for _, t, p in picked}, sorted(p for p, _, key in packets if key), len(pts),
+                       duration, fps)
+
+
+def _try_sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
+    try:
+        return _sample_plan(path, sampling)
+    except Exception:  # packets PyAV cannot demux: the full decode names the problem
+        return None
+
+
+class _OffPlan(Exception):
+    """The decoder's frames are not the ones the sample plan expects (a damaged or unusual stream)."""
+
+
+def _frames_sampled(path: str, header: _Header, sampling: SamplingConfig, threads: int, plan: _SamplePlan,
+                    start: float = 0.0, end: float = float("inf")):
+    """The frames of `plan` whose time lies in [start, end), the same ones a whole PyAV decode gives, while
+    the decoder skips every frame that no other frame refers to and sampling does not pick. At 1 fps from
+    footage with B-frames that is about half of them. A window starts decoding two keyframes before its first frame.
+
+    Generator of (time, frame) pairs; returns the VideoInfo when exhausted. Raises _OffPlan when the decoder's
+    frames differ from the plan's, before yielding a frame it would get wrong."""
+    import av
+
+    _check_complete(path, header, plan.count, plan.duration)
+    out_w, out_h, turns = _coded_size(header, sampling)
+    want = sorted((p, t) for p, t in plan.keep.items() if start <= t < end)
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        stream.thread_type = "AUTO"
+        ctx.thread_count = threads
+        if start > 0 and want:
+            lead = [k for k in plan.keyframes if k <= want[0][0]]
+            if len(lead) > 1:       # an open GOP's first frames refer to the keyframe before theirs
+                container.seek(lead[-2], stream=stream, backward=True)
+        done = 0
+        for packet in container.demux(stream):
+            if packet.size:         # the last, empty packet drains the frames the decoder still holds
+                ctx.skip_frame = "DEFAULT" if packet.pts in plan.keep else "NONREF"
+            for frame in packet.decode():
+                if done == len(want):
+                    continue
+                if frame.pts is None or frame.pts > want[done][0]:
+                    raise _OffPlan(frame.pts)
+                if frame.pts == want[done][0]:
+                    yield from _to_rgb([(done, want[done][1], frame)], out_w, out_h, turns)
+                    done += 1
+            if done == len(want) and end < plan.duration:
+                break               # a window: the rest of the file is not read
+    if done < len(want):
+        raise _OffPlan(None)
+    return header.info(path, plan.duration, plan.fps, plan.count, "pyav-sampled")
 
 
 def _keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
@@ -291,10 +382,7 @@ def _frames_keyframes(path: str, header: _Header, sampling: SamplingConfig, thre
     Generator of (time, frame) pairs; returns the VideoInfo (frame_count: the frames decoded) when exhausted."""
     import av
 
-    out_w, out_h = sampling.frame_size(header.width, header.height)
-    turns = header.rotation // 90
-    if turns % 2:
-        out_w, out_h = out_h, out_w
+    out_w, out_h, turns = _coded_size(header, sampling)
     count = 0
     with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
@@ -348,16 +436,17 @@ def _chunked(frames, sampling: SamplingConfig, chunk_seconds: float):
 
 
 def _use_decord(path: str, header: _Header, backend: str) -> bool:
-    """Whether to try decord first. A rotated stream goes to PyAV: decord turns its frames but sizes its
-    buffers for the coded shape, so resized frames come out squashed or not at all."""
+    """Whether decord reads the file: only when asked for. A rotated stream cannot go to decord: it turns its
+    frames but sizes its buffers for the coded shape, so resized frames come out squashed or not at all."""
     if backend == "decord" and header.rotation:
         raise MediaError(path, f"decord cannot decode a video rotated {header.rotation} degrees; use PyAV")
-    return backend in ("auto", "decord") and not header.rotation
+    return backend == "decord"
 
 
 def _frame_sources(path: str, header: _Header, sampling: SamplingConfig, threads: int, backend: str):
     """The frame generators to try, in order, each with what its failure means (see `_failed`): keyframes only
-    where they are dense enough (`backend` "keyframes"), then decord, then PyAV."""
+    where they are dense enough (`backend` "keyframes"); decord when asked for; PyAV skipping the frames nothing
+    needs ("auto"); PyAV decoding every frame, which names a bad file's problem."""
     if backend == "keyframes":
         plan = _try_keyframe_plan(path, header, sampling)
         if plan is not None:
@@ -365,8 +454,11 @@ def _frame_sources(path: str, header: _Header, sampling: SamplingConfig, threads
             yield lambda: _frames_keyframes(path, header, sampling, threads, plan), None
         backend = "auto"
     if _use_decord(path, header, backend):
-        yield (lambda: _frames_decord(path, header, sampling, threads),
-               "decord cannot decode the file" if backend == "decord" else None)
+        yield lambda: _frames_decord(path, header, sampling, threads), "decord cannot decode the file"
+    if backend == "auto":
+        sampled = _try_sample_plan(path, sampling)
+        if sampled is not None:
+            yield lambda: _frames_sampled(path, header, sampling, threads, sampled), None
     yield lambda: _frames_pyav(path, header, sampling, threads), "decoding failed"
 
 
@@ -381,7 +473,7 @@ def _failed(path: str, e: Exception, meaning: str | None) -> None:
 
 def decode_file(path: str, sampling: SamplingConfig = SamplingConfig(), backend: str = "auto",
                 threads: int = 0) -> DecodedVideo:
-    """Sample frames at `sampling.fps`, resized at decode time; decord first, PyAV when decord fails.
+    """Sample frames at `sampling.fps`, resized at decode time (see `_frame_sources` for how, by `backend`).
 
     `backend` "keyframes" decodes keyframes only where they are dense enough (see `_keyframe_plan`)."""
     path = os.fspath(path)
@@ -399,34 +491,47 @@ def decode_window_file(path: str, sampling: SamplingConfig = SamplingConfig(), b
                        threads: int = 0, *, start: float = 0.0, end: float = float("inf")) -> DecodedVideo:
     """The frames `decode_file` samples whose time lies in [start, end), decoding as little else as it can.
 
-    decord picks the same frames as a whole decode (from the index of frame times) and decodes only those in
-    the window; PyAV decodes from the start, stops after the window, and converts only the window's frames.
+    decord and "auto" pick the same frames as a whole decode, from every frame's time, and decode from shortly
+    before the window (decord: the keyframe before it; "auto": two keyframes before it, skipping what nothing
+    needs); plain PyAV decodes from the start, stops after the window, and converts only the window's frames.
     """
     path = os.fspath(path)
     check_file(path)
     header = _stream_header(path)
     if _use_decord(path, header, backend):
         try:
-            reader, indices, times, info = _decord_open(path, header, sampling, threads)
-            keep = [i for i, t in enumerate(times) if start <= t < end]
-            out_w, out_h = sampling.frame_size(header.width, header.height)
-            frames = (reader.get_batch([indices[i] for i in keep]).asnumpy() if keep
-                      else np.empty((0, out_h, out_w, 3), np.uint8))
-            return DecodedVideo(info, np.asarray(times[keep], np.float64), frames)
+            return _window_decord(path, header, sampling, threads, start, end)
         except Exception as e:
-            if backend == "decord":
-                raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
+            raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
+    plan = _try_sample_plan(path, sampling) if backend == "auto" else None
+    if plan is not None:
+        try:
+            frames = _frames_sampled(path, header, sampling, threads, plan, start, end)
+            return _window(path, header, frames, start, end, "pyav-sampled")
+        except MediaError:
+            raise
+        except Exception:
+            pass  # the plain decode below gets the frames, or names the file's problem
     try:
-        return _window_pyav(path, header, sampling, threads, start, end)
+        return _window(path, header, _frames_pyav(path, header, sampling, threads), start, end, "pyav")
     except MediaError:
         raise
     except Exception as e:
         raise MediaError(path, f"decoding failed ({_describe(e)})") from None
 
 
-def _window_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: int, start: float,
-                 end: float) -> DecodedVideo:
-    frames = _frames_pyav(path, header, sampling, threads)
+def _window_decord(path: str, header: _Header, sampling: SamplingConfig, threads: int, start: float,
+                   end: float) -> DecodedVideo:
+    reader, indices, times, info = _decord_open(path, header, sampling, threads)
+    keep = [i for i, t in enumerate(times) if start <= t < end]
+    out_w, out_h = sampling.frame_size(header.width, header.height)
+    frames = (reader.get_batch([indices[i] for i in keep]).asnumpy() if keep
+              else np.empty((0, out_h, out_w, 3), np.uint8))
+    return DecodedVideo(info, np.asarray(times[keep], np.float64), frames)
+
+
+def _window(path: str, header: _Header, frames, start: float, end: float, backend: str) -> DecodedVideo:
+    """The [start, end) part of a (time, frame) generator that runs in time order, which is closed after it."""
     times, stack = [], []
     for t, frame in frames:
         if t >= end:
@@ -437,7 +542,7 @@ def _window_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     frames.close()
     if not stack:
         raise MediaError(path, f"no frames between {start:g} s and {end:g} s")
-    info = header.info(path, float(header.duration or times[-1]), 0.0, len(stack), "pyav")
+    info = header.info(path, float(header.duration or times[-1]), 0.0, len(stack), backend)
     return DecodedVideo(info, np.array(times, np.float64), np.stack(stack))
 
 
@@ -445,8 +550,8 @@ def decode_chunks_file(path: str, sampling: SamplingConfig = SamplingConfig(), b
                        threads: int = 0, chunk_seconds: float = 60.0, skip: int = 0):
     """Generator of the video's VideoChunks, each decoded only when the previous one was taken.
 
-    Decord first; if it fails, PyAV goes on from the first chunk not yet produced. `skip` chunks are
-    dropped first (a retry after a crashed decoder, which had already delivered them).
+    The sampled PyAV decode first; if it fails, plain PyAV goes on from the first chunk not yet produced.
+    `skip` chunks are dropped first (a retry after a crashed decoder, which had already delivered them).
     """
     path = os.fspath(path)
     check_file(path)

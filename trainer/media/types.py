@@ -28,7 +28,8 @@ class MediaError(Exception):
 
 @dataclass
 class VideoInfo:
-    """Stream metadata of one video file and the backend that read it ("decord" or "pyav")."""
+    """Stream metadata of one video file and the backend that read it ("pyav-sampled", "pyav", "pyav-keyframes"
+    or "decord")."""
 
     path: str
     duration: float  # seconds, first frame start to last frame end

@@ -34,14 +34,15 @@ _WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 
 
 def _worker_main(fd: int) -> None:
-    """Entry point of a worker process: preload the decoders, say so, then serve jobs until told to stop."""
-    import av  # noqa: F401  (imported before the first job so its deadline is spent decoding)
-    import decord  # noqa: F401
+    """Entry point of a worker process: preload PyAV, say so, then serve jobs until told to stop."""
+    # PyAV is imported before the first job, so that job's deadline is spent decoding. decord (0.1 s of CPU to
+    # import) waits until a caller asks for it.
+    import av  # noqa: F401
 
     conn = multiprocessing.connection.Connection(fd)
     conn.send(READY)
     _serve(conn)
-    # Nothing is left to release: skipping the interpreter's teardown of numpy, av and decord (tens of
+    # Nothing is left to release: skipping the interpreter's teardown of numpy and av (tens of
     # milliseconds) lets the caller's close return sooner.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -331,7 +332,7 @@ class _Runner:
                     message = worker.receive()
                 except (EOFError, OSError):
                     self._replace(worker)
-                    if task.fallback is not None:  # decord crashed: PyAV goes on from the next part
+                    if task.fallback is not None:  # the default decode crashed: plain PyAV goes on from the next part
                         args = (*task.fallback, stream.received)
                         queue.appendleft(_Task(task.index, task.path, task.func, args, None))
                     else:
@@ -377,7 +378,7 @@ class _Runner:
                     done[task.index] = (task.path, _result(task, reply))
                     continue
                 self._replace(worker)
-                if task.fallback is not None:  # decord crashed: one more try with PyAV in a fresh process
+                if task.fallback is not None:  # the default decode crashed: plain PyAV tries once more, afresh
                     queue.appendleft(_Task(task.index, task.path, task.func, task.fallback, None))
                 else:
                     done[task.index] = (task.path, MediaError(task.path, _crash_reason(worker.proc.returncode)))
