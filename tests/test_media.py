@@ -163,7 +163,8 @@ def test_backends_agree(codec_videos):
 
 def write_bframes_video(path: Path, seconds: int = 9) -> Path:
     """H.264 with B-frames, some of them references, and open GOPs (frames before a keyframe in display order
-    that refer across it): what cameras and encoders at their defaults write, unlike `write_video`'s."""
+    that refer across it): what cameras and encoders at their defaults write, unlike `write_video`'s. In AVI,
+    which keeps no presentation times, the packets' timestamps rise in decoding order."""
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
                     f"testsrc2=size=96x64:rate=24:duration={seconds}", "-c:v", "libx264", "-bf", "3",
                     "-x264-params", "keyint=30:open-gop=1:b-pyramid=normal", "-pix_fmt", "yuv420p", str(path)],
@@ -180,21 +181,45 @@ def test_skipping_unneeded_frames_changes_no_sampled_frame(tmp_path, codec_video
     bframes = write_bframes_video(tmp_path / "bframes.mp4")
     plan = _sample_plan(str(bframes), SamplingConfig(fps=1.0))
     assert len(plan.keep) == 9 and plan.count == 9 * 24 and len(plan.keyframes) >= 8
-    for path in [bframes, codec_videos["libx265.mp4"], codec_videos["libvpx-vp9.webm"], codec_videos["h264.mp4"]]:
+    avi = write_bframes_video(tmp_path / "bframes.avi")
+    assert _sample_plan(str(avi), SamplingConfig(fps=1.0)) is None   # its timestamps are not display times
+    paths = {bframes: "pyav-sampled", codec_videos["libx265.mp4"]: "pyav-sampled",
+             codec_videos["libvpx-vp9.webm"]: "pyav-sampled", codec_videos["h264.mp4"]: "pyav-sampled", avi: "pyav"}
+    for path, backend in paths.items():
         for fps in (0.5, 1.0, 3.0):
             sampling = SamplingConfig(fps=fps, size=32)
             plain, sampled = decode_file(path, sampling, "pyav"), decode_file(path, sampling, "auto")
-            assert (plain.info.backend, sampled.info.backend) == ("pyav", "pyav-sampled")
+            assert (plain.info.backend, sampled.info.backend) == ("pyav", backend)
             np.testing.assert_array_equal(sampled.times, plain.times)
             np.testing.assert_array_equal(sampled.frames, plain.frames)
-            assert sampled.info.to_dict() == {**plain.info.to_dict(), "backend": "pyav-sampled"}
+            assert sampled.info.to_dict() == {**plain.info.to_dict(), "backend": backend}
             end = plain.info.duration
             for start, stop in [(2.0, 4.0), (end / 2, end / 2 + 2.5), (end - 2.0, end + 1.0)]:
                 part = decode_window_file(path, sampling, "auto", start=start, end=stop)
                 inside = (plain.times >= start) & (plain.times < stop)
-                assert part.info.backend == "pyav-sampled" and inside.any()
+                assert part.info.backend == backend and inside.any()
                 np.testing.assert_array_equal(part.times, plain.times[inside])
                 np.testing.assert_array_equal(part.frames, plain.frames[inside])
+
+
+@pytest.mark.timeout(60)
+def test_a_cut_made_without_reencoding_decodes_from_its_cut(tmp_path):
+    """`ffmpeg -ss ... -c copy` keeps the frames before the cut that later frames refer to and marks them in an edit
+    list: they are decoded as references, never shown, and are not missing frames."""
+    from trainer.media.backends import _stream_header
+
+    source = write_bframes_video(tmp_path / "source.mp4")
+    cut = tmp_path / "cut.mov"
+    # Keyframes fall every 1.25 s: the cut at 3.6 s keeps 1.1 s of frames before it, a third of the file.
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "3.6", "-i", str(source), "-t", "2", "-c", "copy", str(cut)],
+                   check=True)
+    sampling = SamplingConfig(fps=2.0, size=32)
+    plain, sampled = decode_file(cut, sampling, "pyav"), decode_file(cut, sampling, "auto")
+    assert sampled.info.backend == "pyav-sampled"
+    np.testing.assert_array_equal(sampled.frames, plain.frames)
+    np.testing.assert_array_equal(sampled.times, plain.times)
+    assert 1.9 < plain.info.duration < 2.3 and len(plain.times) == 5      # 0, 0.5, ... 2.0: none before the cut
+    assert _stream_header(str(cut)).frames > plain.info.frame_count == sampled.info.frame_count
 
 
 @pytest.mark.timeout(60)

@@ -230,24 +230,26 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
 
     out_w, out_h, turns = _coded_size(header, sampling)
     sampler = NearestSampler(sampling.fps)
-    count, first, t, last_dur = 0, None, None, 0.0
+    count, discarded, first, t, last_dur = 0, 0, None, None, 0.0
     with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         tb, rate = float(stream.time_base), float(stream.average_rate or stream.guessed_rate or 0)
         step = 1 / rate if rate else 1 / 25
-        for frame in container.decode(stream):
-            raw = _frame_seconds(frame, tb, None if t is None else t + first, step)
-            first = raw if first is None else first
-            t = round(raw - first, 6)
-            last_dur = (frame.duration or 0) * tb or step
-            yield from _to_rgb(sampler.push(count, t, frame), out_w, out_h, turns)
-            count += 1
+        for packet in container.demux(stream):
+            discarded += bool(packet.size and packet.is_discard)
+            for frame in packet.decode():
+                raw = _frame_seconds(frame, tb, None if t is None else t + first, step)
+                first = raw if first is None else first
+                t = round(raw - first, 6)
+                last_dur = (frame.duration or 0) * tb or step
+                yield from _to_rgb(sampler.push(count, t, frame), out_w, out_h, turns)
+                count += 1
     if count == 0:
         raise MediaError(path, "no video frames could be decoded")
     duration = round(t + last_dur, 6)
-    _check_complete(path, header, count, duration)
+    _check_complete(path, header, count + discarded, duration)
     yield from _to_rgb(sampler.finish(duration), out_w, out_h, turns)
     fps = round(rate or count / duration, 6)
     return header.info(path, duration, fps, count, "pyav")
@@ -259,7 +261,8 @@ class _SamplePlan:
 
     keep: dict[int, float]  # pts -> time of each picked frame, as a whole decode times it
     keyframes: list[int]    # pts of the keyframes, ascending (where a window's decode may start)
-    count: int              # frames in the stream (one packet each)
+    count: int              # frames shown (one packet each)
+    discarded: int          # frames decoded only as references for others (before an edit list's cut)
     duration: float
     fps: float
 
@@ -267,15 +270,22 @@ class _SamplePlan:
 def _sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
     """The frames a whole PyAV decode would pick, from one pass over the packets (no decoding): the same
     NearestSampler over the same times (`t = round(pts * tb - first * tb, 6)`). None where packets lack a
-    timestamp or repeat one, whose handling only a decode shows."""
+    timestamp or repeat one, or where the stream reorders frames but its timestamps rise in decoding order (AVI
+    stores no presentation times, and FFmpeg numbers the packets): only a decode shows what those files give."""
     import av
 
     with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         tb, rate = float(stream.time_base), float(stream.average_rate or stream.guessed_rate or 0)
-        packets = [(p.pts, p.duration or 0, p.is_keyframe) for p in container.demux(stream) if p.size]
+        reorders = bool(stream.codec_context.has_b_frames)
+        packets = [(p.pts, p.duration or 0, p.is_keyframe, p.is_discard) for p in container.demux(stream) if p.size]
+    # An edit list (a cut made without re-encoding) marks the frames before the cut: decoded, never shown.
+    discarded = sum(d for *_, d in packets)
+    packets = [p[:3] for p in packets if not p[3]]
     pts = sorted(p for p, _, _ in packets if p is not None)
     if not pts or len(pts) < len(packets) or len(set(pts)) < len(pts):
+        return None
+    if reorders and [p for p, _, _ in packets] == pts:
         return None
     sampler, first = NearestSampler(sampling.fps), pts[0] * tb
     times = [round(p * tb - first, 6) for p in pts]
@@ -285,7 +295,7 @@ def _sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
     picked += sampler.finish(duration)
     fps = round(rate or len(pts) / duration, 6)
     return _SamplePlan({p: t for _, t, p in picked}, sorted(p for p, _, key in packets if key), len(pts),
-                       duration, fps)
+                       discarded, duration, fps)
 
 
 def _try_sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
@@ -309,7 +319,7 @@ def _frames_sampled(path: str, header: _Header, sampling: SamplingConfig, thread
     frames differ from the plan's, before yielding a frame it would get wrong."""
     import av
 
-    _check_complete(path, header, plan.count, plan.duration)
+    _check_complete(path, header, plan.count + plan.discarded, plan.duration)
     out_w, out_h, turns = _coded_size(header, sampling)
     want = sorted((p, t) for p, t in plan.keep.items() if start <= t < end)
     with av.open(path, metadata_errors="ignore") as container:
