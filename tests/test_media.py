@@ -203,6 +203,29 @@ def test_skipping_unneeded_frames_changes_no_sampled_frame(tmp_path, codec_video
 
 
 @pytest.mark.timeout(60)
+def test_frames_after_a_keyframe_runs_last_pick_are_not_decoded(tmp_path):
+    """With a keyframe every second and no B-frames (phone footage), each second decodes only up to its picked
+    frame; the frames are the plain decode's."""
+    from trainer.media.backends import _sample_plan
+
+    path = write_video(tmp_path / "phone.mp4", SECONDS * SRC_FPS, keyint=SRC_FPS)
+    with av.open(str(path)) as container:
+        tb = container.streams.video[0].time_base
+    frames = range(SECONDS * SRC_FPS)
+    cases = {1.0: [i for i in frames if i % SRC_FPS],                   # the picks are the keyframes
+             2.0: [i for i in frames if i % SRC_FPS > SRC_FPS // 2]}    # frames 0 and 4 of each second are picked
+    for fps, unneeded in cases.items():
+        sampling = SamplingConfig(fps=fps, size=32)
+        plan = _sample_plan(str(path), sampling)
+        assert sorted(round(p * tb * SRC_FPS) for p in plan.unneeded) == unneeded
+        plain, sampled = decode_file(path, sampling, "pyav"), decode_file(path, sampling, "auto")
+        assert sampled.info.backend == "pyav-sampled"
+        np.testing.assert_array_equal(sampled.frames, plain.frames)
+        np.testing.assert_array_equal(sampled.times, plain.times)
+        assert [frame_index(f) for f in sampled.frames] == [round(t * SRC_FPS) for t in sampled.times]
+
+
+@pytest.mark.timeout(60)
 def test_a_cut_made_without_reencoding_decodes_from_its_cut(tmp_path):
     """`ffmpeg -ss ... -c copy` keeps the frames before the cut that later frames refer to and marks them in an edit
     list: they are decoded as references, never shown, and are not missing frames."""

@@ -260,6 +260,7 @@ class _SamplePlan:
     """Which frames sampling picks, read from packet timestamps before anything is decoded."""
 
     keep: dict[int, float]  # pts -> time of each picked frame, as a whole decode times it
+    unneeded: set[int]      # pts of frames that neither sampling nor any picked frame needs (see `_unneeded`)
     keyframes: list[int]    # pts of the keyframes, ascending (where a window's decode may start)
     count: int              # frames shown (one packet each)
     discarded: int          # frames decoded only as references for others (before an edit list's cut)
@@ -278,7 +279,12 @@ def _sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
         stream = container.streams.video[0]
         tb, rate = float(stream.time_base), float(stream.average_rate or stream.guessed_rate or 0)
         reorders = bool(stream.codec_context.has_b_frames)
-        packets = [(p.pts, p.duration or 0, p.is_keyframe, p.is_discard) for p in container.demux(stream) if p.size]
+        clean = _clean_start_test(stream)
+        packets, order = [], []
+        for p in container.demux(stream):
+            if p.size:
+                packets.append((p.pts, p.duration or 0, p.is_keyframe, p.is_discard))
+                order.append((p.pts, p.is_keyframe and clean(p)))
     # An edit list (a cut made without re-encoding) marks the frames before the cut: decoded, never shown.
     discarded = sum(d for *_, d in packets)
     packets = [p[:3] for p in packets if not p[3]]
@@ -294,8 +300,55 @@ def _sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
     duration = round(times[-1] + last_duration, 6)
     picked += sampler.finish(duration)
     fps = round(rate or len(pts) / duration, 6)
-    return _SamplePlan({p: t for _, t, p in picked}, sorted(p for p, _, key in packets if key), len(pts),
+    keep = {p: t for _, t, p in picked}
+    return _SamplePlan(keep, _unneeded(order, keep), sorted(p for p, _, key in packets if key), len(pts),
                        discarded, duration, fps)
+
+
+def _clean_start_test(stream):
+    """A test of a keyframe packet: whether no frame after it refers to a frame before it.
+
+    Every keyframe of most codecs. An H.264 keyframe may be a recovery point rather than an IDR picture: frames
+    after it cannot refer back, but FFmpeg, missing the frames before it, hides it from the output."""
+    if stream.codec_context.name != "h264":
+        return lambda packet: True
+    extradata = stream.codec_context.extradata or b""
+    # avcC (MP4, Matroska) prefixes each NAL unit with its length; otherwise start codes separate them (Annex B).
+    length = (extradata[4] & 3) + 1 if len(extradata) > 4 and extradata[0] == 1 else 0
+    return lambda packet: 5 in _h264_nal_types(bytes(packet), length)
+
+
+def _h264_nal_types(data: bytes, length: int) -> set[int]:
+    """The NAL unit types in one H.264 access unit (5: a slice of an IDR picture)."""
+    if length:
+        types, i = set(), 0
+        while i + length < len(data):
+            types.add(data[i + length] & 0x1F)
+            i += length + int.from_bytes(data[i:i + length], "big")
+        return types
+    types, i = set(), data.find(b"\x00\x00\x01")
+    while 0 <= i < len(data) - 3:
+        types.add(data[i + 3] & 0x1F)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return types
+
+
+def _unneeded(order: list[tuple[int, bool]], keep: dict[int, float]) -> set[int]:
+    """pts of the frames that no picked frame needs, from (pts, starts clean) in decoding order (see
+    `_clean_start_test`).
+
+    A frame refers only to frames decoded before it, so in each run of frames from one keyframe to the next, those
+    decoded after the run's last picked frame serve only later frames. When the next run starts clean (none of its
+    frames is shown before its keyframe, so none refers back past it), nothing needs them. Phone footage, with a
+    keyframe every second, then decodes each second only up to its picked frame."""
+    starts = [i for i, (_, key) in enumerate(order) if key or i == 0] + [len(order)]
+    unneeded = set()
+    for lo, hi, after in zip(starts, starts[1:], starts[2:] + [len(order)]):
+        if hi < len(order) and any(p < order[hi][0] for p, _ in order[hi + 1:after]):
+            continue                # leading frames of the next run refer back into this one
+        last = max((i for i in range(lo, hi) if order[i][0] in keep), default=lo - 1)
+        unneeded.update(p for p, _ in order[last + 1:hi])
+    return unneeded
 
 
 def _try_sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
@@ -334,6 +387,8 @@ def _frames_sampled(path: str, header: _Header, sampling: SamplingConfig, thread
         done = 0
         for packet in container.demux(stream):
             if packet.size:         # the last, empty packet drains the frames the decoder still holds
+                if packet.pts in plan.unneeded:
+                    continue
                 ctx.skip_frame = "DEFAULT" if packet.pts in plan.keep else "NONREF"
             for frame in packet.decode():
                 if done == len(want):
