@@ -365,8 +365,9 @@ class _OffPlan(Exception):
 def _frames_sampled(path: str, header: _Header, sampling: SamplingConfig, threads: int, plan: _SamplePlan,
                     start: float = 0.0, end: float = float("inf")):
     """The frames of `plan` whose time lies in [start, end), the same ones a whole PyAV decode gives, while
-    the decoder skips every frame that no other frame refers to and sampling does not pick. At 1 fps from
-    footage with B-frames that is about half of them. A window starts decoding two keyframes before its first frame.
+    the decoder skips every frame that no other frame refers to and sampling does not pick (at 1 fps from footage
+    with B-frames, about half of them), and is not given the frames no picked frame needs (`_unneeded`). A window
+    starts decoding two keyframes before its first frame.
 
     Generator of (time, frame) pairs; returns the VideoInfo when exhausted. Raises _OffPlan when the decoder's
     frames differ from the plan's, before yielding a frame it would get wrong."""
