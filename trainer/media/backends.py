@@ -367,7 +367,7 @@ def _frames_sampled(path: str, header: _Header, sampling: SamplingConfig, thread
     """The frames of `plan` whose time lies in [start, end), the same ones a whole PyAV decode gives, while
     the decoder skips every frame that no other frame refers to and sampling does not pick (at 1 fps from footage
     with B-frames, about half of them), and is not given the frames no picked frame needs (`_unneeded`). A window
-    starts decoding two keyframes before its first frame.
+    starts decoding at the last keyframe before its first frame.
 
     Generator of (time, frame) pairs; returns the VideoInfo when exhausted. Raises _OffPlan when the decoder's
     frames differ from the plan's, before yielding a frame it would get wrong."""
@@ -382,9 +382,11 @@ def _frames_sampled(path: str, header: _Header, sampling: SamplingConfig, thread
         stream.thread_type = "AUTO"
         ctx.thread_count = threads
         if start > 0 and want:
+            # From the last keyframe shown before the window's first frame: the frames shown after a keyframe never
+            # refer to frames before it, and a frame shown before one (an open GOP's) belongs to this run.
             lead = [k for k in plan.keyframes if k <= want[0][0]]
-            if len(lead) > 1:       # an open GOP's first frames refer to the keyframe before theirs
-                container.seek(lead[-2], stream=stream, backward=True)
+            if lead:
+                container.seek(lead[-1], stream=stream, backward=True)
         done = 0
         for packet in container.demux(stream):
             if packet.size:         # the last, empty packet drains the frames the decoder still holds
@@ -557,9 +559,9 @@ def decode_window_file(path: str, sampling: SamplingConfig = SamplingConfig(), b
                        threads: int = 0, *, start: float = 0.0, end: float = float("inf")) -> DecodedVideo:
     """The frames `decode_file` samples whose time lies in [start, end), decoding as little else as it can.
 
-    decord and "auto" pick the same frames as a whole decode, from every frame's time, and decode from shortly
-    before the window (decord: the keyframe before it; "auto": two keyframes before it, skipping what nothing
-    needs); plain PyAV decodes from the start, stops after the window, and converts only the window's frames.
+    decord and "auto" pick the same frames as a whole decode, from every frame's time, and decode from the keyframe
+    before the window ("auto" skipping what nothing needs); plain PyAV decodes from the start, stops after the
+    window, and converts only the window's frames.
     """
     path = os.fspath(path)
     check_file(path)
