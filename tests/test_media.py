@@ -176,13 +176,14 @@ def write_bframes_video(path: Path, seconds: int = 9) -> Path:
 def test_skipping_unneeded_frames_changes_no_sampled_frame(tmp_path, codec_videos):
     """The default decode skips every frame that sampling does not pick and no other frame refers to. Its
     frames, times, duration and counts are the plain decode's, to the bit, whole and in windows."""
-    from trainer.media.backends import _sample_plan, decode_window_file
+    from trainer.media.backends import _sample_plan, _scan_packets, decode_window_file
 
     bframes = write_bframes_video(tmp_path / "bframes.mp4")
-    plan = _sample_plan(str(bframes), SamplingConfig(fps=1.0))
+    plan = _sample_plan(_scan_packets(str(bframes)), SamplingConfig(fps=1.0))
     assert len(plan.keep) == 9 and plan.count == 9 * 24 and len(plan.keyframes) >= 8
     avi = write_bframes_video(tmp_path / "bframes.avi")
-    assert _sample_plan(str(avi), SamplingConfig(fps=1.0)) is None   # its timestamps are not display times
+    # Its timestamps are not display times.
+    assert _sample_plan(_scan_packets(str(avi)), SamplingConfig(fps=1.0)) is None
     paths = {bframes: "pyav-sampled", codec_videos["libx265.mp4"]: "pyav-sampled",
              codec_videos["libvpx-vp9.webm"]: "pyav-sampled", codec_videos["h264.mp4"]: "pyav-sampled", avi: "pyav"}
     for path, backend in paths.items():
@@ -206,7 +207,7 @@ def test_skipping_unneeded_frames_changes_no_sampled_frame(tmp_path, codec_video
 def test_frames_after_a_keyframe_runs_last_pick_are_not_decoded(tmp_path):
     """With a keyframe every second and no B-frames (phone footage), each second decodes only up to its picked
     frame; the frames are the plain decode's."""
-    from trainer.media.backends import _sample_plan
+    from trainer.media.backends import _sample_plan, _scan_packets
 
     path = write_video(tmp_path / "phone.mp4", SECONDS * SRC_FPS, keyint=SRC_FPS)
     with av.open(str(path)) as container:
@@ -216,7 +217,7 @@ def test_frames_after_a_keyframe_runs_last_pick_are_not_decoded(tmp_path):
              2.0: [i for i in frames if i % SRC_FPS > SRC_FPS // 2]}    # frames 0 and 4 of each second are picked
     for fps, unneeded in cases.items():
         sampling = SamplingConfig(fps=fps, size=32)
-        plan = _sample_plan(str(path), sampling)
+        plan = _sample_plan(_scan_packets(str(path)), sampling)
         assert sorted(round(p * tb * SRC_FPS) for p in plan.unneeded) == unneeded
         plain, sampled = decode_file(path, sampling, "pyav"), decode_file(path, sampling, "auto")
         assert sampled.info.backend == "pyav-sampled"

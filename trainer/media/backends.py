@@ -216,6 +216,20 @@ def _coded_size(header: _Header, sampling: SamplingConfig) -> tuple[int, int, in
     return (out_h, out_w, turns) if turns % 2 else (out_w, out_h, turns)
 
 
+def _rate(stream) -> float:
+    """The stream's nominal frame rate, 0 when it states none."""
+    return float(stream.average_rate or stream.guessed_rate or 0)
+
+
+def _step(rate: float) -> float:
+    """A frame's nominal length: 25 fps where the stream states no rate."""
+    return 1 / rate if rate else 1 / 25
+
+
+def _fps(rate: float, count: int, duration: float) -> float:
+    return round(rate or count / duration, 6)
+
+
 def _frame_seconds(frame, tb: float, prev: float | None, step: float) -> float:
     if frame.pts is not None:
         return frame.pts * tb
@@ -235,8 +249,8 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
-        tb, rate = float(stream.time_base), float(stream.average_rate or stream.guessed_rate or 0)
-        step = 1 / rate if rate else 1 / 25
+        tb, rate = float(stream.time_base), _rate(stream)
+        step = _step(rate)
         for packet in container.demux(stream):
             discarded += bool(packet.size and packet.is_discard)
             for frame in packet.decode():
@@ -251,8 +265,7 @@ def _frames_pyav(path: str, header: _Header, sampling: SamplingConfig, threads: 
     duration = round(t + last_dur, 6)
     _check_complete(path, header, count + discarded, duration)
     yield from _to_rgb(sampler.finish(duration), out_w, out_h, turns)
-    fps = round(rate or count / duration, 6)
-    return header.info(path, duration, fps, count, "pyav")
+    return header.info(path, duration, _fps(rate, count, duration), count, "pyav")
 
 
 @dataclass
@@ -268,41 +281,55 @@ class _SamplePlan:
     fps: float
 
 
-def _sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
-    """The frames a whole PyAV decode would pick, from one pass over the packets (no decoding): the same
-    NearestSampler over the same times (`t = round(pts * tb - first * tb, 6)`). None where packets lack a
-    timestamp or repeat one, or where the stream reorders frames but its timestamps rise in decoding order (AVI
-    stores no presentation times, and FFmpeg numbers the packets): only a decode shows what those files give."""
+@dataclass
+class _Packets:
+    """One pass over a video stream's packets, without decoding: what the keyframe and sample plans read."""
+
+    tb: float
+    rate: float
+    reorders: bool      # the codec may decode frames in another order than it shows them (B-frames)
+    rows: list[tuple]   # (pts, duration, keyframe, discarded, starts clean) of each packet, in decoding order
+
+
+def _scan_packets(path: str) -> _Packets | None:
+    """The stream's packets (see `_Packets`); None where PyAV cannot demux them: the full decode names the problem.
+
+    It costs a pass over the file's bytes."""
     import av
 
-    with av.open(path, metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        tb, rate = float(stream.time_base), float(stream.average_rate or stream.guessed_rate or 0)
-        reorders = bool(stream.codec_context.has_b_frames)
-        clean = _clean_start_test(stream)
-        packets, order = [], []
-        for p in container.demux(stream):
-            if p.size:
-                packets.append((p.pts, p.duration or 0, p.is_keyframe, p.is_discard))
-                order.append((p.pts, p.is_keyframe and clean(p)))
-    # An edit list (a cut made without re-encoding) marks the frames before the cut: decoded, never shown.
-    discarded = sum(d for *_, d in packets)
-    packets = [p[:3] for p in packets if not p[3]]
-    pts = sorted(p for p, _, _ in packets if p is not None)
-    if not pts or len(pts) < len(packets) or len(set(pts)) < len(pts):
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            clean = _clean_start_test(stream)
+            rows = [(p.pts, p.duration or 0, p.is_keyframe, p.is_discard, p.is_keyframe and clean(p))
+                    for p in container.demux(stream) if p.size]
+            return _Packets(float(stream.time_base), _rate(stream), bool(stream.codec_context.has_b_frames), rows)
+    except Exception:
         return None
-    if reorders and [p for p, _, _ in packets] == pts:
+
+
+def _sample_plan(packets: _Packets, sampling: SamplingConfig) -> _SamplePlan | None:
+    """The frames a whole PyAV decode would pick, from the packets alone: the same NearestSampler over the same
+    times (`t = round(pts * tb - first * tb, 6)`). None where packets lack a timestamp or repeat one, or where the
+    stream reorders frames but its timestamps rise in decoding order (AVI stores no presentation times, and FFmpeg
+    numbers the packets): only a decode shows what those files give."""
+    tb, rate = packets.tb, packets.rate
+    # An edit list (a cut made without re-encoding) marks the frames before the cut: decoded, never shown.
+    shown = [(p, duration, key) for p, duration, key, discard, _ in packets.rows if not discard]
+    pts = sorted(p for p, _, _ in shown if p is not None)
+    if not pts or len(pts) < len(shown) or len(set(pts)) < len(pts):
+        return None
+    if packets.reorders and [p for p, _, _ in shown] == pts:
         return None
     sampler, first = NearestSampler(sampling.fps), pts[0] * tb
     times = [round(p * tb - first, 6) for p in pts]
     picked = [q for i, (p, t) in enumerate(zip(pts, times)) for q in sampler.push(i, t, p)]
-    last_duration = max(packets)[1] * tb or (1 / rate if rate else 1 / 25)
-    duration = round(times[-1] + last_duration, 6)
+    duration = round(times[-1] + (max(shown)[1] * tb or _step(rate)), 6)
     picked += sampler.finish(duration)
-    fps = round(rate or len(pts) / duration, 6)
     keep = {p: t for _, t, p in picked}
-    return _SamplePlan(keep, _unneeded(order, keep), sorted(p for p, _, key in packets if key), len(pts),
-                       discarded, duration, fps)
+    order = [(p, clean) for p, *_, clean in packets.rows]
+    return _SamplePlan(keep, _unneeded(order, keep), sorted(p for p, _, key in shown if key), len(pts),
+                       len(packets.rows) - len(shown), duration, _fps(rate, len(pts), duration))
 
 
 def _clean_start_test(stream):
@@ -349,13 +376,6 @@ def _unneeded(order: list[tuple[int, bool]], keep: dict[int, float]) -> set[int]
         last = max((i for i in range(lo, hi) if order[i][0] in keep), default=lo - 1)
         unneeded.update(p for p, _ in order[last + 1:hi])
     return unneeded
-
-
-def _try_sample_plan(path: str, sampling: SamplingConfig) -> _SamplePlan | None:
-    try:
-        return _sample_plan(path, sampling)
-    except Exception:  # packets PyAV cannot demux: the full decode names the problem
-        return None
 
 
 class _OffPlan(Exception):
@@ -408,19 +428,15 @@ def _frames_sampled(path: str, header: _Header, sampling: SamplingConfig, thread
     return header.info(path, plan.duration, plan.fps, plan.count, "pyav-sampled")
 
 
-def _keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
+def _keyframe_plan(packets: _Packets, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
     """{pts: time} of the keyframes to keep, the first in each 1 / fps interval, when every clip window holds
     one; None when some window holds none, or the duration is unknown, so the file is decoded in full.
 
-    Read from the packets' keyframe flags, without decoding: it costs a pass over the file's bytes."""
-    import av
-
+    Read from the packets' keyframe flags, without decoding."""
     if not header.duration:
         return None
-    with av.open(path, metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        tb = float(stream.time_base)
-        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.is_keyframe)
+    tb = packets.tb
+    pts = sorted(p for p, _, key, _, _ in packets.rows if p is not None and key)
     if not pts:
         return None
     first, plan, slot = pts[0], {}, -1
@@ -437,13 +453,6 @@ def _keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict
     return plan
 
 
-def _try_keyframe_plan(path: str, header: _Header, sampling: SamplingConfig) -> dict[int, float] | None:
-    try:
-        return _keyframe_plan(path, header, sampling)
-    except Exception:  # packets PyAV cannot demux: the full decode names the problem
-        return None
-
-
 def _frames_keyframes(path: str, header: _Header, sampling: SamplingConfig, threads: int, plan: dict[int, float]):
     """Decode keyframes only (the decoder skips every other frame) and convert the planned ones.
 
@@ -457,7 +466,7 @@ def _frames_keyframes(path: str, header: _Header, sampling: SamplingConfig, thre
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         stream.codec_context.skip_frame = "NONKEY"
-        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        rate = _rate(stream)
         for frame in container.decode(stream):
             t = plan.get(frame.pts)
             if t is not None:
@@ -515,8 +524,9 @@ def _frame_sources(path: str, header: _Header, sampling: SamplingConfig, threads
     """The frame generators to try, in order, each with what its failure means (see `_failed`): keyframes only
     where they are dense enough (`backend` "keyframes"); decord when asked for; PyAV skipping the frames nothing
     needs ("auto"); PyAV decoding every frame, which names a bad file's problem."""
+    packets = _scan_packets(path) if backend in ("keyframes", "auto") else None   # one pass for both plans
     if backend == "keyframes":
-        plan = _try_keyframe_plan(path, header, sampling)
+        plan = _keyframe_plan(packets, header, sampling) if packets else None
         if plan is not None:
             # a keyframe the decoder refuses: decode the file in full instead
             yield lambda: _frames_keyframes(path, header, sampling, threads, plan), None
@@ -524,7 +534,7 @@ def _frame_sources(path: str, header: _Header, sampling: SamplingConfig, threads
     if _use_decord(path, header, backend):
         yield lambda: _frames_decord(path, header, sampling, threads), "decord cannot decode the file"
     if backend == "auto":
-        sampled = _try_sample_plan(path, sampling)
+        sampled = _sample_plan(packets, sampling) if packets else None
         if sampled is not None:
             yield lambda: _frames_sampled(path, header, sampling, threads, sampled), None
     yield lambda: _frames_pyav(path, header, sampling, threads), "decoding failed"
@@ -571,7 +581,8 @@ def decode_window_file(path: str, sampling: SamplingConfig = SamplingConfig(), b
             return _window_decord(path, header, sampling, threads, start, end)
         except Exception as e:
             raise MediaError(path, f"decord cannot decode the file ({_describe(e)})") from None
-    plan = _try_sample_plan(path, sampling) if backend == "auto" else None
+    packets = _scan_packets(path) if backend == "auto" else None
+    plan = _sample_plan(packets, sampling) if packets else None
     if plan is not None:
         try:
             frames = _frames_sampled(path, header, sampling, threads, plan, start, end)
